@@ -1,0 +1,51 @@
+# The two commands of the README's Quick start are `make demo` and
+# `make check`; everything else here serves them.
+BUILD      ?= build
+BUILD_SAN  ?= build-san
+BUILD_FUZZ ?= build-fuzz
+MESON_OPTS ?= --werror
+
+.PHONY: all deps build build-san demo check check-unit check-san check-valgrind \
+	check-fuzz check-guest check-e2e bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(BUILD_SAN)/build.ninja:
+	meson setup $(BUILD_SAN) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
+
+build-san: deps $(BUILD_SAN)/build.ninja
+	ninja -C $(BUILD_SAN)
+
+# The main job: the simulated end-to-end demo, on its defaults.
+demo: build
+	$(BUILD)/cli/vfio-apple run
+
+# Every test.  CI (.ci/run) calls exactly this.
+check: build build-san
+	./scripts/check.sh
+
+check-unit: build
+	meson test -C $(BUILD) --print-errorlogs --suite unit
+
+check-san: build-san
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(BUILD_SAN) --print-errorlogs --suite unit
+
+check-valgrind: build
+	meson test -C $(BUILD) --print-errorlogs --suite unit --no-suite slow \
+		--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet'
+
+bench: build
+	./scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Every test of vfio-apple, in order of cost.  Called by `make check`, which
+# has already built ./build (warnings as errors) and ./build-san (ASan+UBSan).
+# Each stage must pass; the last line counts the stages.
+set -u
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failed_names=()
+
+stage() {
+	local name=$1
+	shift
+	echo
+	echo "===== stage: $name ====="
+	local t0=$SECONDS
+	if "$@"; then
+		echo "===== stage $name: PASS ($((SECONDS - t0)) s) ====="
+		passed=$((passed + 1))
+	else
+		echo "===== stage $name: FAIL ($((SECONDS - t0)) s) ====="
+		failed=$((failed + 1))
+		failed_names+=("$name")
+	fi
+}
+
+stage unit make -s check-unit
+stage sanitizers make -s check-san
+stage valgrind make -s check-valgrind
+
+echo
+if [ "$failed" -ne 0 ]; then
+	echo "failed stages: ${failed_names[*]}"
+fi
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
