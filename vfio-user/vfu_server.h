@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A vfio-user server for one PCI device (the QEMU client: vfio-user-pci).
+ *
+ * Non-blocking and fd-driven, for a single-threaded epoll loop that the
+ * caller owns: poll vfu_server_listen_fd() and call vfu_server_accept() when
+ * it is readable; poll vfu_server_client_fd() and call vfu_server_handle()
+ * when that is readable.  The client fd changes on every accept, so
+ * re-register it after each accept and after a drop.
+ *
+ * The device itself lives behind struct vfu_device_ops; this layer knows the
+ * protocol only (docs/vfio-user.md).  The client is untrusted: every
+ * message is checked before use, a bad one gets an error reply (or, if its
+ * framing is broken, the client is dropped) and the server keeps serving.
+ *
+ * Region and IRQ indices are Linux VFIO's (VFIO_PCI_*_REGION_INDEX,
+ * VFIO_PCI_*_IRQ_INDEX from <linux/vfio.h>).
+ */
+#ifndef VFA_VFU_SERVER_H
+#define VFA_VFU_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct guest_mem;
+struct vfu_server;
+
+/* Callbacks into the device adapter; opaque is the device. */
+struct vfu_device_ops {
+	/*
+	 * Region index per VFIO_PCI_*_REGION_INDEX (BAR0..5, ROM, CONFIG,
+	 * VGA).  size 0 = absent.  flags: VFIO_REGION_INFO_FLAG_READ|WRITE
+	 * (MMAP is never offered: every access goes through region_read/
+	 * write).  Return 0 or -errno.
+	 */
+	int (*region_info)(void *opaque, unsigned index, uint64_t *size, uint32_t *flags);
+	/*
+	 * The server has already checked that [offset, offset + count) lies
+	 * inside the region's size and count > 0.  0 or -errno (sent back to
+	 * the client as the error).
+	 */
+	int (*region_read)(void *opaque, unsigned index, uint64_t offset, void *buf, uint32_t count);
+	int (*region_write)(void *opaque, unsigned index, uint64_t offset, const void *buf,
+			    uint32_t count);
+	/* Vectors of IRQ index VFIO_PCI_*_IRQ_INDEX; 0 = not supported. */
+	unsigned (*irq_count)(void *opaque, unsigned index);
+	/*
+	 * After DEVICE_SET_IRQS changed eventfds or masks of that index (also
+	 * when a disable/reset clears them).  Query with vfu_irq_enabled().
+	 */
+	void (*irqs_changed)(void *opaque, unsigned index);
+	/* DEVICE_RESET.  0 or -errno. */
+	int (*reset)(void *opaque);
+	/*
+	 * [gpa, gpa + len) is about to disappear (DMA_UNMAP or disconnect):
+	 * drop every use of it.  Called while the range is still mapped and
+	 * still in vfu_server_guest_mem().  May be NULL.
+	 */
+	void (*dma_unmap)(void *opaque, uint64_t gpa, uint64_t len);
+	/*
+	 * The client disconnected (or was dropped): release everything it
+	 * set up (interrupt state, companion mappings...).  Order on
+	 * disconnect: dma_unmap() for every range, then client_gone() while
+	 * the memory is still mapped (a device may still be finishing a DMA),
+	 * then the ranges leave guest_mem and are munmapped.  IRQ eventfds
+	 * are closed after client_gone().  May be NULL.
+	 */
+	void (*client_gone)(void *opaque);
+	/*
+	 * Optional (may be NULL): a client completed the version handshake,
+	 * i.e. a VMM is attached.  For logging and status only.
+	 */
+	void (*client_ready)(void *opaque);
+};
+
+/* Counters for `vfio-apple status` (monotonic since create). */
+struct vfu_stats {
+	uint64_t clients;        /* connections accepted */
+	uint64_t refused;        /* connections refused (one client at a time) */
+	uint64_t messages;       /* requests handled */
+	uint64_t errors;         /* requests answered with an error */
+	uint64_t dropped;        /* clients dropped for broken framing */
+	uint64_t dma_maps;       /* DMA_MAP accepted */
+	uint64_t dma_unmaps;     /* ranges removed by DMA_UNMAP */
+	uint64_t region_reads;
+	uint64_t region_writes;
+	uint64_t irqs_triggered; /* eventfd writes */
+	uint64_t irqs_latched;   /* triggers on masked vectors (fired on unmask) */
+	bool connected;          /* a client is attached now */
+};
+
+/*
+ * Bind and listen on socket_path (mode 0600 is left to the caller's umask).
+ * A stale socket file (nothing accepts on it) is replaced; a live one gives
+ * NULL with "socket PATH is in use by a running process" in err.  On any
+ * failure: NULL and a message in err.
+ */
+struct vfu_server *vfu_server_create(const char *socket_path, const struct vfu_device_ops *ops,
+				     void *opaque, char *err, size_t errlen);
+/* Closes the client (with the usual cleanup) and unlinks the socket. */
+void vfu_server_destroy(struct vfu_server *s);
+
+int vfu_server_listen_fd(const struct vfu_server *s);
+/*
+ * Listen fd readable: accept one connection.  Returns the new client fd
+ * (register it for EPOLLIN), 0 if nothing to accept or a second client was
+ * refused politely (closed), or -errno.
+ */
+int vfu_server_accept(struct vfu_server *s);
+/* -1 when no client is attached. */
+int vfu_server_client_fd(const struct vfu_server *s);
+/*
+ * Client fd readable (or hung up): read what is there and process every
+ * complete message.  0 = still connected; < 0 = the client is gone (EOF
+ * or dropped for a protocol error) and everything it set up has been
+ * cleaned up; its fd is already closed (remove it from epoll before, or
+ * rely on close() removing it).
+ */
+int vfu_server_handle(struct vfu_server *s);
+/* Drop the client now (as on disconnect).  No-op without one. */
+void vfu_server_disconnect(struct vfu_server *s);
+
+/* The client's DMA_MAPped guest memory (GPA -> VA in this process). */
+struct guest_mem *vfu_server_guest_mem(struct vfu_server *s);
+
+/* The vector has an eventfd and is not masked. */
+bool vfu_irq_enabled(const struct vfu_server *s, unsigned index, unsigned vector);
+/* The vector has an eventfd (masked or not). */
+bool vfu_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vector);
+/*
+ * Signal the vector: write its eventfd.  If it is masked, latch it pending
+ * and fire on unmask.  0, or -ENOENT (no eventfd: dropped, counted nowhere),
+ * -EINVAL (bad index/vector), -errno from write.
+ */
+int vfu_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector);
+
+void vfu_server_stats(const struct vfu_server *s, struct vfu_stats *out);
+const char *vfu_server_socket_path(const struct vfu_server *s);
+
+#endif
