@@ -1,0 +1,682 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The passthrough function against a fake host device that records every
+ * call: which config bytes reach the host, BAR bounds and access widths,
+ * interrupt routing to eventfds, reset forwarding.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "passthrough.h"
+
+#define MSI_POS 0x50
+#define MSIX_POS 0x70
+#define EXP_POS 0x90
+#define REBAR_POS 0x100
+#define BAR0_SIZE 0x4000u /* 64-bit, BAR0+BAR1 */
+#define BAR2_SIZE 0x1000u /* 32-bit prefetchable, mapped */
+#define BAR4_SIZE 0x20u   /* I/O */
+#define NVEC 8
+
+struct call {
+	char what; /* 'w' config write, 'r' mmio read, 'W' mmio write */
+	uint32_t bar;
+	uint64_t offset;
+	unsigned width;
+	uint64_t value;
+};
+
+struct fake {
+	struct host_device hd;
+	uint8_t cfg[4096];
+	uint8_t bar0[BAR0_SIZE];
+	uint8_t bar2[BAR2_SIZE];
+	uint8_t bar4[BAR4_SIZE];
+	bool with_msix;
+	struct call calls[256];
+	unsigned ncalls;
+	uint64_t mask[HD_IRQ_WORDS];
+	unsigned set_mask_calls;
+	uint64_t pending[HD_IRQ_WORDS];
+	int wakeup_fd;
+	unsigned resets;
+};
+
+static struct fake *F(struct host_device *hd)
+{
+	return (struct fake *)hd;
+}
+
+static void record(struct fake *f, char what, uint32_t bar, uint64_t off, unsigned width, uint64_t v)
+{
+	assert_true(f->ncalls < 256);
+	f->calls[f->ncalls++] = (struct call){ what, bar, off, width, v };
+}
+
+static int fk_identity(struct host_device *hd, struct hd_identity *out)
+{
+	(void)hd;
+	*out = (struct hd_identity){ .bus = 3, .vendor_id = 0x144d, .device_id = 0xa808, .class_code = 0x010802 };
+	return 0;
+}
+
+static int fk_config_read(struct host_device *hd, uint32_t off, unsigned width, uint32_t *v)
+{
+	struct fake *f = F(hd);
+
+	if (off + width > sizeof(f->cfg) || off % width)
+		return -EINVAL;
+	*v = 0;
+	for (unsigned i = 0; i < width; i++)
+		*v |= (uint32_t)f->cfg[off + i] << (8 * i);
+	return 0;
+}
+
+static int fk_config_read_block(struct host_device *hd, uint32_t off, void *buf, size_t len)
+{
+	struct fake *f = F(hd);
+
+	if (off + len > sizeof(f->cfg))
+		return -EINVAL;
+	memcpy(buf, f->cfg + off, len);
+	return 0;
+}
+
+static int fk_config_write(struct host_device *hd, uint32_t off, unsigned width, uint32_t v)
+{
+	struct fake *f = F(hd);
+
+	assert_true(width == 1 || width == 2 || width == 4);
+	assert_int_equal(off % width, 0);
+	record(f, 'w', 0, off, width, v);
+	return 0;
+}
+
+static int fk_bar_info(struct host_device *hd, unsigned bar, struct hd_bar_info *out)
+{
+	(void)hd;
+	*out = (struct hd_bar_info){ 0 };
+	if (bar == 0)
+		*out = (struct hd_bar_info){ BAR0_SIZE, HD_BAR_MEM64, false };
+	else if (bar == 2)
+		*out = (struct hd_bar_info){ BAR2_SIZE, HD_BAR_MEM32, true };
+	else if (bar == 4)
+		*out = (struct hd_bar_info){ BAR4_SIZE, HD_BAR_IO, false };
+	return 0;
+}
+
+static int fk_bar_map(struct host_device *hd, unsigned bar, volatile void **out)
+{
+	if (bar != 2)
+		return -EOPNOTSUPP;
+	*out = F(hd)->bar2;
+	return 0;
+}
+
+static uint8_t *bar_mem(struct fake *f, unsigned bar, uint64_t *size)
+{
+	if (bar == 0) {
+		*size = BAR0_SIZE;
+		return f->bar0;
+	}
+	*size = BAR4_SIZE;
+	return f->bar4;
+}
+
+static int fk_mmio_read(struct host_device *hd, unsigned bar, uint64_t off, unsigned width, uint64_t *v)
+{
+	struct fake *f = F(hd);
+	uint64_t size;
+	uint8_t *mem = bar_mem(f, bar, &size);
+
+	assert_true(bar == 0 || bar == 4);
+	assert_true(off + width <= size);
+	assert_int_equal(off % width, 0);
+	*v = 0;
+	for (unsigned i = 0; i < width; i++)
+		*v |= (uint64_t)mem[off + i] << (8 * i);
+	record(f, 'r', bar, off, width, *v);
+	return 0;
+}
+
+static int fk_mmio_write(struct host_device *hd, unsigned bar, uint64_t off, unsigned width, uint64_t v)
+{
+	struct fake *f = F(hd);
+	uint64_t size;
+	uint8_t *mem = bar_mem(f, bar, &size);
+
+	assert_true(bar == 0 || bar == 4);
+	assert_true(off + width <= size);
+	assert_int_equal(off % width, 0);
+	for (unsigned i = 0; i < width; i++)
+		mem[off + i] = (uint8_t)(v >> (8 * i));
+	record(f, 'W', bar, off, width, v);
+	return 0;
+}
+
+static int fk_irq_setup(struct host_device *hd, unsigned *n)
+{
+	(void)hd;
+	*n = NVEC;
+	return 0;
+}
+
+static int fk_irq_set_mask(struct host_device *hd, const uint64_t mask[HD_IRQ_WORDS])
+{
+	struct fake *f = F(hd);
+
+	memcpy(f->mask, mask, sizeof(f->mask));
+	f->set_mask_calls++;
+	return 0;
+}
+
+static int fk_irq_read_pending(struct host_device *hd, uint64_t pending[HD_IRQ_WORDS])
+{
+	struct fake *f = F(hd);
+
+	memcpy(pending, f->pending, sizeof(f->pending));
+	memset(f->pending, 0, sizeof(f->pending));
+	return 0;
+}
+
+static int fk_irq_wakeup_fd(struct host_device *hd)
+{
+	return F(hd)->wakeup_fd;
+}
+
+static int fk_reset(struct host_device *hd)
+{
+	F(hd)->resets++;
+	return 0;
+}
+
+static const struct host_device_ops fake_ops = {
+	.identity = fk_identity,
+	.config_read = fk_config_read,
+	.config_write = fk_config_write,
+	.config_read_block = fk_config_read_block,
+	.bar_info = fk_bar_info,
+	.bar_map = fk_bar_map,
+	.mmio_read = fk_mmio_read,
+	.mmio_write = fk_mmio_write,
+	.irq_setup = fk_irq_setup,
+	.irq_set_mask = fk_irq_set_mask,
+	.irq_read_pending = fk_irq_read_pending,
+	.irq_wakeup_fd = fk_irq_wakeup_fd,
+	.reset = fk_reset,
+};
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)v);
+	put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Config space: caps 0x34 -> MSI 0x50 -> MSI-X 0x70 -> PCIe 0x90; ReBAR at 0x100. */
+static struct fake *fake_new(bool with_msix)
+{
+	struct fake *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	f->hd.ops = &fake_ops;
+	f->with_msix = with_msix;
+	f->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_true(f->wakeup_fd >= 0);
+	put16(f->cfg + 0x00, 0x144d);
+	put16(f->cfg + 0x02, 0xa808);
+	put16(f->cfg + 0x04, 0x0006); /* the claim set memory space + bus master */
+	put16(f->cfg + 0x06, 0x0010); /* capability list */
+	put32(f->cfg + 0x10, 0x4);    /* the dext's synthesized BAR types, address 0 */
+	put32(f->cfg + 0x18, 0x8);
+	put32(f->cfg + 0x20, 0x1);
+	f->cfg[0x34] = MSI_POS;
+	f->cfg[MSI_POS] = 0x05;
+	f->cfg[MSI_POS + 1] = with_msix ? MSIX_POS : EXP_POS;
+	put16(f->cfg + MSI_POS + 2, 0x0180); /* 64-bit, per-vector masking: 24 bytes */
+	if (with_msix) {
+		f->cfg[MSIX_POS] = 0x11;
+		f->cfg[MSIX_POS + 1] = EXP_POS;
+		put16(f->cfg + MSIX_POS + 2, 0x001F); /* 32 entries */
+		put32(f->cfg + MSIX_POS + 4, 0x00002000);
+	}
+	f->cfg[EXP_POS] = 0x10;
+	f->cfg[EXP_POS + 1] = 0;
+	put32(f->cfg + REBAR_POS, 0x0015 | (1u << 16));
+	return f;
+}
+
+static void fake_free(struct fake *f)
+{
+	close(f->wakeup_fd);
+	free(f);
+}
+
+struct ctx {
+	struct fake *f;
+	struct passthrough *pt;
+};
+
+static int setup_common(void **state, bool with_msix)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+	char err[256] = "";
+
+	assert_non_null(c);
+	c->f = fake_new(with_msix);
+	c->pt = passthrough_create(&c->f->hd, err, sizeof(err));
+	if (!c->pt)
+		fail_msg("passthrough_create: %s", err);
+	c->f->ncalls = 0;
+	*state = c;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_common(state, true);
+}
+
+static int setup_msi_only(void **state)
+{
+	return setup_common(state, false);
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+
+	passthrough_destroy(c->pt);
+	fake_free(c->f);
+	free(c);
+	return 0;
+}
+
+static uint32_t cfg_read32(struct passthrough *pt, uint32_t off)
+{
+	uint8_t b[4];
+
+	assert_int_equal(passthrough_config_read(pt, off, b, 4), 0);
+	return get32(b);
+}
+
+static void cfg_write32(struct passthrough *pt, uint32_t off, uint32_t v)
+{
+	uint8_t b[4];
+
+	put32(b, v);
+	assert_int_equal(passthrough_config_write(pt, off, b, 4), 0);
+}
+
+static void cfg_write16(struct passthrough *pt, uint32_t off, uint16_t v)
+{
+	uint8_t b[2];
+
+	put16(b, v);
+	assert_int_equal(passthrough_config_write(pt, off, b, 2), 0);
+}
+
+static void expect_call(const struct fake *f, unsigned i, char what, uint64_t off, unsigned width, uint64_t v)
+{
+	assert_true(i < f->ncalls);
+	assert_int_equal(f->calls[i].what, what);
+	assert_int_equal(f->calls[i].offset, off);
+	assert_int_equal(f->calls[i].width, width);
+	assert_int_equal(f->calls[i].value, v);
+}
+
+static void test_command_forwarded_bytewise_status_dropped(void **state)
+{
+	struct ctx *c = *state;
+	struct passthrough_stats st;
+
+	cfg_write32(c->pt, 0x04, 0xFFFF0406); /* COMMAND 0x0406, STATUS all ones (RW1C) */
+	assert_int_equal(c->f->ncalls, 2);
+	expect_call(c->f, 0, 'w', 0x04, 1, 0x06);
+	expect_call(c->f, 1, 'w', 0x05, 1, 0x04);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.config_bytes_dropped, 2);
+	assert_int_equal(st.config_writes_forwarded, 2);
+
+	c->f->ncalls = 0;
+	cfg_write16(c->pt, 0x06, 0xFFFF);
+	assert_int_equal(c->f->ncalls, 0);
+}
+
+static void test_bars_emulated_with_sizing(void **state)
+{
+	struct ctx *c = *state;
+
+	/* Before any write: address 0 plus the type bits. */
+	assert_int_equal(cfg_read32(c->pt, 0x10), 0x4);
+	assert_int_equal(cfg_read32(c->pt, 0x18), 0x8);
+	assert_int_equal(cfg_read32(c->pt, 0x20), 0x1);
+	for (uint32_t off = 0x10; off < 0x28; off += 4)
+		cfg_write32(c->pt, off, 0xFFFFFFFF);
+	cfg_write32(c->pt, 0x30, 0xFFFFFFFF);
+	assert_int_equal(c->f->ncalls, 0); /* nothing reached the host */
+	assert_int_equal(cfg_read32(c->pt, 0x10), (uint32_t)~(BAR0_SIZE - 1) | 0x4);
+	assert_int_equal(cfg_read32(c->pt, 0x14), 0xFFFFFFFF); /* upper half of a 16 KiB BAR */
+	assert_int_equal(cfg_read32(c->pt, 0x18), (uint32_t)~(BAR2_SIZE - 1) | 0x8);
+	assert_int_equal(cfg_read32(c->pt, 0x1C), 0);
+	assert_int_equal(cfg_read32(c->pt, 0x20), (uint32_t)~(BAR4_SIZE - 1) | 0x1);
+	assert_int_equal(cfg_read32(c->pt, 0x24), 0);
+	assert_int_equal(cfg_read32(c->pt, 0x30), 0); /* no ROM */
+
+	/* An address is kept (masked), byte writes merge. */
+	cfg_write32(c->pt, 0x18, 0xFEBC1234);
+	assert_int_equal(cfg_read32(c->pt, 0x18), 0xFEBC1008);
+	uint8_t b = 0xAB;
+	assert_int_equal(passthrough_config_write(c->pt, 0x1B, &b, 1), 0);
+	assert_int_equal(cfg_read32(c->pt, 0x18), 0xABBC1008);
+	assert_int_equal(c->f->ncalls, 0);
+}
+
+static void test_capability_writes(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t buf[24];
+
+	memset(buf, 0xFF, sizeof(buf));
+	/* MSI (24 bytes), MSI-X (12), DEVCTL, DEVCTL2, ReBAR control: dropped. */
+	assert_int_equal(passthrough_config_write(c->pt, MSI_POS, buf, 24), 0);
+	assert_int_equal(passthrough_config_write(c->pt, MSIX_POS, buf, 12), 0);
+	cfg_write16(c->pt, EXP_POS + 0x08, 0x8000); /* initiate FLR */
+	cfg_write16(c->pt, EXP_POS + 0x28, 0xFFFF);
+	cfg_write32(c->pt, REBAR_POS + 8, 0x00000700);
+	assert_int_equal(c->f->ncalls, 0);
+
+	/* Next to them: forwarded, in aligned pieces. */
+	cfg_write16(c->pt, EXP_POS + 0x10, 0x0040); /* LNKCTL */
+	cfg_write32(c->pt, 0x40, 0x11223344);
+	uint8_t three[3] = { 0xA1, 0xA2, 0xA3 };
+	assert_int_equal(passthrough_config_write(c->pt, 0x41, three, 3), 0);
+	/* DEVCTL (dropped) + DEVSTA (forwarded) in one dword. */
+	cfg_write32(c->pt, EXP_POS + 0x08, 0x00042FFF);
+	assert_int_equal(c->f->ncalls, 5);
+	expect_call(c->f, 0, 'w', EXP_POS + 0x10, 2, 0x0040);
+	expect_call(c->f, 1, 'w', 0x40, 4, 0x11223344);
+	expect_call(c->f, 2, 'w', 0x41, 1, 0xA1);
+	expect_call(c->f, 3, 'w', 0x42, 2, 0xA3A2);
+	expect_call(c->f, 4, 'w', EXP_POS + 0x0A, 2, 0x0004);
+}
+
+static void test_config_reads_and_bounds(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t b[8];
+
+	assert_int_equal(passthrough_config_size(c->pt), 4096);
+	/* MSI hidden from the list: 0x34 now points at MSI-X. */
+	assert_int_equal(passthrough_config_read(c->pt, 0x34, b, 1), 0);
+	assert_int_equal(b[0], MSIX_POS);
+	/* MSI-X table size clamped to the host's 8 vectors; other bytes intact. */
+	assert_int_equal(cfg_read32(c->pt, MSIX_POS), 0x00079011u);
+	assert_int_equal(cfg_read32(c->pt, MSIX_POS + 4), 0x2000);
+	/* A read that starts mid-dword still gets the adjusted bytes. */
+	assert_int_equal(passthrough_config_read(c->pt, MSIX_POS + 1, b, 2), 0);
+	assert_int_equal(b[0], EXP_POS);
+	assert_int_equal(b[1], 0x07);
+	assert_int_equal(cfg_read32(c->pt, 0x00), 0xa808144d);
+
+	assert_int_equal(passthrough_config_read(c->pt, 4095, b, 2), -EINVAL);
+	assert_int_equal(passthrough_config_read(c->pt, 4096, b, 1), -EINVAL);
+	assert_int_equal(passthrough_config_read(c->pt, 8, b, UINT32_MAX), -EINVAL);
+	assert_int_equal(passthrough_config_write(c->pt, 4094, b, 4), -EINVAL);
+	assert_int_equal(passthrough_config_write(c->pt, UINT32_MAX, b, 2), -EINVAL);
+	assert_int_equal(c->f->ncalls, 0);
+}
+
+static void test_msi_only_device(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t b;
+
+	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_MSI), NVEC);
+	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_MSIX), 0);
+	assert_int_equal(passthrough_config_read(c->pt, 0x34, &b, 1), 0);
+	assert_int_equal(b, MSI_POS); /* MSI stays visible */
+	cfg_write16(c->pt, MSI_POS + 2, 0x0001);
+	assert_int_equal(c->f->ncalls, 0);
+}
+
+static void test_bar_bounds_and_widths(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t buf[16];
+
+	assert_int_equal(passthrough_bar_size(c->pt, 0), BAR0_SIZE);
+	assert_int_equal(passthrough_bar_size(c->pt, 1), 0);
+	assert_int_equal(passthrough_bar_size(c->pt, PT_ROM_INDEX), 0);
+	assert_int_equal(passthrough_bar_read(c->pt, 0, BAR0_SIZE - 2, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_bar_read(c->pt, 0, BAR0_SIZE, buf, 1), -EINVAL);
+	assert_int_equal(passthrough_bar_read(c->pt, 0, UINT64_MAX - 1, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_bar_read(c->pt, 0, 0, buf, 0), -EINVAL);
+	assert_int_equal(passthrough_bar_write(c->pt, 1, 0, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_bar_write(c->pt, 3, 0, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_bar_write(c->pt, 6, 0, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_bar_write(c->pt, 4, BAR4_SIZE - 1, buf, 2), -EINVAL);
+	assert_int_equal(c->f->ncalls, 0);
+
+	/* 16 bytes at offset 4: split 4 + 8 + 4, bytes land in order. */
+	for (unsigned i = 0; i < 16; i++)
+		buf[i] = (uint8_t)(0x10 + i);
+	assert_int_equal(passthrough_bar_write(c->pt, 0, BAR0_SIZE - 20, buf, 16), 0);
+	assert_int_equal(c->f->ncalls, 3);
+	expect_call(c->f, 0, 'W', BAR0_SIZE - 20, 4, 0x13121110);
+	expect_call(c->f, 1, 'W', BAR0_SIZE - 16, 8, 0x1b1a191817161514ULL);
+	expect_call(c->f, 2, 'W', BAR0_SIZE - 8, 4, 0x1f1e1d1c);
+	assert_memory_equal(c->f->bar0 + BAR0_SIZE - 20, buf, 16);
+
+	/* 3 bytes at offset 1: 1 + 2. */
+	c->f->ncalls = 0;
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(passthrough_bar_read(c->pt, 0, BAR0_SIZE - 19, buf, 3), 0);
+	assert_int_equal(c->f->ncalls, 2);
+	assert_int_equal(c->f->calls[0].width, 1);
+	assert_int_equal(c->f->calls[1].width, 2);
+	assert_int_equal(buf[0], 0x11);
+	assert_int_equal(buf[1], 0x12);
+	assert_int_equal(buf[2], 0x13);
+
+	/* A mapped BAR goes through the pointer, not through mmio calls. */
+	c->f->ncalls = 0;
+	uint32_t v = 0xCAFEF00D;
+	assert_int_equal(passthrough_bar_write(c->pt, 2, 0x100, &v, 4), 0);
+	assert_int_equal(c->f->ncalls, 0);
+	assert_int_equal(get32(c->f->bar2 + 0x100), 0xCAFEF00D);
+	c->f->bar2[0xFFF] = 0x5A;
+	assert_int_equal(passthrough_bar_read(c->pt, 2, 0xFFF, buf, 1), 0);
+	assert_int_equal(buf[0], 0x5A);
+	assert_int_equal(passthrough_bar_read(c->pt, 2, 0xFFF, buf, 2), -EINVAL);
+
+	struct passthrough_stats st;
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.bar_writes, 4);
+	assert_int_equal(st.bar_reads, 3);
+}
+
+/* The test's VMM: one eventfd per vector and a state per vector. */
+struct vmm {
+	int efd[NVEC];
+	enum pt_vector_state state[NVEC];
+	unsigned last_index;
+};
+
+static enum pt_vector_state vmm_state(void *opaque, unsigned index, unsigned vector)
+{
+	struct vmm *v = opaque;
+
+	v->last_index = index;
+	return vector < NVEC ? v->state[vector] : PT_VECTOR_OFF;
+}
+
+static int vmm_trigger(void *opaque, unsigned index, unsigned vector)
+{
+	struct vmm *v = opaque;
+	uint64_t one = 1;
+
+	assert_int_equal(index, PT_IRQ_MSIX);
+	assert_true(vector < NVEC);
+	return write(v->efd[vector], &one, 8) == 8 ? 0 : -errno;
+}
+
+static uint64_t efd_take(int fd)
+{
+	uint64_t n = 0;
+
+	if (read(fd, &n, 8) != 8)
+		return 0;
+	return n;
+}
+
+static void test_interrupt_routing(void **state)
+{
+	struct ctx *c = *state;
+	struct vmm vmm = { .state = { PT_VECTOR_READY, PT_VECTOR_MASKED, PT_VECTOR_OFF, PT_VECTOR_READY } };
+	struct pt_irq_sink sink = { vmm_state, vmm_trigger, &vmm };
+	struct passthrough_stats st;
+	uint64_t one = 1;
+
+	for (unsigned i = 0; i < NVEC; i++) {
+		vmm.efd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		assert_true(vmm.efd[i] >= 0);
+	}
+	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_MSIX), NVEC);
+	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_MSI), 0);
+	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_INTX), 0);
+	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_ERR), 0);
+	assert_int_equal(passthrough_irq_wakeup_fd(c->pt), c->f->wakeup_fd);
+	assert_int_equal(c->f->mask[0], 0); /* all masked after create */
+
+	assert_int_equal(passthrough_set_irq_sink(c->pt, &sink), 0);
+	assert_int_equal(vmm.last_index, PT_IRQ_MSIX);
+	assert_int_equal(c->f->mask[0], 0x0B); /* vectors with a notifier: 0, 1, 3 */
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.vectors_enabled, 3);
+
+	/* The host raises 0, 1, 2, 3, 5 and a stray 200. */
+	c->f->pending[0] = 0x2F;
+	c->f->pending[3] = 1ULL << (200 - 192);
+	assert_int_equal(write(c->f->wakeup_fd, &one, 8), 8);
+	assert_int_equal(passthrough_handle_irq(c->pt), 0);
+	assert_int_equal(efd_take(c->f->wakeup_fd), 0); /* drained */
+	assert_int_equal(efd_take(vmm.efd[0]), 1);
+	assert_int_equal(efd_take(vmm.efd[3]), 1);
+	assert_int_equal(efd_take(vmm.efd[1]), 0);
+	assert_int_equal(efd_take(vmm.efd[2]), 0);
+	assert_int_equal(efd_take(vmm.efd[5]), 0);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.irq_delivered, 2);
+	assert_int_equal(st.irq_latched, 1);
+	assert_int_equal(st.irq_dropped, 3);
+
+	/* Unmasking vector 1 delivers what was latched, once. */
+	vmm.state[1] = PT_VECTOR_READY;
+	unsigned mask_calls = c->f->set_mask_calls;
+	assert_int_equal(passthrough_irqs_changed(c->pt), 0);
+	assert_int_equal(c->f->set_mask_calls, mask_calls); /* same mask: no host call */
+	assert_int_equal(efd_take(vmm.efd[1]), 1);
+	assert_int_equal(passthrough_irqs_changed(c->pt), 0);
+	assert_int_equal(efd_take(vmm.efd[1]), 0);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.irq_delivered, 3);
+
+	/* Vector 3 loses its notifier: the host mask follows. */
+	vmm.state[3] = PT_VECTOR_OFF;
+	vmm.state[7] = PT_VECTOR_READY;
+	assert_int_equal(passthrough_irqs_changed(c->pt), 0);
+	assert_int_equal(c->f->mask[0], 0x83);
+
+	/* Detached: everything masked, nothing delivered. */
+	assert_int_equal(passthrough_set_irq_sink(c->pt, NULL), 0);
+	assert_int_equal(c->f->mask[0], 0);
+	c->f->pending[0] = 0x1;
+	assert_int_equal(passthrough_handle_irq(c->pt), 0);
+	assert_int_equal(efd_take(vmm.efd[0]), 0);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.irq_delivered, 3);
+	assert_int_equal(st.irq_dropped, 4);
+	for (unsigned i = 0; i < NVEC; i++)
+		close(vmm.efd[i]);
+}
+
+static void test_reset_forwarded(void **state)
+{
+	struct ctx *c = *state;
+	struct vmm vmm = { .state = { PT_VECTOR_READY, PT_VECTOR_MASKED } };
+	struct pt_irq_sink sink = { vmm_state, vmm_trigger, &vmm };
+	struct passthrough_stats st;
+
+	for (unsigned i = 0; i < NVEC; i++)
+		vmm.efd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_int_equal(passthrough_set_irq_sink(c->pt, &sink), 0);
+	cfg_write16(c->pt, 0x04, 0x0402);
+	cfg_write32(c->pt, 0x10, 0xFE000000);
+	c->f->pending[0] = 0x2; /* latched on masked vector 1 */
+	assert_int_equal(passthrough_handle_irq(c->pt), 0);
+
+	c->f->ncalls = 0;
+	unsigned mask_calls = c->f->set_mask_calls;
+	assert_int_equal(passthrough_reset(c->pt), 0);
+	assert_int_equal(c->f->resets, 1);
+	/* COMMAND re-applied as the guest left it, byte by byte; mask re-applied. */
+	assert_int_equal(c->f->ncalls, 2);
+	expect_call(c->f, 0, 'w', 0x04, 1, 0x02);
+	expect_call(c->f, 1, 'w', 0x05, 1, 0x04);
+	assert_int_equal(c->f->set_mask_calls, mask_calls + 1);
+	assert_int_equal(c->f->mask[0], 0x3);
+	/* The latch died with the reset. */
+	vmm.state[1] = PT_VECTOR_READY;
+	assert_int_equal(passthrough_irqs_changed(c->pt), 0);
+	assert_int_equal(efd_take(vmm.efd[1]), 0);
+	assert_int_equal(cfg_read32(c->pt, 0x10), 0xFE000004); /* a guest reset keeps BARs */
+
+	/* The VMM leaves: reset, claim-time COMMAND, BARs forgotten, all masked. */
+	c->f->ncalls = 0;
+	assert_int_equal(passthrough_client_gone(c->pt), 0);
+	assert_int_equal(c->f->resets, 2);
+	expect_call(c->f, 0, 'w', 0x04, 1, 0x06);
+	expect_call(c->f, 1, 'w', 0x05, 1, 0x00);
+	assert_int_equal(c->f->mask[0], 0);
+	assert_int_equal(cfg_read32(c->pt, 0x10), 0x4);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.resets, 2);
+	for (unsigned i = 0; i < NVEC; i++)
+		close(vmm.efd[i]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_command_forwarded_bytewise_status_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bars_emulated_with_sizing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_capability_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_config_reads_and_bounds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_msi_only_device, setup_msi_only, teardown),
+		cmocka_unit_test_setup_teardown(test_bar_bounds_and_widths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_interrupt_routing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reset_forwarded, setup, teardown),
+	};
+
+	return cmocka_run_group_tests_name("passthrough", tests, NULL, NULL);
+}
