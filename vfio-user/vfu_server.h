@@ -68,6 +68,14 @@ struct vfu_device_ops {
 	 */
 	void (*client_gone)(void *opaque);
 	/*
+	 * Optional (may be NULL): [gpa, gpa + len) was just added to
+	 * vfu_server_guest_mem() by DMA_MAP.  va is NULL for a map without
+	 * an fd (known but unreachable).  Return 0, or -errno to refuse it:
+	 * the map is then undone and the client gets the error.  (For the
+	 * identity-DMA mode, where all guest RAM must be registered.)
+	 */
+	int (*dma_map)(void *opaque, uint64_t gpa, uint64_t len, void *va, bool writable);
+	/*
 	 * Optional (may be NULL): a client completed the version handshake,
 	 * i.e. a VMM is attached.  For logging and status only.
 	 */
@@ -111,8 +119,9 @@ int vfu_server_accept(struct vfu_server *s);
 /* -1 when no client is attached. */
 int vfu_server_client_fd(const struct vfu_server *s);
 /*
- * Client fd readable (or hung up): read what is there and process every
- * complete message.  0 = still connected; < 0 = the client is gone (EOF
+ * Client fd readable (or hung up): read what is there and process the
+ * complete messages (at most a bounded batch per call, so register the fd
+ * level-triggered: EPOLLIN without EPOLLET).  0 = still connected; < 0 = the client is gone (EOF
  * or dropped for a protocol error) and everything it set up has been
  * cleaned up; its fd is already closed (remove it from epoll before, or
  * rely on close() removing it).
