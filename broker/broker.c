@@ -1,0 +1,885 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The broker: one host function, its passthrough model and its companion,
+ * each served on a vfio-user socket, plus a control socket, all driven by
+ * one epoll loop on one thread.
+ *
+ *   epoll tags           what
+ *   TAG_SIGNAL           signalfd for SIGINT/SIGTERM: clean shutdown
+ *   TAG_IRQ              host interrupt wake-up -> passthrough router
+ *   TAG_*_LISTEN/CLIENT  the two vfio-user servers (one client each)
+ *   TAG_CTRL_LISTEN      control socket; TAG_CTRL_CONN + i its connections
+ *
+ * Teardown order matters: a vfio-user client's ranges are released while
+ * still mapped (the device models drop every use first), the passthrough
+ * function is reset before its VMM's memory goes away, and on shutdown
+ * every DMA registration is released before the claim is given back.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "backends.h"
+#include "companion.h"
+#include "guest_mem.h"
+#include "log.h"
+#include "passthrough.h"
+#include "vfu_protocol.h"
+#include "vfu_server.h"
+
+#ifndef VFA_VERSION
+#define VFA_VERSION "unknown"
+#endif
+
+enum {
+	TAG_SIGNAL = 1,
+	TAG_IRQ,
+	TAG_PT_LISTEN,
+	TAG_PT_CLIENT,
+	TAG_COMP_LISTEN,
+	TAG_COMP_CLIENT,
+	TAG_CTRL_LISTEN,
+	TAG_CTRL_CONN, /* + connection slot */
+};
+
+#define MAX_CTRL_CONNS 8
+#define CTRL_REQUEST_MAX 64
+
+struct ctrl_conn {
+	int fd; /* -1: free slot */
+	char buf[CTRL_REQUEST_MAX];
+	size_t len;
+};
+
+struct broker {
+	const struct broker_config *cfg;
+	struct host_device *hd;
+	bool claimed;
+	struct passthrough *pt;
+	struct companion *comp;
+	struct vfu_server *pt_srv;
+	struct vfu_server *comp_srv;
+	int pt_client_fd;
+	int comp_client_fd;
+	/* Identity mode: the passthrough client's RAM registered with the host (va unused). */
+	struct guest_mem *identity_regs;
+	uint64_t identity_register_failures;
+	int epfd;
+	int sigfd;
+	int ctrl_fd;
+	struct ctrl_conn ctrl[MAX_CTRL_CONNS];
+	struct timespec started;
+	bool stop;
+};
+
+/* ---- the passthrough function as a vfio-user device ---------------------- */
+
+static enum pt_vector_state pt_sink_state(void *opaque, unsigned index, unsigned vector)
+{
+	struct broker *b = opaque;
+
+	if (!vfu_irq_assigned(b->pt_srv, index, vector))
+		return PT_VECTOR_OFF;
+	return vfu_irq_enabled(b->pt_srv, index, vector) ? PT_VECTOR_READY : PT_VECTOR_MASKED;
+}
+
+static int pt_sink_trigger(void *opaque, unsigned index, unsigned vector)
+{
+	struct broker *b = opaque;
+
+	return vfu_irq_trigger(b->pt_srv, index, vector);
+}
+
+static int pt_region_info(void *opaque, unsigned index, uint64_t *size, uint32_t *flags)
+{
+	struct broker *b = opaque;
+
+	if (index >= VFU_PCI_NUM_REGIONS)
+		return -EINVAL;
+	if (index <= VFU_PCI_BAR5_REGION)
+		*size = passthrough_bar_size(b->pt, index);
+	else if (index == VFU_PCI_CONFIG_REGION)
+		*size = passthrough_config_size(b->pt);
+	else
+		*size = 0; /* no ROM, no VGA */
+	*flags = *size ? VFU_REGION_INFO_FLAG_READ | VFU_REGION_INFO_FLAG_WRITE : 0;
+	return 0;
+}
+
+static int pt_region_read(void *opaque, unsigned index, uint64_t offset, void *buf, uint32_t count)
+{
+	struct broker *b = opaque;
+
+	if (index <= VFU_PCI_BAR5_REGION)
+		return passthrough_bar_read(b->pt, index, offset, buf, count);
+	if (index == VFU_PCI_CONFIG_REGION && offset <= UINT32_MAX)
+		return passthrough_config_read(b->pt, (uint32_t)offset, buf, count);
+	return -EINVAL;
+}
+
+static int pt_region_write(void *opaque, unsigned index, uint64_t offset, const void *buf, uint32_t count)
+{
+	struct broker *b = opaque;
+
+	if (index <= VFU_PCI_BAR5_REGION)
+		return passthrough_bar_write(b->pt, index, offset, buf, count);
+	if (index == VFU_PCI_CONFIG_REGION && offset <= UINT32_MAX)
+		return passthrough_config_write(b->pt, (uint32_t)offset, buf, count);
+	return -EINVAL;
+}
+
+static unsigned pt_irq_count(void *opaque, unsigned index)
+{
+	struct broker *b = opaque;
+
+	return passthrough_irq_count(b->pt, index);
+}
+
+static void pt_irqs_changed(void *opaque, unsigned index)
+{
+	struct broker *b = opaque;
+	int rc = passthrough_irqs_changed(b->pt);
+
+	(void)index;
+	if (rc < 0)
+		log_warn("passthrough: updating the host interrupt mask: %s", host_device_error(b->hd));
+}
+
+static int pt_reset(void *opaque)
+{
+	struct broker *b = opaque;
+	int rc = passthrough_reset(b->pt);
+
+	if (rc < 0)
+		log_warn("passthrough: reset: %s", host_device_error(b->hd));
+	return rc;
+}
+
+/* Identity mode (Linux VFIO semantics): guest RAM is registered as it is shared. */
+static int pt_dma_map(void *opaque, uint64_t gpa, uint64_t len, void *va, bool writable)
+{
+	struct broker *b = opaque;
+	uint64_t bus = 0, bus_len = 0;
+	int rc;
+
+	if (!b->hd->identity_dma || !va)
+		return 0; /* DART mode: the companion maps on request; no fd: unreachable */
+	rc = b->hd->ops->dma_register(b->hd, gpa, va, len, &bus, &bus_len);
+	if (rc < 0) {
+		b->identity_register_failures++;
+		log_warn("identity DMA: registering guest RAM 0x%llx+0x%llx: %s", (unsigned long long)gpa,
+			 (unsigned long long)len, host_device_error(b->hd));
+		return rc;
+	}
+	if (bus != gpa || bus_len != len) {
+		log_warn("identity DMA: the host mapped 0x%llx+0x%llx at bus 0x%llx+0x%llx, not 1:1",
+			 (unsigned long long)gpa, (unsigned long long)len, (unsigned long long)bus,
+			 (unsigned long long)bus_len);
+		b->hd->ops->dma_unregister(b->hd, gpa);
+		b->identity_register_failures++;
+		return -EINVAL;
+	}
+	rc = guest_mem_add(b->identity_regs, gpa, len, NULL, writable);
+	if (rc < 0) {
+		b->hd->ops->dma_unregister(b->hd, gpa);
+		return rc;
+	}
+	return 0;
+}
+
+static void pt_dma_unmap(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct broker *b = opaque;
+
+	if (guest_mem_remove(b->identity_regs, gpa, len) < 0)
+		return; /* never registered */
+	if (b->hd->ops->dma_unregister(b->hd, gpa) < 0)
+		log_warn("identity DMA: unregistering 0x%llx: %s", (unsigned long long)gpa,
+			 host_device_error(b->hd));
+}
+
+static void pt_client_ready(void *opaque)
+{
+	struct broker *b = opaque;
+	const struct pt_irq_sink sink = { pt_sink_state, pt_sink_trigger, b };
+
+	log_info("passthrough: VMM attached on %s", vfu_server_socket_path(b->pt_srv));
+	if (passthrough_set_irq_sink(b->pt, &sink) < 0)
+		log_warn("passthrough: interrupt mask: %s", host_device_error(b->hd));
+}
+
+/* Unregister identity ranges the client left behind (normally none by now). */
+static void unregister_identity_range(uint64_t gpa, uint64_t len, void *va, bool writable, void *opaque)
+{
+	struct broker *b = opaque;
+
+	(void)len;
+	(void)va;
+	(void)writable;
+	if (b->hd->ops->dma_unregister(b->hd, gpa) < 0)
+		log_warn("identity DMA: unregistering 0x%llx: %s", (unsigned long long)gpa,
+			 host_device_error(b->hd));
+}
+
+static void release_identity_ranges(struct broker *b)
+{
+	if (!b->identity_regs || guest_mem_count(b->identity_regs) == 0)
+		return;
+	guest_mem_for_each(b->identity_regs, unregister_identity_range, b);
+	guest_mem_destroy(b->identity_regs);
+	b->identity_regs = guest_mem_create();
+}
+
+static void pt_client_gone(void *opaque)
+{
+	struct broker *b = opaque;
+
+	log_info("passthrough: VMM detached; resetting the function");
+	/* Masks every vector and resets the function: its DMA stops here. */
+	if (passthrough_client_gone(b->pt) < 0)
+		log_warn("passthrough: reset after disconnect: %s", host_device_error(b->hd));
+	release_identity_ranges(b);
+}
+
+static const struct vfu_device_ops passthrough_vfu_ops = {
+	.region_info = pt_region_info,
+	.region_read = pt_region_read,
+	.region_write = pt_region_write,
+	.irq_count = pt_irq_count,
+	.irqs_changed = pt_irqs_changed,
+	.reset = pt_reset,
+	.dma_unmap = pt_dma_unmap,
+	.client_gone = pt_client_gone,
+	.dma_map = pt_dma_map,
+	.client_ready = pt_client_ready,
+};
+
+/* ---- the companion as a vfio-user device --------------------------------- */
+
+static int comp_region_info(void *opaque, unsigned index, uint64_t *size, uint32_t *flags)
+{
+	(void)opaque;
+	if (index >= VFU_PCI_NUM_REGIONS)
+		return -EINVAL;
+	if (index == VFU_PCI_BAR0_REGION)
+		*size = COMPANION_BAR0_SIZE;
+	else if (index == VFU_PCI_CONFIG_REGION)
+		*size = COMPANION_CONFIG_SIZE;
+	else
+		*size = 0;
+	*flags = *size ? VFU_REGION_INFO_FLAG_READ | VFU_REGION_INFO_FLAG_WRITE : 0;
+	return 0;
+}
+
+/* BAR0 in naturally aligned pieces of at most 4 bytes (an 8-byte access: low half first). */
+static unsigned comp_piece(uint64_t offset, uint64_t left)
+{
+	unsigned width = 4;
+
+	while (width > 1 && (offset % width != 0 || left < width))
+		width /= 2;
+	return width;
+}
+
+static int comp_region_read(void *opaque, unsigned index, uint64_t offset, void *buf, uint32_t count)
+{
+	struct broker *b = opaque;
+	uint8_t *dst = buf;
+
+	if (index == VFU_PCI_CONFIG_REGION && offset <= UINT32_MAX)
+		return companion_config_read(b->comp, (uint32_t)offset, buf, count);
+	if (index != VFU_PCI_BAR0_REGION || offset > COMPANION_BAR0_SIZE || count > COMPANION_BAR0_SIZE - offset)
+		return -EINVAL;
+	while (count > 0) {
+		unsigned width = comp_piece(offset, count);
+		uint32_t v = companion_mmio_read(b->comp, offset, width);
+
+		for (unsigned i = 0; i < width; i++)
+			dst[i] = (uint8_t)(v >> (8 * i));
+		dst += width;
+		offset += width;
+		count -= width;
+	}
+	return 0;
+}
+
+static int comp_region_write(void *opaque, unsigned index, uint64_t offset, const void *buf, uint32_t count)
+{
+	struct broker *b = opaque;
+	const uint8_t *src = buf;
+
+	if (index == VFU_PCI_CONFIG_REGION && offset <= UINT32_MAX)
+		return companion_config_write(b->comp, (uint32_t)offset, buf, count);
+	if (index != VFU_PCI_BAR0_REGION || offset > COMPANION_BAR0_SIZE || count > COMPANION_BAR0_SIZE - offset)
+		return -EINVAL;
+	while (count > 0) {
+		unsigned width = comp_piece(offset, count);
+		uint32_t v = 0;
+
+		for (unsigned i = 0; i < width; i++)
+			v |= (uint32_t)src[i] << (8 * i);
+		companion_mmio_write(b->comp, offset, width, v);
+		src += width;
+		offset += width;
+		count -= width;
+	}
+	return 0;
+}
+
+static unsigned comp_irq_count(void *opaque, unsigned index)
+{
+	(void)opaque;
+	(void)index;
+	return 0; /* every request completes synchronously */
+}
+
+static void comp_irqs_changed(void *opaque, unsigned index)
+{
+	(void)opaque;
+	(void)index;
+}
+
+static int comp_reset(void *opaque)
+{
+	struct broker *b = opaque;
+
+	companion_reset(b->comp);
+	return 0;
+}
+
+static void comp_dma_unmap(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct broker *b = opaque;
+
+	companion_guest_ram_removed(b->comp, gpa, len);
+}
+
+static void comp_client_ready(void *opaque)
+{
+	struct broker *b = opaque;
+
+	log_info("companion: VMM attached on %s", vfu_server_socket_path(b->comp_srv));
+}
+
+static void comp_client_gone(void *opaque)
+{
+	struct broker *b = opaque;
+
+	log_info("companion: VMM detached; releasing its mappings");
+	companion_reset(b->comp);
+}
+
+static const struct vfu_device_ops companion_vfu_ops = {
+	.region_info = comp_region_info,
+	.region_read = comp_region_read,
+	.region_write = comp_region_write,
+	.irq_count = comp_irq_count,
+	.irqs_changed = comp_irqs_changed,
+	.reset = comp_reset,
+	.dma_unmap = comp_dma_unmap,
+	.client_gone = comp_client_gone,
+	.client_ready = comp_client_ready,
+};
+
+/* ---- status -------------------------------------------------------------- */
+
+static void add_u64(json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v));
+}
+
+static json_object *client_json(struct vfu_server *s, const char *path)
+{
+	json_object *o = json_object_new_object();
+	struct vfu_stats st = { 0 };
+
+	if (s)
+		vfu_server_stats(s, &st);
+	json_object_object_add(o, "socket", path ? json_object_new_string(path) : NULL);
+	json_object_object_add(o, "connected", json_object_new_boolean(st.connected));
+	add_u64(o, "clients", st.clients);
+	add_u64(o, "messages", st.messages);
+	add_u64(o, "errors", st.errors);
+	add_u64(o, "dma_maps", st.dma_maps);
+	return o;
+}
+
+/* The status document: one JSON object (fields in the helpers' contract). */
+static char *status_json(const struct broker *b)
+{
+	struct hd_dma_stats dma = { 0 };
+	struct companion_stats cs = { 0 };
+	struct passthrough_stats ps = { 0 };
+	const struct hd_identity *id = passthrough_identity(b->pt);
+	struct timespec now;
+	json_object *root = json_object_new_object(), *o;
+	char text[32];
+	char *out;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (b->hd->ops->dma_stats)
+		b->hd->ops->dma_stats(b->hd, &dma);
+	if (b->comp)
+		companion_stats(b->comp, &cs);
+	passthrough_stats(b->pt, &ps);
+
+	json_object_object_add(root, "version", json_object_new_string(VFA_VERSION));
+	add_u64(root, "pid", (uint64_t)getpid());
+	add_u64(root, "uptime_s", (uint64_t)(now.tv_sec - b->started.tv_sec));
+	json_object_object_add(root, "device", json_object_new_string(b->cfg->device_spec));
+
+	o = json_object_new_object();
+	snprintf(text, sizeof(text), "%02x:%02x.%x", id->bus, id->device, id->function);
+	json_object_object_add(o, "address", json_object_new_string(text));
+	snprintf(text, sizeof(text), "%04x:%04x", id->vendor_id, id->device_id);
+	json_object_object_add(o, "id", json_object_new_string(text));
+	snprintf(text, sizeof(text), "0x%06x", id->class_code);
+	json_object_object_add(o, "class", json_object_new_string(text));
+	json_object_object_add(o, "identity_dma", json_object_new_boolean(b->hd->identity_dma));
+	json_object_object_add(root, "host", o);
+
+	o = json_object_new_object();
+	json_object_object_add(o, "passthrough", client_json(b->pt_srv, b->cfg->passthrough_socket));
+	json_object_object_add(o, "companion", client_json(b->comp_srv, b->cfg->companion_socket));
+	json_object_object_add(root, "clients", o);
+
+	o = json_object_new_object();
+	add_u64(o, "live_mappings", dma.live_mappings);
+	add_u64(o, "live_bytes", dma.live_bytes);
+	add_u64(o, "peak_mappings", dma.peak_mappings);
+	add_u64(o, "peak_bytes", dma.peak_bytes);
+	add_u64(o, "max_mappings", b->hd->limits.max_mappings);
+	add_u64(o, "max_bytes", b->hd->limits.max_bytes);
+	add_u64(o, "granule", b->hd->limits.granule);
+	add_u64(o, "faults", dma.faults);
+	add_u64(o, "registers", dma.registers);
+	add_u64(o, "unregisters", dma.unregisters);
+	add_u64(o, "register_failures", dma.register_failures);
+	add_u64(o, "identity_register_failures", b->identity_register_failures);
+	json_object_object_add(root, "dma", o);
+
+	o = json_object_new_object();
+	add_u64(o, "doorbells", cs.doorbells);
+	add_u64(o, "map_entries", cs.map_entries);
+	add_u64(o, "unmap_entries", cs.unmap_entries);
+	add_u64(o, "inval", cs.inval);
+	add_u64(o, "ioerr", cs.ioerr);
+	add_u64(o, "failed_entries", cs.failed_entries);
+	add_u64(o, "live_ids", cs.live_ids);
+	add_u64(o, "live_bytes", cs.live_bytes);
+	add_u64(o, "peak_ids", cs.peak_ids);
+	add_u64(o, "peak_bytes", cs.peak_bytes);
+	add_u64(o, "guest_features", cs.guest_features);
+	json_object_object_add(root, "companion", o);
+
+	o = json_object_new_object();
+	add_u64(o, "delivered", ps.irq_delivered);
+	add_u64(o, "vectors_enabled", ps.vectors_enabled);
+	add_u64(o, "host_vectors", ps.host_vectors);
+	add_u64(o, "latched", ps.irq_latched);
+	add_u64(o, "dropped", ps.irq_dropped);
+	json_object_object_add(root, "interrupts", o);
+
+	o = json_object_new_object();
+	add_u64(o, "config_writes_forwarded", ps.config_writes_forwarded);
+	add_u64(o, "config_bytes_dropped", ps.config_bytes_dropped);
+	add_u64(o, "bar_reads", ps.bar_reads);
+	add_u64(o, "bar_writes", ps.bar_writes);
+	add_u64(o, "resets", ps.resets);
+	json_object_object_add(root, "passthrough", o);
+
+	out = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+	json_object_put(root);
+	return out;
+}
+
+/* ---- control socket ------------------------------------------------------ */
+
+static int epoll_add(struct broker *b, int fd, uint32_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
+
+	return epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/*
+ * Bind a listening UNIX socket.  A stale file (nobody accepting) is
+ * replaced; a live one is refused so two brokers never share a path.
+ */
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "socket path %s is longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(fd);
+		snprintf(err, errlen, "socket %s is in use by a running process", path);
+		return -EADDRINUSE;
+	}
+	close(fd);
+	unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		goto fail;
+	}
+	return fd;
+fail:
+	snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+	return -errno;
+}
+
+static void ctrl_close(struct ctrl_conn *c)
+{
+	close(c->fd);
+	c->fd = -1;
+	c->len = 0;
+}
+
+static void ctrl_accept(struct broker *b)
+{
+	int fd = accept4(b->ctrl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++) {
+		if (b->ctrl[i].fd >= 0)
+			continue;
+		if (epoll_add(b, fd, TAG_CTRL_CONN + i) < 0)
+			break;
+		b->ctrl[i].fd = fd;
+		b->ctrl[i].len = 0;
+		return;
+	}
+	log_warn("control: too many status requests at once; refusing one");
+	close(fd);
+}
+
+/* The answer is small: send it with a bounded wait rather than buffering. */
+static void ctrl_send(int fd, const char *text)
+{
+	size_t len = strlen(text), done = 0;
+	struct timeval tv = { .tv_sec = 1 };
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (done < len) {
+		ssize_t n = send(fd, text + done, len - done, MSG_NOSIGNAL);
+
+		if (n <= 0)
+			return;
+		done += (size_t)n;
+	}
+}
+
+static void ctrl_readable(struct broker *b, struct ctrl_conn *c)
+{
+	ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+	char *nl;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		ctrl_close(c);
+		return;
+	}
+	c->len += (size_t)n;
+	c->buf[c->len] = '\0';
+	nl = strchr(c->buf, '\n');
+	if (!nl) {
+		if (c->len == sizeof(c->buf) - 1) {
+			ctrl_send(c->fd, "{\"error\":\"request too long\"}\n");
+			ctrl_close(c);
+		}
+		return;
+	}
+	*nl = '\0';
+	if (nl > c->buf && nl[-1] == '\r')
+		nl[-1] = '\0';
+	if (strcmp(c->buf, "status") == 0) {
+		char *json = status_json(b);
+
+		if (json) {
+			ctrl_send(c->fd, json);
+			ctrl_send(c->fd, "\n");
+			free(json);
+		}
+	} else {
+		ctrl_send(c->fd, "{\"error\":\"unknown request; the only one is status\"}\n");
+	}
+	ctrl_close(c);
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void server_accept(struct broker *b, struct vfu_server *s, int *client_fd, uint32_t tag)
+{
+	int fd = vfu_server_accept(s);
+
+	if (fd < 0) {
+		log_warn("%s: accept: %s", vfu_server_socket_path(s), strerror(-fd));
+		return;
+	}
+	if (fd == 0)
+		return;
+	*client_fd = fd;
+	if (epoll_add(b, fd, tag) < 0) {
+		log_error("%s: cannot watch the client: %s", vfu_server_socket_path(s), strerror(errno));
+		vfu_server_disconnect(s);
+		*client_fd = -1;
+	}
+}
+
+static void server_handle(struct broker *b, struct vfu_server *s, int *client_fd)
+{
+	int fd = *client_fd;
+
+	if (vfu_server_handle(s) < 0) {
+		/* The server has closed fd (which removes it from epoll). */
+		epoll_ctl(b->epfd, EPOLL_CTL_DEL, fd, NULL);
+		*client_fd = -1;
+	}
+}
+
+static void dispatch(struct broker *b, uint32_t tag)
+{
+	switch (tag) {
+	case TAG_SIGNAL: {
+		struct signalfd_siginfo si;
+
+		if (read(b->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			log_info("signal %u: shutting down", si.ssi_signo);
+		b->stop = true;
+		break;
+	}
+	case TAG_IRQ:
+		if (passthrough_handle_irq(b->pt) < 0)
+			log_warn("interrupts: reading the host's pending set: %s", host_device_error(b->hd));
+		break;
+	case TAG_PT_LISTEN:
+		server_accept(b, b->pt_srv, &b->pt_client_fd, TAG_PT_CLIENT);
+		break;
+	case TAG_PT_CLIENT:
+		server_handle(b, b->pt_srv, &b->pt_client_fd);
+		break;
+	case TAG_COMP_LISTEN:
+		server_accept(b, b->comp_srv, &b->comp_client_fd, TAG_COMP_CLIENT);
+		break;
+	case TAG_COMP_CLIENT:
+		server_handle(b, b->comp_srv, &b->comp_client_fd);
+		break;
+	case TAG_CTRL_LISTEN:
+		ctrl_accept(b);
+		break;
+	default:
+		if (tag >= TAG_CTRL_CONN && tag < TAG_CTRL_CONN + MAX_CTRL_CONNS &&
+		    b->ctrl[tag - TAG_CTRL_CONN].fd >= 0)
+			ctrl_readable(b, &b->ctrl[tag - TAG_CTRL_CONN]);
+		break;
+	}
+}
+
+static int loop(struct broker *b)
+{
+	struct epoll_event evs[16];
+
+	while (!b->stop) {
+		int n = epoll_wait(b->epfd, evs, 16, -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "vfio-apple: epoll_wait: %s\n", strerror(errno));
+			return -errno;
+		}
+		/* A signal wins over the rest of the batch. */
+		for (int i = 0; i < n; i++)
+			if (evs[i].data.u32 == TAG_SIGNAL)
+				dispatch(b, TAG_SIGNAL);
+		for (int i = 0; i < n && !b->stop; i++)
+			dispatch(b, evs[i].data.u32);
+	}
+	return 0;
+}
+
+/* ---- setup and teardown -------------------------------------------------- */
+
+static int setup(struct broker *b, char *err, size_t errlen)
+{
+	const struct broker_config *cfg = b->cfg;
+	int rc, fd;
+
+	if (!cfg->device_spec || !cfg->passthrough_socket) {
+		snprintf(err, errlen, "a device and a passthrough socket are required");
+		return -EINVAL;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b->started);
+	b->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (b->epfd < 0) {
+		snprintf(err, errlen, "epoll: %s", strerror(errno));
+		return -errno;
+	}
+
+	b->hd = host_device_open(cfg->device_spec, err, errlen);
+	if (!b->hd)
+		return -ENODEV;
+	rc = b->hd->ops->claim(b->hd);
+	if (rc < 0) {
+		snprintf(err, errlen, "claiming %s: %s", cfg->device_spec, host_device_error(b->hd));
+		return rc;
+	}
+	b->claimed = true;
+	b->pt = passthrough_create(b->hd, err, errlen);
+	if (!b->pt)
+		return -EIO;
+	b->identity_regs = guest_mem_create();
+	if (!b->identity_regs) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+
+	b->pt_srv = vfu_server_create(cfg->passthrough_socket, &passthrough_vfu_ops, b, err, errlen);
+	if (!b->pt_srv)
+		return -EIO;
+	if (cfg->companion_socket) {
+		uint16_t bdf = (uint16_t)(cfg->passthrough_bus << 8 | cfg->passthrough_devfn);
+
+		b->comp_srv = vfu_server_create(cfg->companion_socket, &companion_vfu_ops, b, err, errlen);
+		if (!b->comp_srv)
+			return -EIO;
+		b->comp = companion_create(b->hd, vfu_server_guest_mem(b->comp_srv), bdf,
+					   cfg->companion_max_entries);
+		if (!b->comp) {
+			snprintf(err, errlen, "cannot create the companion (max entries %u, at most %u)",
+				 cfg->companion_max_entries, COMPANION_LIMIT_MAX_ENTRIES);
+			return -EINVAL;
+		}
+	}
+	if (cfg->control_socket) {
+		b->ctrl_fd = listen_unix(cfg->control_socket, err, errlen);
+		if (b->ctrl_fd < 0)
+			return b->ctrl_fd;
+	}
+
+	rc = epoll_add(b, b->sigfd, TAG_SIGNAL);
+	if (rc == 0)
+		rc = epoll_add(b, vfu_server_listen_fd(b->pt_srv), TAG_PT_LISTEN);
+	if (rc == 0 && b->comp_srv)
+		rc = epoll_add(b, vfu_server_listen_fd(b->comp_srv), TAG_COMP_LISTEN);
+	if (rc == 0 && b->ctrl_fd >= 0)
+		rc = epoll_add(b, b->ctrl_fd, TAG_CTRL_LISTEN);
+	fd = passthrough_irq_wakeup_fd(b->pt);
+	if (rc == 0 && fd >= 0)
+		rc = epoll_add(b, fd, TAG_IRQ);
+	if (rc < 0) {
+		snprintf(err, errlen, "epoll: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* Release everything; returns the number of DMA mappings still live after. */
+static uint64_t teardown(struct broker *b)
+{
+	struct hd_dma_stats dma = { 0 };
+
+	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++)
+		if (b->ctrl[i].fd >= 0)
+			ctrl_close(&b->ctrl[i]);
+	if (b->ctrl_fd >= 0) {
+		close(b->ctrl_fd);
+		unlink(b->cfg->control_socket);
+	}
+	/* Each server drops its client (callbacks above run) and unlinks its socket. */
+	if (b->pt_srv)
+		vfu_server_destroy(b->pt_srv);
+	if (b->comp_srv)
+		vfu_server_destroy(b->comp_srv);
+	companion_destroy(b->comp);
+	if (b->hd && b->identity_regs)
+		release_identity_ranges(b);
+	guest_mem_destroy(b->identity_regs);
+	passthrough_destroy(b->pt);
+	if (b->hd) {
+		if (b->hd->ops->dma_stats)
+			b->hd->ops->dma_stats(b->hd, &dma);
+		if (b->claimed)
+			b->hd->ops->release(b->hd);
+		b->hd->ops->destroy(b->hd);
+	}
+	if (b->epfd >= 0)
+		close(b->epfd);
+	return dma.live_mappings;
+}
+
+int broker_run(const struct broker_config *cfg)
+{
+	struct broker b = { .cfg = cfg, .pt_client_fd = -1, .comp_client_fd = -1, .epfd = -1, .ctrl_fd = -1 };
+	sigset_t sigs, old;
+	char err[512] = "";
+	uint64_t live;
+	int rc;
+
+	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++)
+		b.ctrl[i].fd = -1;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &sigs, &old) < 0) {
+		fprintf(stderr, "vfio-apple: blocking signals: %s\n", strerror(errno));
+		return 1;
+	}
+	b.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (b.sigfd < 0) {
+		fprintf(stderr, "vfio-apple: signalfd: %s\n", strerror(errno));
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN); /* a VMM that vanishes mid-reply is handled by the server */
+
+	rc = setup(&b, err, sizeof(err));
+	if (rc == 0) {
+		log_info("serving %s: passthrough on %s%s%s%s%s", cfg->device_spec, cfg->passthrough_socket,
+			 cfg->companion_socket ? ", companion on " : "",
+			 cfg->companion_socket ? cfg->companion_socket : "",
+			 cfg->control_socket ? ", control on " : "", cfg->control_socket ? cfg->control_socket : "");
+		rc = loop(&b);
+	} else {
+		fprintf(stderr, "vfio-apple: %s\n", err[0] ? err : strerror(-rc));
+	}
+	live = teardown(&b);
+	close(b.sigfd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (live != 0) {
+		fprintf(stderr, "vfio-apple: %llu DMA mappings still registered after shutdown\n",
+			(unsigned long long)live);
+		return 1;
+	}
+	return rc == 0 ? 0 : 1;
+}
