@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT
+/* `vfio-apple serve`: the broker in the foreground. */
+#include "cli.h"
+#include "log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#ifdef VFA_HAVE_BROKER
+#include "broker.h"
+#endif
+
+static void usage(FILE *out)
+{
+	fputs("Usage: vfio-apple serve [options]\n"
+	      "\n"
+	      "Serve one host PCI function and its apple-dma companion to a VMM over\n"
+	      "vfio-user, plus a control socket for `vfio-apple status`.  Stays in the\n"
+	      "foreground; SIGINT or SIGTERM releases every DMA mapping and exits 0.\n"
+	      "\n"
+	      "  -d, --device SPEC             the host device (default sim:nvme):\n"
+	      "                                  sim:nvme[,size=256M][,dart=apple|identity][,backing=FILE]\n"
+	      "                                  sim-dext:nvme[,...]   (Mac backend over the dext model)\n"
+	      "                                  BB:DD.F               (macOS: a function bound to the dext)\n"
+	      "  -s, --socket-dir DIR          where the sockets go (default /run/vfio-apple for root,\n"
+	      "                                else $XDG_RUNTIME_DIR/vfio-apple): passthrough.sock,\n"
+	      "                                companion.sock, control.sock\n"
+	      "      --passthrough-socket PATH the function's vfio-user socket\n"
+	      "      --companion-socket PATH   the companion's vfio-user socket\n"
+	      "      --control-socket PATH     the status socket\n"
+	      "      --no-companion            serve the function alone (guests then need dart=identity)\n"
+	      "  -g, --guest-addr BB:DD.F      the function's address in the guest, which the\n"
+	      "                                companion reports as MANAGED_BDF (default 00:05.0)\n"
+	      "      --max-entries N           entries per companion doorbell (default 4096)\n"
+	      "  -l, --log-level LEVEL         error, warn (default), info or debug\n"
+	      "  -h, --help                    this text\n"
+	      "\n"
+	      "In QEMU (>= 10.1), with guest RAM from memory-backend-memfd,share=on:\n"
+	      "  -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"DIR/passthrough.sock\"},\"addr\":\"0x5\"}'\n"
+	      "  -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"DIR/companion.sock\"},\"addr\":\"0x6\"}'\n"
+	      "`vfio-apple run` does all of this for you.\n",
+	      out);
+}
+
+/* mkdir -p for the socket directory, private to its owner. */
+static int make_dir(const char *dir)
+{
+	char path[256];
+
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int parse_count(const char *text, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long value;
+
+	errno = 0;
+	value = strtoul(text, &end, 0);
+	if (errno || end == text || *end || value == 0 || value > max || text[0] == '-')
+		return -EINVAL;
+	*out = value;
+	return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	enum { OPT_PT = 256, OPT_COMP, OPT_CTL, OPT_NO_COMP, OPT_MAX };
+	static const struct option options[] = {
+		{ "device", required_argument, NULL, 'd' },
+		{ "socket-dir", required_argument, NULL, 's' },
+		{ "passthrough-socket", required_argument, NULL, OPT_PT },
+		{ "companion-socket", required_argument, NULL, OPT_COMP },
+		{ "control-socket", required_argument, NULL, OPT_CTL },
+		{ "no-companion", no_argument, NULL, OPT_NO_COMP },
+		{ "guest-addr", required_argument, NULL, 'g' },
+		{ "max-entries", required_argument, NULL, OPT_MAX },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *device = "sim:nvme";
+	const char *pt_sock = NULL, *comp_sock = NULL, *ctl_sock = NULL;
+	const char *guest_addr = "00:05.0";
+	bool companion = true;
+	unsigned long max_entries = 0;
+	int log_level = VFA_LOG_WARN;
+	struct socket_paths paths;
+	char dir[256], err[CLI_ERR_LEN];
+	uint8_t bus, devfn;
+	int opt, ret;
+
+	socket_paths_default_dir(dir, sizeof(dir));
+	while ((opt = getopt_long(argc, argv, "d:s:g:l:h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'd':
+			device = optarg;
+			break;
+		case 's':
+			snprintf(dir, sizeof(dir), "%s", optarg);
+			break;
+		case OPT_PT:
+			pt_sock = optarg;
+			break;
+		case OPT_COMP:
+			comp_sock = optarg;
+			break;
+		case OPT_CTL:
+			ctl_sock = optarg;
+			break;
+		case OPT_NO_COMP:
+			companion = false;
+			break;
+		case 'g':
+			guest_addr = optarg;
+			break;
+		case OPT_MAX:
+			if (parse_count(optarg, 65536, &max_entries) < 0) {
+				cli_error("bad --max-entries '%s': give a count from 1 to 65536", optarg);
+				return 2;
+			}
+			break;
+		case 'l':
+			log_level = vfa_log_parse_level(optarg);
+			if (log_level < 0) {
+				cli_error("bad --log-level '%s': use error, warn, info or debug", optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		cli_error("serve takes no arguments (got '%s'); see `vfio-apple serve --help`", argv[optind]);
+		return 2;
+	}
+	if (device_spec_check(device, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 2;
+	}
+	if (guest_addr_parse(guest_addr, &bus, &devfn) < 0) {
+		cli_error("bad --guest-addr '%s': write BB:DD.F in hex, e.g. 00:05.0 (QEMU addr 0x5)", guest_addr);
+		return 2;
+	}
+	if (socket_paths_from_dir(&paths, dir) < 0) {
+		cli_error("socket directory %s is too long for a UNIX socket path: choose a shorter --socket-dir", dir);
+		return 2;
+	}
+	if (!pt_sock)
+		pt_sock = paths.passthrough;
+	if (!comp_sock)
+		comp_sock = paths.companion;
+	if (!ctl_sock)
+		ctl_sock = paths.control;
+	if ((strcmp(pt_sock, paths.passthrough) == 0 || strcmp(comp_sock, paths.companion) == 0 ||
+	     strcmp(ctl_sock, paths.control) == 0) &&
+	    (ret = make_dir(dir)) < 0) {
+		cli_error("cannot create socket directory %s: %s (run as root, or choose --socket-dir)", dir,
+			  strerror(-ret));
+		return 1;
+	}
+	{
+		const char *const socks[] = { pt_sock, companion ? comp_sock : NULL, ctl_sock };
+
+		for (size_t i = 0; i < 3; i++) {
+			if (socks[i] && socket_path_prepare(socks[i], err, sizeof(err)) < 0) {
+				cli_error("%s", err);
+				return 1;
+			}
+		}
+	}
+	vfa_log_set_level((enum vfa_log_level)log_level);
+
+#ifdef VFA_HAVE_BROKER
+	{
+		struct broker_config cfg = {
+			.device_spec = device,
+			.passthrough_socket = pt_sock,
+			.companion_socket = companion ? comp_sock : NULL,
+			.control_socket = ctl_sock,
+			.passthrough_bus = bus,
+			.passthrough_devfn = devfn,
+			.companion_max_entries = (uint32_t)max_entries,
+		};
+
+		return broker_run(&cfg);
+	}
+#else
+	cli_error("this vfio-apple was built without the broker (broker/ was not in the build): "
+		  "rebuild from a tree that has it");
+	return 1;
+#endif
+}

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: MIT
+/* UNIX sockets: is a path free for a server, and the control-socket query. */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+static int unix_address(const char *path, struct sockaddr_un *addr)
+{
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(addr->sun_path))
+		return -ENAMETOOLONG;
+	memcpy(addr->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int socket_path_prepare(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un addr;
+	struct stat st;
+	int fd, ret;
+
+	if (unix_address(path, &addr) < 0) {
+		snprintf(err, errlen, "socket path %s is too long (at most %zu bytes): choose a shorter one",
+			 path, sizeof(addr.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		ret = -errno;
+		snprintf(err, errlen, "cannot inspect socket path %s: %s", path, strerror(errno));
+		return ret;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket: remove it or choose another socket path",
+			 path);
+		return -ENOTSOCK;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "socket(): %s", strerror(errno));
+		return ret;
+	}
+	ret = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+	close(fd);
+	if (ret == 0) {
+		snprintf(err, errlen,
+			 "socket %s is in use by another process (a broker already running? "
+			 "`vfio-apple status` shows it): stop it or use another --socket-dir",
+			 path);
+		return -EADDRINUSE;
+	}
+	if (errno != ECONNREFUSED) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot check socket %s: %s", path, strerror(errno));
+		return ret;
+	}
+	/* Nobody listens: a dead server left it behind. */
+	if (unlink(path) < 0 && errno != ENOENT) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot remove stale socket %s: %s", path, strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for fd to become ready for events before the deadline; 0 or -errno. */
+static int wait_fd(int fd, short events, long long deadline)
+{
+	for (;;) {
+		long long left = deadline - now_ms();
+		struct pollfd pfd = { .fd = fd, .events = events };
+		int n;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		n = poll(&pfd, 1, (int)left);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+#define CONTROL_REPLY_MAX (64 * 1024)
+
+struct json_object *control_query(const char *path, int timeout_ms, char *err, size_t errlen)
+{
+	static const char request[] = "status\n";
+	long long deadline = now_ms() + timeout_ms;
+	struct sockaddr_un addr;
+	struct json_object *obj = NULL;
+	char *reply = NULL;
+	size_t used = 0;
+	int fd;
+
+	if (unix_address(path, &addr) < 0) {
+		snprintf(err, errlen, "control socket path %s is too long", path);
+		return NULL;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket(): %s", strerror(errno));
+		return NULL;
+	}
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			snprintf(err, errlen,
+				 "no broker is running at %s: start one with `vfio-apple serve` or `vfio-apple run` "
+				 "(or pass the --socket-dir it uses)",
+				 path);
+		else
+			snprintf(err, errlen, "cannot connect to the broker at %s: %s", path, strerror(errno));
+		goto out;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	for (size_t sent = 0; sent < sizeof(request) - 1;) {
+		ssize_t n = send(fd, request + sent, sizeof(request) - 1 - sent, MSG_NOSIGNAL);
+
+		if (n > 0) {
+			sent += (size_t)n;
+		} else if (n < 0 && errno == EAGAIN) {
+			if (wait_fd(fd, POLLOUT, deadline) < 0)
+				goto timeout;
+		} else if (n < 0 && errno != EINTR) {
+			snprintf(err, errlen, "broker at %s closed the connection: %s", path, strerror(errno));
+			goto out;
+		}
+	}
+	reply = malloc(CONTROL_REPLY_MAX + 1);
+	if (!reply) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	/* One line; the broker closes after it. */
+	while (!memchr(reply, '\n', used)) {
+		ssize_t n;
+
+		if (used == CONTROL_REPLY_MAX) {
+			snprintf(err, errlen, "broker at %s sent more than %d bytes without a newline", path,
+				 CONTROL_REPLY_MAX);
+			goto out;
+		}
+		n = recv(fd, reply + used, CONTROL_REPLY_MAX - used, 0);
+		if (n > 0) {
+			used += (size_t)n;
+		} else if (n == 0) {
+			break;
+		} else if (errno == EAGAIN) {
+			if (wait_fd(fd, POLLIN, deadline) < 0)
+				goto timeout;
+		} else if (errno != EINTR) {
+			snprintf(err, errlen, "reading from the broker at %s: %s", path, strerror(errno));
+			goto out;
+		}
+	}
+	reply[used] = '\0';
+	if (used == 0) {
+		snprintf(err, errlen, "broker at %s closed the connection without an answer", path);
+		goto out;
+	}
+	{
+		enum json_tokener_error jerr;
+
+		obj = json_tokener_parse_verbose(reply, &jerr);
+		if (!obj || !json_object_is_type(obj, json_type_object)) {
+			snprintf(err, errlen, "broker at %s answered something that is not a JSON object (%s)", path,
+				 obj ? "wrong type" : json_tokener_error_desc(jerr));
+			json_object_put(obj);
+			obj = NULL;
+		}
+	}
+	goto out;
+timeout:
+	snprintf(err, errlen, "broker at %s did not answer within %d ms: is it stuck? (check its log)", path,
+		 timeout_ms);
+out:
+	free(reply);
+	close(fd);
+	return obj;
+}

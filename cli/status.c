@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: MIT
+/* `vfio-apple status`: a running broker's state, from its control socket. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+static void usage(FILE *out)
+{
+	fputs("Usage: vfio-apple status [--json] [--socket-dir DIR | --control-socket PATH]\n"
+	      "\n"
+	      "Ask a running broker (vfio-apple serve or run) for its state: clients,\n"
+	      "live DMA mappings and bytes against the DART limits, companion doorbells,\n"
+	      "interrupts delivered, faults, uptime.\n"
+	      "\n"
+	      "  --json                  print the broker's JSON object as is (for scripts)\n"
+	      "  --socket-dir DIR        the broker's socket directory (default: /run/vfio-apple\n"
+	      "                          for root, else $XDG_RUNTIME_DIR/vfio-apple)\n"
+	      "  --control-socket PATH   the control socket itself (default: DIR/control.sock)\n"
+	      "  --timeout MS            how long to wait for the answer (default 2000)\n"
+	      "  -h, --help              this text\n"
+	      "\n"
+	      "Exit status: 0 when a broker answered, 1 otherwise.\n",
+	      out);
+}
+
+/* obj.a.b... as a field, or NULL. */
+static struct json_object *field(struct json_object *obj, const char *section, const char *name)
+{
+	struct json_object *sub = NULL, *value = NULL;
+
+	if (section) {
+		if (!json_object_object_get_ex(obj, section, &sub))
+			return NULL;
+		obj = sub;
+	}
+	if (!json_object_object_get_ex(obj, name, &value))
+		return NULL;
+	return value;
+}
+
+static bool get_u64(struct json_object *obj, const char *section, const char *name, uint64_t *out)
+{
+	struct json_object *value = field(obj, section, name);
+
+	if (!value || !(json_object_is_type(value, json_type_int) || json_object_is_type(value, json_type_double)))
+		return false;
+	*out = (uint64_t)json_object_get_uint64(value);
+	return true;
+}
+
+/* A counter as text, "-" when the broker did not send it. */
+static const char *num(struct json_object *obj, const char *section, const char *name, char *buf, size_t len)
+{
+	uint64_t value;
+
+	if (!get_u64(obj, section, name, &value))
+		return "-";
+	snprintf(buf, len, "%" PRIu64, value);
+	return buf;
+}
+
+static const char *bytes(struct json_object *obj, const char *section, const char *name, char *buf, size_t len)
+{
+	uint64_t value;
+
+	if (!get_u64(obj, section, name, &value))
+		return "-";
+	format_bytes(value, buf, len);
+	return buf;
+}
+
+static const char *text(struct json_object *obj, const char *section, const char *name)
+{
+	struct json_object *value = field(obj, section, name);
+
+	return value && json_object_is_type(value, json_type_string) ? json_object_get_string(value) : "-";
+}
+
+static void print_client(FILE *out, struct json_object *status, const char *role)
+{
+	struct json_object *clients = field(status, NULL, "clients");
+	struct json_object *client = clients ? field(clients, NULL, role) : NULL;
+	struct json_object *connected = client ? field(client, NULL, "connected") : NULL;
+	const char *state = "-";
+
+	if (connected && json_object_is_type(connected, json_type_boolean))
+		state = json_object_get_boolean(connected) ? "connected" : "waiting";
+	fprintf(out, "  %-12s %-10s %s\n", role, state, client ? text(client, NULL, "socket") : "-");
+}
+
+void status_print(FILE *out, struct json_object *status)
+{
+	char a[32], b[32], c[32], d[32];
+	uint64_t uptime, features;
+
+	fprintf(out, "broker       pid %s, version %s, up ", num(status, NULL, "pid", a, sizeof(a)),
+		text(status, NULL, "version"));
+	if (get_u64(status, NULL, "uptime_s", &uptime))
+		fprintf(out, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64 "\n", uptime / 3600, uptime / 60 % 60,
+			uptime % 60);
+	else
+		fputs("-\n", out);
+	fprintf(out, "device       %s\n", text(status, NULL, "device"));
+	fputs("clients\n", out);
+	print_client(out, status, "passthrough");
+	print_client(out, status, "companion");
+
+	fputs("DMA (DART)\n", out);
+	fprintf(out, "  live       %s of %s mappings, %s of %s\n", num(status, "dma", "live_mappings", a, sizeof(a)),
+		num(status, "dma", "max_mappings", b, sizeof(b)), bytes(status, "dma", "live_bytes", c, sizeof(c)),
+		bytes(status, "dma", "max_bytes", d, sizeof(d)));
+	fprintf(out, "  peak       %s mappings, %s\n", num(status, "dma", "peak_mappings", a, sizeof(a)),
+		bytes(status, "dma", "peak_bytes", b, sizeof(b)));
+	fprintf(out, "  faults     %s (register failures %s)\n", num(status, "dma", "faults", a, sizeof(a)),
+		num(status, "dma", "register_failures", b, sizeof(b)));
+
+	fputs("companion\n", out);
+	fprintf(out, "  doorbells  %s (map entries %s, unmap entries %s)\n",
+		num(status, "companion", "doorbells", a, sizeof(a)),
+		num(status, "companion", "map_entries", b, sizeof(b)),
+		num(status, "companion", "unmap_entries", c, sizeof(c)));
+	fprintf(out, "  live ids   %s, invalid requests %s, I/O errors %s\n",
+		num(status, "companion", "live_ids", a, sizeof(a)), num(status, "companion", "inval", b, sizeof(b)),
+		num(status, "companion", "ioerr", c, sizeof(c)));
+	if (get_u64(status, "companion", "guest_features", &features))
+		fprintf(out, "  guest uses 0x%" PRIx64 "%s%s%s\n", features, features & 1 ? " budget" : "",
+			features & 2 ? " unique-ids" : "", features & 4 ? " unmap-all" : "");
+	else
+		fputs("  guest uses -\n", out);
+
+	fputs("interrupts\n", out);
+	fprintf(out, "  delivered  %s (vectors enabled %s)\n", num(status, "interrupts", "delivered", a, sizeof(a)),
+		num(status, "interrupts", "vectors_enabled", b, sizeof(b)));
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "socket-dir", required_argument, NULL, 'd' },
+		{ "control-socket", required_argument, NULL, 'c' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct socket_paths paths;
+	char dir[256], err[CLI_ERR_LEN];
+	const char *control = NULL;
+	struct json_object *status;
+	bool json = false;
+	int timeout_ms = 2000;
+	int opt;
+
+	socket_paths_default_dir(dir, sizeof(dir));
+	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'j':
+			json = true;
+			break;
+		case 'd':
+			snprintf(dir, sizeof(dir), "%s", optarg);
+			break;
+		case 'c':
+			control = optarg;
+			break;
+		case 't': {
+			char *end;
+			long value = strtol(optarg, &end, 10);
+
+			if (*end || value <= 0 || value > 600000) {
+				cli_error("bad --timeout '%s': give milliseconds, 1 to 600000", optarg);
+				return 2;
+			}
+			timeout_ms = (int)value;
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		cli_error("status takes no arguments (got '%s'); see `vfio-apple status --help`", argv[optind]);
+		return 2;
+	}
+	if (!control) {
+		if (socket_paths_from_dir(&paths, dir) < 0) {
+			cli_error("socket directory %s is too long: choose a shorter --socket-dir", dir);
+			return 2;
+		}
+		control = paths.control;
+	}
+	status = control_query(control, timeout_ms, err, sizeof(err));
+	if (!status) {
+		cli_error("%s", err);
+		return 1;
+	}
+	if (json)
+		printf("%s\n", json_object_to_json_string_ext(status, JSON_C_TO_STRING_PLAIN));
+	else
+		status_print(stdout, status);
+	json_object_put(status);
+	return 0;
+}
