@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A simulated NVMe controller behind the host-device interface, its DMA
+ * going through the DART model (sim_dart.h).  Good enough for the unmodified
+ * Linux nvme driver (kernels 6.1 to 7.3).
+ *
+ * What the device looks like:
+ *  - PCI 1b36:00f0 (an ID matching no quirk of drivers/nvme/host/pci.c),
+ *    class 0x010802, 4 KiB config space with power-management, MSI-X and
+ *    PCI Express capabilities, no INTx (interrupt pin 0); config reads of
+ *    BARs return the BAR type with address 0, as the dext does;
+ *  - BAR0: 16 KiB of NVMe registers and doorbells (64-bit, trapped:
+ *    bar_map says -EOPNOTSUPP, use mmio_read/write);
+ *  - BAR4: 16 KiB of plain memory holding the MSI-X table (offset 0,
+ *    SIM_NVME_VECTORS entries) and PBA (offset 0x1000); bar_map returns it.
+ *    As with the dext, interrupt delivery does not depend on its contents:
+ *    a completion raises its CQ's vector through the pending set when that
+ *    vector is enabled by irq_set_mask, and signals the wake-up eventfd;
+ *  - NVMe 1.4, one namespace (NSID 1) of 512-byte LBAs, 16 I/O queue pairs
+ *    of up to 1024 entries, MDTS 2 MiB, volatile write cache (Flush);
+ *  - the backing store is anonymous memory or a file (mmap'ed shared);
+ *  - commands run synchronously inside the SQ tail doorbell write.
+ */
+#ifndef VFA_SIM_NVME_H
+#define VFA_SIM_NVME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "host_device.h"
+#include "sim_dart.h"
+
+#define SIM_NVME_VENDOR_ID 0x1b36
+#define SIM_NVME_DEVICE_ID 0x00f0
+#define SIM_NVME_CLASS 0x010802
+#define SIM_NVME_DEFAULT_SIZE (64ull * 1024 * 1024)
+#define SIM_NVME_MIN_SIZE (1ull * 1024 * 1024)
+#define SIM_NVME_MAX_SIZE (1ull << 40)
+#define SIM_NVME_LBA_SIZE 512u
+#define SIM_NVME_IO_QUEUES 16u                      /* I/O SQ/CQ pairs */
+#define SIM_NVME_VECTORS (SIM_NVME_IO_QUEUES + 1u)  /* MSI-X table size */
+#define SIM_NVME_MAX_QUEUE_ENTRIES 1024u
+#define SIM_NVME_MDTS_SHIFT 9u                      /* 2^9 x 4 KiB = 2 MiB */
+#define SIM_NVME_MAX_TRANSFER (4096u << SIM_NVME_MDTS_SHIFT)
+#define SIM_NVME_BAR0_SIZE 0x4000u
+#define SIM_NVME_BAR4_SIZE 0x4000u
+#define SIM_NVME_MSIX_PBA_OFFSET 0x1000u
+#define SIM_NVME_CONFIG_SIZE 4096u
+
+struct sim_nvme_config {
+	uint64_t size;          /* bytes, a multiple of 512; 0: the backing file's size or 64 MiB */
+	const char *backing;    /* file path; NULL: anonymous memory */
+	struct sim_dart_config dart;
+};
+
+/* NULL with a one-line reason in err on failure. */
+struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, size_t errlen);
+
+/* For tests and the dext model: the DART behind a sim NVMe host device. */
+struct sim_dart *sim_nvme_dart(struct host_device *hd);
+
+/* Counters a test can check. */
+struct sim_nvme_stats {
+	uint64_t admin_commands;
+	uint64_t io_commands;
+	uint64_t errors;          /* completions with a non-zero status */
+	uint64_t dma_faults;      /* commands failed with Data Transfer Error */
+	uint64_t interrupts;      /* vectors made pending */
+	uint64_t interrupts_masked; /* completions whose vector was not enabled */
+	uint64_t aers_held;       /* Async Event Requests outstanding now */
+	bool fatal;               /* CSTS.CFS */
+};
+void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out);
+
+#endif

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MIT
+/* host_device_open(): the sim: device strings and their error messages. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backends.h"
+#include "sim_dart.h"
+#include "sim_nvme.h"
+
+static void test_default_sim(void **state)
+{
+	char err[256] = "";
+	struct host_device *hd = host_device_open("sim:nvme", err, sizeof(err));
+	struct hd_identity id;
+
+	(void)state;
+	assert_non_null(hd);
+	assert_int_equal(hd->ops->identity(hd, &id), 0);
+	assert_int_equal(id.vendor_id, SIM_NVME_VENDOR_ID);
+	assert_int_equal(id.class_code, 0x010802);
+	assert_false(hd->identity_dma);
+	assert_int_equal(hd->limits.max_bytes, 1536ull << 20);
+	assert_int_equal(hd->limits.max_mappings, 65536);
+	assert_int_equal(hd->limits.granule, 16384);
+	hd->ops->destroy(hd);
+}
+
+static void test_options(void **state)
+{
+	char err[256] = "";
+	struct host_device *hd = host_device_open("sim:nvme,size=2M,dart=identity,seed=7,max_bytes=1M,max_mappings=9",
+						  err, sizeof(err));
+
+	(void)state;
+	assert_non_null(hd);
+	assert_true(hd->identity_dma);
+	assert_int_equal(hd->limits.max_bytes, 1 << 20);
+	assert_int_equal(hd->limits.max_mappings, 9);
+	hd->ops->destroy(hd);
+}
+
+static void expect_refused(const char *spec, const char *needle)
+{
+	char err[256] = "";
+	struct host_device *hd = host_device_open(spec, err, sizeof(err));
+
+	assert_null(hd);
+	assert_non_null(strstr(err, needle));
+	assert_null(strchr(err, '\n'));
+}
+
+static void test_refusals(void **state)
+{
+	(void)state;
+	expect_refused("", "no device given");
+	expect_refused("sim:gpu", "only \"nvme\"");
+	expect_refused("sim:nvme,size=abc", "not a size");
+	expect_refused("sim:nvme,size=3", "multiple of 512");
+	expect_refused("sim:nvme,dart=off", "dart=apple or dart=identity");
+	expect_refused("sim:nvme,colour=blue", "unknown option \"colour\"");
+	expect_refused("sim:nvme,size", "needs a value");
+	expect_refused("sim:nvme,backing=/nonexistent-dir/x.img", "cannot open backing file");
+	expect_refused("pci:01:00.0", "not understood");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_default_sim),
+		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_refusals),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
