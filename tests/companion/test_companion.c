@@ -617,6 +617,52 @@ static void test_batch_4096(void **state)
 	assert_int_equal(st.failed_entries, 0);
 }
 
+/* The id table under churn: unmap in a shuffled order, remap, unmap again. */
+static void test_id_table_churn(void **state)
+{
+	struct fixture *fx = *state;
+	static uint64_t ids[3000];
+	static uint32_t order[3000];
+	unsigned seed = 7;
+
+	for (uint32_t i = 0; i < 3000; i++)
+		put_map_req(fx, REQ_GPA, i, BUF_GPA + i, 1 + i % 100);
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_MAP, 3000, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_OK);
+	for (uint32_t i = 0; i < 3000; i++) {
+		ids[i] = map_id(fx, i);
+		order[i] = i;
+	}
+	for (uint32_t i = 2999; i > 0; i--) {
+		uint32_t j, t;
+
+		seed = seed * 1103515245u + 12345u;
+		j = (seed >> 8) % (i + 1);
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	/* half of them, shuffled, each twice in the batch: second is IOERR */
+	for (uint32_t k = 0; k < 1500; k++) {
+		put_unmap_req(fx, REQ_GPA, 2 * k, ids[order[k]], 1 + order[k] % 100);
+		put_unmap_req(fx, REQ_GPA, 2 * k + 1, ids[order[k]], 1 + order[k] % 100);
+	}
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_UNMAP, 3000, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_IOERR);
+	for (uint32_t k = 0; k < 1500; k++) {
+		assert_int_equal(unmap_status(fx, 2 * k), APPLE_DMA_OK);
+		assert_int_equal(unmap_status(fx, 2 * k + 1), APPLE_DMA_IOERR);
+	}
+	assert_int_equal(fx->f->nregs, 1500);
+	/* the other half is still found, in shuffled order */
+	for (uint32_t k = 1500; k < 3000; k++)
+		put_unmap_req(fx, REQ_GPA, k - 1500, ids[order[k]], 1 + order[k] % 100);
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_UNMAP, 1500, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_OK);
+	assert_int_equal(fx->f->nregs, 0);
+	assert_int_equal(companion_mmio_read(fx->c, 0x38, 4), 0);
+}
+
 static void test_dart_exhaustion_mid_batch(void **state)
 {
 	/* 100 mappings or 1 MiB, whichever comes first */
@@ -867,6 +913,7 @@ int main(void)
 		T(test_unmap_host_refuses),
 		T(test_unmap_host_lost_it),
 		T(test_batch_4096),
+		T(test_id_table_churn),
 		T(test_dart_exhaustion_mid_batch),
 		T(test_overlapping_req_resp),
 		T(test_unmap_all),
