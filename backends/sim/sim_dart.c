@@ -291,7 +291,7 @@ static void count_fault(struct sim_dart *d, uint64_t bus, uint64_t len, bool dev
 	d->stats.faults++;
 	if (d->stats.faults <= DART_FAULTS_LOGGED)
 		log_warn("DART fault: device %s of %" PRIu64 " bytes at bus address 0x%" PRIx64
-			 " is outside every registration%s", device_writes ? "write" : "read", len, bus,
+			 " is not inside one registration%s", device_writes ? "write" : "read", len, bus,
 			 d->stats.faults == DART_FAULTS_LOGGED ? " (further faults logged at debug level)" : "");
 	else
 		log_debug("DART fault: device %s of %" PRIu64 " bytes at bus address 0x%" PRIx64,
