@@ -348,7 +348,8 @@ int run_stop_all(struct run_plan *plan)
 
 int run_prepare_sockets(struct run_plan *plan, char *err, size_t errlen)
 {
-	const char *const socks[] = { plan->sockets.passthrough, plan->sockets.companion, plan->sockets.control };
+	/* Control first: see serve.c. */
+	const char *const socks[] = { plan->sockets.control, plan->sockets.passthrough, plan->sockets.companion };
 
 	if (mkdir(plan->sockets.dir, 0700) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "cannot create socket directory %s: %s (run as root, or choose --socket-dir)",

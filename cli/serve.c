@@ -181,7 +181,9 @@ int cmd_serve(int argc, char **argv)
 		return 1;
 	}
 	{
-		const char *const socks[] = { pt_sock, companion ? comp_sock : NULL, ctl_sock };
+		/* The control socket first: probing a live broker's vfio-user
+		 * socket would look like a VMM attaching and leaving. */
+		const char *const socks[] = { ctl_sock, pt_sock, companion ? comp_sock : NULL };
 
 		for (size_t i = 0; i < 3; i++) {
 			if (socks[i] && socket_path_prepare(socks[i], err, sizeof(err)) < 0) {

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -18,7 +19,7 @@ static void usage(FILE *out)
 	      "interrupts delivered, faults, uptime.\n"
 	      "\n"
 	      "  --json                  print the broker's JSON object as is (for scripts)\n"
-	      "  --socket-dir DIR        the broker's socket directory (default: /run/vfio-apple\n"
+	      "  -s, --socket-dir DIR    the broker's socket directory (default: /run/vfio-apple\n"
 	      "                          for root, else $XDG_RUNTIME_DIR/vfio-apple)\n"
 	      "  --control-socket PATH   the control socket itself (default: DIR/control.sock)\n"
 	      "  --timeout MS            how long to wait for the answer (default 2000)\n"
@@ -106,6 +107,9 @@ void status_print(FILE *out, struct json_object *status)
 	else
 		fputs("-\n", out);
 	fprintf(out, "device       %s\n", text(status, NULL, "device"));
+	if (field(status, NULL, "host"))
+		fprintf(out, "host         %s %s class %s\n", text(status, "host", "address"), text(status, "host", "id"),
+			text(status, "host", "class"));
 	fputs("clients\n", out);
 	print_client(out, status, "passthrough");
 	print_client(out, status, "companion");
@@ -142,7 +146,7 @@ int cmd_status(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "json", no_argument, NULL, 'j' },
-		{ "socket-dir", required_argument, NULL, 'd' },
+		{ "socket-dir", required_argument, NULL, 's' },
 		{ "control-socket", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
@@ -157,12 +161,13 @@ int cmd_status(int argc, char **argv)
 	int opt;
 
 	socket_paths_default_dir(dir, sizeof(dir));
-	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:h", options, NULL)) != -1) {
 		switch (opt) {
 		case 'j':
 			json = true;
 			break;
 		case 'd':
+		case 's':
 			snprintf(dir, sizeof(dir), "%s", optarg);
 			break;
 		case 'c':
