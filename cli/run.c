@@ -223,6 +223,22 @@ int run_qemu_argv(const struct run_plan *plan, int user_argc, char *const user_a
 			ret |= argv_add(a, "--bind");
 			ret |= argv_add(a, cwd);
 		}
+		/* Absolute paths among the user's arguments (kernel, disks). */
+		for (int i = 0; i < user_argc; i++) {
+			char dir[PATH_MAX];
+			struct stat st;
+
+			if (user_argv[i][0] != '/' || stat(user_argv[i], &st) < 0 ||
+			    strlen(user_argv[i]) >= sizeof(dir))
+				continue;
+			memcpy(dir, user_argv[i], strlen(user_argv[i]) + 1);
+			if (!S_ISDIR(st.st_mode))
+				*strrchr(dir, '/') = '\0';
+			if (!dir[0] || strcmp(dir, "/") == 0)
+				continue; /* never hide the root's own / */
+			ret |= argv_add(a, "--bind");
+			ret |= argv_add(a, dir);
+		}
 		ret |= argv_add(a, "--");
 		ret |= argv_add(a, "/bin/sh");
 		ret |= argv_add(a, "-c");
