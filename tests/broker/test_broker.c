@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -265,6 +267,45 @@ static uint32_t region_write32(struct env *e, int fd, uint32_t region, uint64_t 
 	memcpy(msg + sizeof(rw), &v, 4);
 	request(e, fd, VFU_CMD_REGION_WRITE, msg, sizeof(msg), NULL, 0, &err);
 	return err;
+}
+
+static uint32_t region_write64(struct env *e, int fd, uint32_t region, uint64_t offset, uint64_t v)
+{
+	uint8_t msg[sizeof(struct vfu_region_rw) + 8];
+	struct vfu_region_rw rw = { .offset = offset, .region = region, .count = 8 };
+	uint32_t err;
+
+	memcpy(msg, &rw, sizeof(rw));
+	memcpy(msg + sizeof(rw), &v, 8);
+	request(e, fd, VFU_CMD_REGION_WRITE, msg, sizeof(msg), NULL, 0, &err);
+	return err;
+}
+
+/* SET_IRQS on the MSI-X index: an eventfd for vector 0 (efd >= 0), or a mask/unmask action. */
+static uint32_t set_irq_vector0(struct env *e, int fd, int efd, uint32_t action)
+{
+	struct vfu_irq_set is = {
+		.argsz = sizeof(is),
+		.flags = (efd >= 0 ? VFU_IRQ_SET_DATA_EVENTFD : VFU_IRQ_SET_DATA_NONE) | action,
+		.index = VFU_PCI_MSIX_IRQ,
+		.start = 0,
+		.count = 1,
+	};
+	uint32_t err;
+
+	request(e, fd, VFU_CMD_DEVICE_SET_IRQS, &is, sizeof(is), efd >= 0 ? &efd : NULL, efd >= 0 ? 1 : 0, &err);
+	return err;
+}
+
+/* The eventfd's count after waiting at most timeout_ms for it (0: nothing came). */
+static uint64_t efd_wait(int efd, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = efd, .events = POLLIN };
+	uint64_t n = 0;
+
+	if (poll(&pfd, 1, timeout_ms) == 1 && read(efd, &n, 8) != 8)
+		n = 0;
+	return n;
 }
 
 /* Share RAM_SIZE bytes of "guest RAM" at RAM_GPA; returns our mapping of it. */
@@ -522,6 +563,94 @@ static void test_identity_mode_registers_passthrough_ram(void **state)
 	munmap(ram, RAM_SIZE);
 }
 
+/* NVMe admin queue in "guest RAM" (identity DMA), one Identify per call. */
+#define ASQ_OFF 0x1000
+#define ACQ_OFF 0x2000
+#define IDENTIFY_OFF 0x10000
+
+static void nvme_enable(struct env *e, int fd)
+{
+	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0); /* CC.EN = 0 */
+	for (int i = 0; i < 100 && (region_read32(e, fd, 0, 0x1C) & 1); i++)
+		usleep(1000);
+	assert_int_equal(region_write32(e, fd, 0, 0x24, 3 | 3 << 16), 0); /* AQA: 4 entries */
+	assert_int_equal(region_write64(e, fd, 0, 0x28, RAM_GPA + ASQ_OFF), 0);
+	assert_int_equal(region_write64(e, fd, 0, 0x30, RAM_GPA + ACQ_OFF), 0);
+	assert_int_equal(region_write32(e, fd, 0, 0x14, 0x00460001), 0); /* IOSQES 6, IOCQES 4, EN */
+	for (int i = 0; i < 100 && !(region_read32(e, fd, 0, 0x1C) & 1); i++)
+		usleep(1000);
+	assert_int_equal(region_read32(e, fd, 0, 0x1C) & 3, 1); /* RDY, no CFS */
+}
+
+static void nvme_identify(struct env *e, int fd, uint8_t *ram, unsigned slot)
+{
+	uint8_t *sqe = ram + ASQ_OFF + 64 * slot;
+
+	memset(sqe, 0, 64);
+	sqe[0] = 0x06; /* Identify */
+	put_le(sqe + 2, slot + 1, 2);
+	put_le(sqe + 24, RAM_GPA + IDENTIFY_OFF, 8);
+	put_le(sqe + 40, 1, 4); /* CNS 1: controller */
+	assert_int_equal(region_write32(e, fd, 0, 0x1000, slot + 1), 0); /* SQ0 tail doorbell */
+}
+
+static void test_interrupt_reaches_the_vmm_eventfd(void **state)
+{
+	struct env *e = *state;
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	assert_true(efd >= 0);
+	start_broker(e, "sim:nvme,size=16M,dart=identity");
+	int fd = client_connect(e, e->pt_sock);
+	uint8_t *ram = dma_map_ram(e, fd);
+
+	assert_int_equal(set_irq_vector0(e, fd, efd, VFU_IRQ_SET_ACTION_TRIGGER), 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "interrupts.vectors_enabled"), 1);
+	assert_int_equal(jint(s, "interrupts.delivered"), 0);
+	json_object_put(s);
+
+	/* A command completes on the admin CQ: vector 0 reaches our eventfd. */
+	nvme_enable(e, fd);
+	nvme_identify(e, fd, ram, 0);
+	assert_int_equal(efd_wait(efd, TIMEOUT_MS), 1);
+	assert_int_equal(get_le(ram + ACQ_OFF + 12, 2), 1);          /* CID */
+	assert_int_equal(get_le(ram + ACQ_OFF + 14, 2) & 0xFFFF, 1); /* phase 1, status 0 */
+	assert_int_equal(get_le(ram + IDENTIFY_OFF, 2), 0x1b36);      /* PCI vendor in the data */
+	s = status(e);
+	assert_int_equal(jint(s, "interrupts.delivered"), 1);
+	json_object_put(s);
+
+	/* Masked by the VMM: held back, then delivered on unmask. */
+	assert_int_equal(set_irq_vector0(e, fd, -1, VFU_IRQ_SET_ACTION_MASK), 0);
+	nvme_identify(e, fd, ram, 1);
+	assert_int_equal(efd_wait(efd, 200), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "interrupts.delivered"), 1);
+	assert_int_equal(jint(s, "interrupts.latched"), 1);
+	json_object_put(s);
+	assert_int_equal(set_irq_vector0(e, fd, -1, VFU_IRQ_SET_ACTION_UNMASK), 0);
+	assert_int_equal(efd_wait(efd, TIMEOUT_MS), 1);
+	s = status(e);
+	assert_int_equal(jint(s, "interrupts.delivered"), 2);
+	json_object_put(s);
+
+	/* Without an eventfd the host vector is disabled again. */
+	struct vfu_irq_set off = { .argsz = sizeof(off), .flags = VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_TRIGGER,
+				   .index = VFU_PCI_MSIX_IRQ };
+	uint32_t err;
+	request(e, fd, VFU_CMD_DEVICE_SET_IRQS, &off, sizeof(off), NULL, 0, &err);
+	assert_int_equal(err, 0);
+	s = status(e);
+	assert_int_equal(jint(s, "interrupts.vectors_enabled"), 0);
+	json_object_put(s);
+
+	assert_int_equal(stop_broker(e), 0);
+	close(fd);
+	close(efd);
+	munmap(ram, RAM_SIZE);
+}
+
 static void test_bad_device_fails_cleanly(void **state)
 {
 	struct env *e = *state;
@@ -551,6 +680,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_passthrough_function, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_companion_map_disconnect_and_sigterm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_mode_registers_passthrough_ram, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_interrupt_reaches_the_vmm_eventfd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_device_fails_cleanly, setup, teardown),
 	};
 
