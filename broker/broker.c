@@ -60,6 +60,7 @@ enum {
 
 struct ctrl_conn {
 	int fd; /* -1: free slot */
+	uint64_t serial; /* accept order: the oldest is evicted when all slots are busy */
 	char buf[CTRL_REQUEST_MAX];
 	size_t len;
 };
@@ -81,6 +82,7 @@ struct broker {
 	int sigfd;
 	int ctrl_fd;
 	struct ctrl_conn ctrl[MAX_CTRL_CONNS];
+	uint64_t ctrl_serial;
 	struct timespec started;
 	bool stop;
 };
@@ -565,20 +567,32 @@ static void ctrl_close(struct ctrl_conn *c)
 static void ctrl_accept(struct broker *b)
 {
 	int fd = accept4(b->ctrl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	struct ctrl_conn *slot = NULL;
 
 	if (fd < 0)
 		return;
+	/* A free slot, else the oldest connection (one that never sent its request). */
 	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++) {
-		if (b->ctrl[i].fd >= 0)
-			continue;
-		if (epoll_add(b, fd, TAG_CTRL_CONN + i) < 0)
+		struct ctrl_conn *c = &b->ctrl[i];
+
+		if (c->fd < 0) {
+			slot = c;
 			break;
-		b->ctrl[i].fd = fd;
-		b->ctrl[i].len = 0;
+		}
+		if (!slot || c->serial < slot->serial)
+			slot = c;
+	}
+	if (slot->fd >= 0) {
+		log_warn("control: too many status requests at once; dropping the oldest");
+		ctrl_close(slot);
+	}
+	if (epoll_add(b, fd, TAG_CTRL_CONN + (uint32_t)(slot - b->ctrl)) < 0) {
+		close(fd);
 		return;
 	}
-	log_warn("control: too many status requests at once; refusing one");
-	close(fd);
+	slot->fd = fd;
+	slot->len = 0;
+	slot->serial = ++b->ctrl_serial;
 }
 
 /* The answer is small: send it with a bounded wait rather than buffering. */
@@ -686,13 +700,15 @@ static void dispatch(struct broker *b, uint32_t tag)
 		server_accept(b, b->pt_srv, &b->pt_client_fd, TAG_PT_CLIENT);
 		break;
 	case TAG_PT_CLIENT:
-		server_handle(b, b->pt_srv, &b->pt_client_fd);
+		if (b->pt_client_fd >= 0) /* an event from earlier in this batch may have dropped it */
+			server_handle(b, b->pt_srv, &b->pt_client_fd);
 		break;
 	case TAG_COMP_LISTEN:
 		server_accept(b, b->comp_srv, &b->comp_client_fd, TAG_COMP_CLIENT);
 		break;
 	case TAG_COMP_CLIENT:
-		server_handle(b, b->comp_srv, &b->comp_client_fd);
+		if (b->comp_client_fd >= 0)
+			server_handle(b, b->comp_srv, &b->comp_client_fd);
 		break;
 	case TAG_CTRL_LISTEN:
 		ctrl_accept(b);

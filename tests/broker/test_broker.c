@@ -415,6 +415,18 @@ static void test_status_json_and_sigterm(void **state)
 	s = status(e);
 	json_object_put(s);
 
+	/* Idle connections that never ask cannot lock the status out. */
+	int idle[12];
+	for (unsigned i = 0; i < 12; i++) {
+		idle[i] = vfuc_connect(e->ctrl_sock);
+		assert_true(idle[i] >= 0);
+	}
+	s = status(e);
+	assert_int_equal(jint(s, "pid"), e->pid);
+	json_object_put(s);
+	for (unsigned i = 0; i < 12; i++)
+		close(idle[i]);
+
 	assert_int_equal(stop_broker(e), 0);
 	assert_int_equal(stat(e->pt_sock, &sb), -1);
 	assert_int_equal(stat(e->comp_sock, &sb), -1);
