@@ -9,6 +9,12 @@
 #include <string.h>
 
 #include "sim_nvme.h"
+#if defined(VFA_HAVE_DEXT_MODEL)
+#include "dext_model_sim.h"
+#endif
+#if defined(VFA_HAVE_DARWIN)
+#include "darwin_backend.h"
+#endif
 
 #define SIM_USAGE "sim:nvme[,size=64M|1G|BYTES][,dart=apple|identity][,backing=PATH][,seed=N]" \
 	"[,max_bytes=BYTES][,max_mappings=N]"
@@ -38,7 +44,10 @@ static bool parse_size(const char *s, uint64_t *out)
 	return true;
 }
 
-static struct host_device *open_sim(const char *spec, const char *opts, char *err, size_t errlen)
+/* open_device: sim_nvme_open, or dext_model_open_sim for "sim-dext:" (same options). */
+static struct host_device *open_sim(const char *spec, const char *opts,
+				    struct host_device *(*open_device)(const struct sim_nvme_config *, char *, size_t),
+				    char *err, size_t errlen)
 {
 	struct sim_nvme_config cfg = { 0 };
 	struct host_device *hd = NULL;
@@ -103,7 +112,7 @@ static struct host_device *open_sim(const char *spec, const char *opts, char *er
 			goto out;
 		}
 	}
-	hd = sim_nvme_open(&cfg, err, errlen);
+	hd = open_device(&cfg, err, errlen);
 out:
 	free(copy);
 	return hd;
@@ -116,15 +125,41 @@ struct host_device *host_device_open(const char *spec, char *err, size_t errlen)
 		return NULL;
 	}
 	if (!strcmp(spec, "sim:nvme"))
-		return open_sim(spec, "", err, errlen);
+		return open_sim(spec, "", sim_nvme_open, err, errlen);
 	if (!strncmp(spec, "sim:nvme,", 9))
-		return open_sim(spec, spec + 9, err, errlen);
+		return open_sim(spec, spec + 9, sim_nvme_open, err, errlen);
 	if (!strncmp(spec, "sim:", 4)) {
 		snprintf(err, errlen, "device \"%s\": the simulator offers only \"nvme\"; use " SIM_USAGE, spec);
 		return NULL;
 	}
 
-	/* ---- DARWIN: "sim-dext:..." and "BB:DD.F" are added here. ---- */
+	/* ---- DARWIN: "sim-dext:..." and "BB:DD.F". ---- */
+	if (!strcmp(spec, "sim-dext:nvme") || !strncmp(spec, "sim-dext:nvme,", 14)) {
+#if defined(VFA_HAVE_DEXT_MODEL)
+		/* The darwin backend over the dext TEST MODEL over the simulated NVMe. */
+		return open_sim(spec, spec[13] ? spec + 14 : "", dext_model_open_sim, err, errlen);
+#else
+		snprintf(err, errlen, "device \"%s\": sim-dext needs the dext test model (Linux, meson -Ddext_model=true)",
+			 spec);
+		return NULL;
+#endif
+	}
+	if (!strncmp(spec, "sim-dext:", 9)) {
+		snprintf(err, errlen, "device \"%s\": the dext model offers only \"nvme\"; use sim-dext:nvme[,options of sim:]",
+			 spec);
+		return NULL;
+	}
+	if (strlen(spec) >= 7 && spec[2] == ':' && spec[5] == '.') {
+#if defined(VFA_HAVE_DARWIN)
+		return darwin_open(spec, err, errlen);
+#else
+		snprintf(err, errlen,
+			 "device \"%s\": a PCI function (BB:DD.F) needs macOS with the VFIOUserPCIDriver dext; "
+			 "here use " SIM_USAGE " or sim-dext:nvme[,...]", spec);
+		return NULL;
+#endif
+	}
+
 
 	snprintf(err, errlen, "device \"%s\" not understood; use " SIM_USAGE, spec);
 	return NULL;
