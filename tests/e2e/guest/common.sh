@@ -1,0 +1,67 @@
+#!/bin/sh
+# Guest-side helpers shared by the workloads (prepended to each one).
+# "result" and "modload" come from provision/mkinitramfs.sh's initramfs.
+
+# Every PCI function: address, vendor:device, class.
+list_pci() {
+	for d in /sys/bus/pci/devices/*; do
+		result pci="${d##*/}" id="$(cut -c3- "$d/vendor"):$(cut -c3- "$d/device")" class="$(cat "$d/class")"
+	done
+}
+
+# wait_for PATH SECONDS: true once PATH exists.
+wait_for() {
+	n=0
+	while [ ! -e "$1" ]; do
+		[ "$n" -ge $(($2 * 10)) ] && return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+}
+
+# Interrupts taken by the nvme driver's vectors, summed over CPUs.
+nvme_irqs() {
+	awk '/nvme/ { for (i = 2; i <= NF; i++) { if ($i !~ /^[0-9]+$/) break; s += $i } } END { print s + 0 }' /proc/interrupts
+}
+
+# The driver bound to a PCI function, or "none".
+driver_of() {
+	if [ -L "/sys/bus/pci/devices/$1/driver" ]; then
+		basename "$(readlink "/sys/bus/pci/devices/$1/driver")"
+	else
+		echo none
+	fi
+}
+
+# Write 16 MiB of random bytes through the page cache, flush, drop the
+# cache, read them back from the device and compare.
+pattern_check() {
+	dev=$1
+	dd if=/dev/urandom of=/tmp/pattern bs=1M count=16 2>/dev/null
+	dd if=/tmp/pattern of="$dev" bs=1M 2>/dev/null && sync && blockdev --flushbufs "$dev" &&
+		echo 3 >/proc/sys/vm/drop_caches &&
+		dd if="$dev" of=/tmp/readback bs=1M count=16 2>/dev/null
+	if cmp -s /tmp/pattern /tmp/readback; then
+		result pattern=match bytes=16777216
+	else
+		result pattern=mismatch
+		return 1
+	fi
+	rm -f /tmp/pattern /tmp/readback
+}
+
+# run_fio NAME ARGS...: a verified fio run; one result line, output kept.
+run_fio() {
+	name=$1
+	shift
+	if fio --name="$name" --filename=/dev/nvme0n1 --direct=1 --ioengine=psync \
+		--verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=0 \
+		--eta=never --output=/tmp/fio-"$name".out "$@"; then
+		errs=$(grep -c 'verify:.*bad\|err=[ ]*[1-9]' /tmp/fio-"$name".out)
+		result fio_"$name"=ok errors="$errs"
+	else
+		result fio_"$name"=failed
+		tail -n 30 /tmp/fio-"$name".out
+		return 1
+	fi
+}
