@@ -429,20 +429,17 @@ static void store_le(uint8_t *p, uint64_t v, unsigned width)
 /* Overlay the emulated and policy-adjusted bytes on what the host returned. */
 static void overlay_config(const struct passthrough *pt, uint32_t base, uint8_t *buf, uint32_t len)
 {
-	uint8_t emu[CFG_BAR_END - CFG_BAR0];
+	uint32_t end = base + len;
 
-	for (unsigned i = 0; i < HD_NUM_BARS; i++)
-		store_le(emu + 4 * i, pt->bar_reg[i], 4);
-	for (uint32_t i = 0; i < len; i++) {
-		uint32_t off = base + i;
-
-		if (off >= CFG_BAR0 && off < CFG_BAR_END)
-			buf[i] = emu[off - CFG_BAR0];
-		else if (off >= CFG_ROM && off < CFG_ROM + 4)
-			buf[i] = (uint8_t)(pt->rom_reg >> (8 * (off - CFG_ROM)));
-		else if (pt->hide_msi && off == pt->msi_link_off)
-			buf[i] = pt->msi_next;
+	/* BARs and the ROM BAR: only the bytes the read covers. */
+	for (uint32_t off = base > CFG_BAR0 ? base : CFG_BAR0; off < end && off < CFG_ROM + 4; off++) {
+		if (off < CFG_BAR_END)
+			buf[off - base] = (uint8_t)(pt->bar_reg[(off - CFG_BAR0) / 4] >> (8 * (off % 4)));
+		else if (off >= CFG_ROM)
+			buf[off - base] = (uint8_t)(pt->rom_reg >> (8 * (off - CFG_ROM)));
 	}
+	if (pt->hide_msi && pt->msi_link_off >= base && pt->msi_link_off < end)
+		buf[pt->msi_link_off - base] = pt->msi_next;
 	/* Clamp the MSI-X table size to the vectors the host set up. */
 	if (pt->irq_index == PT_IRQ_MSIX && pt->msix_host_ctrl_size > pt->nvectors) {
 		uint32_t ctrl = pt->msix_pos + MSIX_CTRL;
