@@ -44,6 +44,11 @@ check-valgrind: build
 	meson test -C $(BUILD) --print-errorlogs --suite unit --no-suite slow \
 		--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet'
 
+# libFuzzer targets (clang, ASan+UBSan) for FUZZ_SECONDS each; fails on any crash.
+FUZZ_SECONDS ?= 60
+check-fuzz: deps
+	BUILD_FUZZ=$(BUILD_FUZZ) ./fuzz/run.sh $(FUZZ_SECONDS)
+
 bench: build
 	./scripts/bench.sh
 

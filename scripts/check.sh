@@ -28,6 +28,7 @@ stage() {
 stage unit make -s check-unit
 stage sanitizers make -s check-san
 stage valgrind make -s check-valgrind
+stage fuzz make -s check-fuzz
 
 echo
 if [ "$failed" -ne 0 ]; then
