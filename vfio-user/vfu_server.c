@@ -411,13 +411,17 @@ static int handle_dma_unmap(struct vfu_server *s, const uint8_t *p, uint32_t len
 	return 0;
 }
 
-/* Every window goes: device first, then the memory. */
-static void dma_release_all(struct vfu_server *s, bool tell_device)
+/*
+ * The client is leaving: the device lets go of every window, then of the
+ * client (only one that completed VERSION: before it nothing could be set
+ * up), and only then does the memory go.
+ */
+static void release_client_state(struct vfu_server *s)
 {
-	if (tell_device && s->ops->dma_unmap)
+	if (s->ops->dma_unmap)
 		for (size_t i = 0; i < s->ndma; i++)
 			s->ops->dma_unmap(s->opaque, s->dma[i].gpa, s->dma[i].len);
-	if (tell_device && s->ops->client_gone)
+	if (s->negotiated && s->ops->client_gone)
 		s->ops->client_gone(s->opaque);
 	while (s->ndma > 0)
 		dma_forget(s, s->ndma - 1);
@@ -998,7 +1002,7 @@ void vfu_server_disconnect(struct vfu_server *s)
 {
 	if (!s || s->client_fd < 0)
 		return;
-	dma_release_all(s, true);
+	release_client_state(s);
 	for (unsigned i = 0; i < VFU_PCI_NUM_IRQS; i++) {
 		irq_close_index(s, i);
 		free(s->irqs[i].v);

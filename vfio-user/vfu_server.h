@@ -64,7 +64,9 @@ struct vfu_device_ops {
 	 * disconnect: dma_unmap() for every range, then client_gone() while
 	 * the memory is still mapped (a device may still be finishing a DMA),
 	 * then the ranges leave guest_mem and are munmapped.  IRQ eventfds
-	 * are closed after client_gone().  May be NULL.
+	 * are closed after client_gone().  Called only for a client that
+	 * got client_ready() (completed VERSION): one that never did could
+	 * not set anything up.  May be NULL.
 	 */
 	void (*client_gone)(void *opaque);
 	/*

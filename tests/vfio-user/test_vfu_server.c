@@ -1300,6 +1300,24 @@ static void test_disconnect_cleanup(void **state)
 	check_next_client_served(f);
 }
 
+/* A client that never completed VERSION could set nothing up. */
+static void test_gone_only_after_ready(void **state)
+{
+	struct fx *f = *state;
+
+	close(f->c);
+	f->c = -1;
+	assert_true(vfu_server_handle(f->s) < 0);
+	assert_int_equal(f->dev.ready, 0);
+	assert_int_equal(f->dev.gone, 0);
+	check_next_client_served(f);
+	assert_int_equal(f->dev.ready, 1);
+	close(f->c);
+	f->c = -1;
+	assert_true(vfu_server_handle(f->s) < 0);
+	assert_int_equal(f->dev.gone, 1);
+}
+
 static void test_second_client_refused(void **state)
 {
 	struct fx *f = *state;
@@ -1422,6 +1440,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_size_too_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_then_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disconnect_cleanup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gone_only_after_ready, setup_raw, teardown),
 		cmocka_unit_test_setup_teardown(test_second_client_refused, setup, teardown),
 		cmocka_unit_test(test_socket_path_handling),
 		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
