@@ -254,8 +254,6 @@ static void deliver(void *arg)
 	alive = obj_get(d->port, OBJ_PORT) != NULL;
 	if (alive && d->result == kIOReturnSuccess)
 		stats.waits_completed++;
-	else if (alive)
-		stats.waits_aborted++;
 	unlock();
 	if (alive)
 		d->callback(d->refcon, d->result, NULL, 0);
@@ -268,6 +266,8 @@ static void complete_wait(struct client *c, IOReturn result)
 	struct delivery *d;
 
 	c->wait_armed = false;
+	if (result != kIOReturnSuccess)
+		stats.waits_aborted++;
 	if (!port || !port->queue)
 		return; /* nobody listens: the message is lost, as with a dead port */
 	d = calloc(1, sizeof(*d));

@@ -58,8 +58,8 @@ struct dext_model_stats {
 	uint32_t last_map_type;
 	uint32_t last_map_options;
 	uint64_t waits_armed;
-	uint64_t waits_completed; /* with kIOReturnSuccess */
-	uint64_t waits_aborted;
+	uint64_t waits_completed; /* delivered with kIOReturnSuccess */
+	uint64_t waits_aborted;   /* ended by the client closing */
 	uint64_t live_dma;        /* registrations over all clients */
 };
 void dext_model_get_stats(struct dext_model_stats *out);
