@@ -9,6 +9,9 @@ fail() {
 	exit 1
 }
 
+# The launcher notes the DART's fault count now (the firmware's, if any).
+sleep 0.5
+
 # apple_dma first: it must own the device's DMA before nvme maps anything.
 modload apple_dma || fail stage=apple_dma error=load-failed
 modload nvme || fail stage=nvme error=load-failed
@@ -33,7 +36,7 @@ result companion=$companion
 fio --name=demo --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --iodepth=8 \
 	--rw=randwrite --bsrange=4k-128k --size="${VFA_DEMO_SIZE:-32M}" \
 	--verify=crc32c --do_verify=1 --verify_fatal=1 \
-	--output-format=json --output=/tmp/fio.json
+	--eta=never --output-format=json --output=/tmp/fio.json
 rc=$?
 [ -s /tmp/fio.json ] && echo "VFA-FIO-JSON $(tr -d '\n' </tmp/fio.json)"
 result fio_rc=$rc

@@ -143,8 +143,10 @@ void proc_stop(struct child *c, int sig, int grace_ms)
 
 	if (!c->pid || c->exited)
 		return;
-	kill(-c->pid, sig);
-	kill(c->pid, sig); /* if it left its group */
+	/* One signal only: a second one could hit a broker that has already
+	 * restored default handling while it shuts down. */
+	if (kill(-c->pid, sig) < 0)
+		kill(c->pid, sig); /* it left its group */
 	for (;;) {
 		proc_reap(one, 1);
 		if (c->exited)
@@ -153,8 +155,8 @@ void proc_stop(struct child *c, int sig, int grace_ms)
 			break;
 		poll(NULL, 0, 20);
 	}
-	kill(-c->pid, SIGKILL);
-	kill(c->pid, SIGKILL);
+	if (kill(-c->pid, SIGKILL) < 0)
+		kill(c->pid, SIGKILL);
 	if (waitpid(c->pid, &c->status, 0) != c->pid)
 		c->status = 0; /* already collected elsewhere */
 	c->exited = true;

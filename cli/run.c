@@ -49,10 +49,11 @@ static void usage(FILE *out)
 	      "  -m, --memory SIZE       guest RAM, QEMU syntax (default 1G)\n"
 	      "      --qemu PATH         the qemu-system binary (default: qemu-system-x86_64 on\n"
 	      "                          PATH if >= 10.1, else the provisioned trixie root's)\n"
-	      "  -k, --kernel VERSION    demo guest kernel: 6.1, 6.12 (default) or 7.3\n"
+	      "  -k, --kernel VERSION    demo guest kernel: 6.1 (default), 6.12 or 7.3\n"
 	      "      --timeout SECONDS   demo: give up after this long (default 900)\n"
 	      "      --keep              demo: keep the work directory (console log, initramfs)\n"
-	      "  -l, --log-level LEVEL   the broker's: error, warn (default), info, debug\n"
+	      "  -l, --log-level LEVEL   the broker's: error, warn (default; the demo's log: info),\n"
+	      "                          info, debug\n"
 	      "  -h, --help              this text\n"
 	      "\n"
 	      "Guest RAM must stay shareable: -m, -mem-path, memory-backend-ram and\n"
@@ -302,7 +303,7 @@ int run_start_broker(struct run_plan *plan, int log_fd, char *err, size_t errlen
 			 (char *)"--guest-addr",
 			 (char *)"00:05.0",
 			 (char *)"--log-level",
-			 (char *)plan->log_level,
+			 (char *)(plan->log_level ? plan->log_level : log_fd >= 0 ? "info" : "warn"),
 			 plan->companion ? NULL : (char *)"--no-companion",
 			 NULL };
 	struct child_io io = { .in = -1, .out = log_fd, .err = log_fd };
@@ -463,8 +464,8 @@ int cmd_run(int argc, char **argv)
 	memset(&plan, 0, sizeof(plan));
 	plan.device = NULL;
 	plan.memory = "1G";
-	plan.log_level = "warn";
-	plan.kernel = "6.12";
+	plan.log_level = NULL;
+	plan.kernel = "6.1";
 	plan.timeout_s = 900;
 	plan.companion = true;
 	socket_paths_default_dir(dir, sizeof(dir));

@@ -20,7 +20,7 @@ struct qemu_choice {
 struct run_plan {
 	const char *device;
 	const char *memory;    /* QEMU size syntax */
-	const char *log_level; /* the broker's */
+	const char *log_level; /* the broker's; NULL: warn (demo: info, into its log file) */
 	const char *kernel;    /* demo: 6.1, 6.12 or 7.3 */
 	int timeout_s;         /* demo */
 	bool keep;             /* demo: keep work_dir */
