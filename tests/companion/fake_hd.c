@@ -44,7 +44,9 @@ static int fake_dma_register(struct host_device *hd, uint64_t key, void *host_ad
 		f->register_failures++;
 		return hd_fail(hd, -EINVAL, "fake: empty registration");
 	}
-	if (find(f, key)) {
+	/* keys above every key seen cannot be live: skips the linear search
+	 * for the companion's increasing ids */
+	if (key <= f->max_key && find(f, key)) {
 		f->register_failures++;
 		return hd_fail(hd, -EEXIST, "fake: key %#llx is live", (unsigned long long)key);
 	}
@@ -63,6 +65,8 @@ static int fake_dma_register(struct host_device *hd, uint64_t key, void *host_ad
 		f->regs = regs;
 		f->cap = cap;
 	}
+	if (key > f->max_key)
+		f->max_key = key;
 	r = &f->regs[f->nregs++];
 	r->key = key;
 	r->host_addr = host_addr;

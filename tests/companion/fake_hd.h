@@ -30,6 +30,7 @@ struct fake_hd {
 	size_t cap;
 	uint64_t live_bytes;
 	uint64_t next_bus;
+	uint64_t max_key; /* largest key ever registered */
 	/* counters */
 	uint64_t registers;
 	uint64_t unregisters;
