@@ -1340,6 +1340,82 @@ static void test_second_client_refused(void **state)
 	assert_int_equal(vfu_server_accept(f->s), 0);
 }
 
+/*
+ * Random requests (seeded, so a failure repeats): valid headers around
+ * random payloads of every command, some with an fd.  The fake device
+ * asserts that no access reaches it out of bounds; the server must answer
+ * each request (or drop the client) and keep serving.
+ */
+static void test_random_requests(void **state)
+{
+	struct fx *f = *state;
+	int efd = eventfd(0, EFD_CLOEXEC);
+	uint32_t seed = 12345;
+	unsigned replies = 0, drops = 0, ok = 0;
+
+	for (int iter = 0; iter < 5000; iter++) {
+		uint8_t payload[96];
+		size_t len;
+		uint16_t cmd;
+		uint32_t flags;
+		struct vfu_hdr h;
+		uint8_t buf[2048];
+		ssize_t n;
+
+		seed = seed * 1103515245u + 12345u;
+		cmd = (uint16_t)(2 + (seed >> 16) % 16); /* VERSION is done already */
+		len = (seed >> 8) % sizeof(payload);
+		/* 32-bit words, mostly small: plausible indices, counts, offsets */
+		for (size_t i = 0; i < len; i += 4) {
+			uint32_t w, r;
+
+			seed = seed * 1103515245u + 12345u;
+			r = seed >> 16;
+			seed = seed * 1103515245u + 12345u;
+			w = r % 100 < 40 ? 0 : r % 100 < 70 ? (seed >> 16) % 16 : r % 100 < 85 ? (seed >> 16) % 5000
+										 : seed ^ (r << 16);
+			memcpy(payload + i, &w, len - i < 4 ? len - i : 4);
+		}
+		/* writes whose count matches their data, half of the time */
+		if (cmd == VFU_CMD_REGION_WRITE && len >= sizeof(struct vfu_region_rw) && (seed & 0x80)) {
+			uint32_t count = (uint32_t)(len - sizeof(struct vfu_region_rw));
+
+			memcpy(payload + offsetof(struct vfu_region_rw, count), &count, sizeof(count));
+		}
+		flags = (seed & 0x100) ? VFU_FLAG_NO_REPLY : 0;
+		assert_int_equal(vfuc_send(f->c, (uint16_t)iter, cmd, flags, payload, len, &efd, (seed & 0x6000) ? 0 : 1),
+				 0);
+		if (vfu_server_handle(f->s) < 0) {
+			drops++;
+			close(f->c);
+			f->c = -1;
+			check_next_client_served(f);
+			continue;
+		}
+		if (flags & VFU_FLAG_NO_REPLY) {
+			assert_true(vfuc_quiet(f->c, 0));
+			continue;
+		}
+		n = vfuc_recv(f->c, &h, buf, sizeof(buf), TIMEOUT_MS);
+		assert_true(n >= 0);
+		assert_int_equal(h.id, (uint16_t)iter);
+		if (h.flags & VFU_FLAG_ERROR) {
+			assert_int_equal(n, 0);
+			assert_true(h.error > 0);
+		} else {
+			ok++;
+		}
+		replies++;
+	}
+	/* still serving, and the fds we sent are all closed but for our own */
+	expect_ok(f, VFU_CMD_DEVICE_GET_INFO, &(struct vfu_device_info){ .argsz = 16 }, 16);
+	assert_true(replies > 1000);
+	assert_true(ok > 100 && f->dev.reads > 2 && f->dev.writes > 5);
+	print_message("random requests: %u replies (%u ok), %u drops; device saw %u reads, %u writes, "
+		      "%u unmaps\n", replies, ok, drops, f->dev.reads, f->dev.writes, f->dev.nunmaps);
+	close(efd);
+}
+
 /* ------------------------------------------------------ socket handling */
 
 static void test_socket_path_handling(void **state)
@@ -1442,6 +1518,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_disconnect_cleanup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gone_only_after_ready, setup_raw, teardown),
 		cmocka_unit_test_setup_teardown(test_second_client_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_random_requests, setup, teardown),
 		cmocka_unit_test(test_socket_path_handling),
 		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 	};
