@@ -195,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 6: /* config write: u8 offset, u8 len, 8 bytes */
 			if (!take(&in, b, 10))
 				break;
-			companion_config_write(c, b[0] + (b[1] & 0x80 ? 200u : 0u), b[1] % 16, b + 2);
+			companion_config_write(c, b[0] + (b[1] & 0x80 ? 200u : 0u), b + 2, b[1] % 9u);
 			break;
 		case 7: { /* config read */
 			uint8_t cfg[300];
