@@ -42,6 +42,9 @@ struct fake {
 	uint8_t bar2[BAR2_SIZE];
 	uint8_t bar4[BAR4_SIZE];
 	bool with_msix;
+	bool legacy_only; /* config reads beyond 255 fail, as on a conventional PCI host */
+	bool impossible_bar;
+	bool fail_config_write;
 	struct call calls[256];
 	unsigned ncalls;
 	uint64_t mask[HD_IRQ_WORDS];
@@ -73,7 +76,7 @@ static int fk_config_read(struct host_device *hd, uint32_t off, unsigned width, 
 {
 	struct fake *f = F(hd);
 
-	if (off + width > sizeof(f->cfg) || off % width)
+	if (off + width > sizeof(f->cfg) || off % width || (f->legacy_only && off >= 256))
 		return -EINVAL;
 	*v = 0;
 	for (unsigned i = 0; i < width; i++)
@@ -85,7 +88,7 @@ static int fk_config_read_block(struct host_device *hd, uint32_t off, void *buf,
 {
 	struct fake *f = F(hd);
 
-	if (off + len > sizeof(f->cfg))
+	if (off + len > sizeof(f->cfg) || (f->legacy_only && off + len > 256))
 		return -EINVAL;
 	memcpy(buf, f->cfg + off, len);
 	return 0;
@@ -97,14 +100,19 @@ static int fk_config_write(struct host_device *hd, uint32_t off, unsigned width,
 
 	assert_true(width == 1 || width == 2 || width == 4);
 	assert_int_equal(off % width, 0);
+	if (f->fail_config_write)
+		return hd_fail(hd, -EIO, "config write refused");
 	record(f, 'w', 0, off, width, v);
 	return 0;
 }
 
 static int fk_bar_info(struct host_device *hd, unsigned bar, struct hd_bar_info *out)
 {
-	(void)hd;
 	*out = (struct hd_bar_info){ 0 };
+	if (F(hd)->impossible_bar && bar == 2) {
+		*out = (struct hd_bar_info){ 0x3000, HD_BAR_MEM32, false }; /* not a power of two */
+		return 0;
+	}
 	if (bar == 0)
 		*out = (struct hd_bar_info){ BAR0_SIZE, HD_BAR_MEM64, false };
 	else if (bar == 2)
@@ -665,6 +673,37 @@ static void test_reset_forwarded(void **state)
 		close(vmm.efd[i]);
 }
 
+static void test_create_checks_the_host(void **state)
+{
+	char err[256] = "";
+	struct fake *f = fake_new(true);
+	struct passthrough *pt;
+
+	(void)state;
+	f->impossible_bar = true;
+	assert_null(passthrough_create(&f->hd, err, sizeof(err)));
+	assert_non_null(strstr(err, "BAR2"));
+	assert_int_equal(f->set_mask_calls, 0);
+
+	/* A host that cannot read extended config space: 256 bytes, no ReBAR rule. */
+	f->impossible_bar = false;
+	f->legacy_only = true;
+	pt = passthrough_create(&f->hd, err, sizeof(err));
+	assert_non_null(pt);
+	assert_int_equal(passthrough_config_size(pt), 256);
+	uint8_t b[4];
+	assert_int_equal(passthrough_config_read(pt, 0xFC, b, 4), 0);
+	assert_int_equal(passthrough_config_read(pt, 0x100, b, 4), -EINVAL);
+
+	/* A host error on a forwarded write comes back to the caller. */
+	f->fail_config_write = true;
+	b[0] = 1;
+	assert_int_equal(passthrough_config_write(pt, 0x3C, b, 1), -EIO);
+	assert_int_equal(passthrough_config_write(pt, 0x06, b, 1), 0); /* dropped: never asked */
+	passthrough_destroy(pt);
+	fake_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -676,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bar_bounds_and_widths, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_routing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_forwarded, setup, teardown),
+		cmocka_unit_test(test_create_checks_the_host),
 	};
 
 	return cmocka_run_group_tests_name("passthrough", tests, NULL, NULL);
