@@ -33,6 +33,7 @@
 #define MSIX_TABLE_SIZE 0x07FF /* N - 1 */
 #define MSIX_CAP_LEN 12
 #define MSI_CTRL 2
+#define MSI_CTRL_MMC 0x000E /* Multiple Message Capable: log2(vectors) */
 #define MSI_CTRL_64BIT 0x0080
 #define MSI_CTRL_MASKING 0x0100
 #define EXP_DEVCTL 0x08
@@ -449,6 +450,19 @@ static void overlay_config(const struct passthrough *pt, uint32_t base, uint8_t 
 
 			v = (uint16_t)((v & ~MSIX_TABLE_SIZE) | ((pt->nvectors - 1) & MSIX_TABLE_SIZE));
 			store_le(buf + (ctrl - base), v, 2);
+		}
+	}
+	/* Likewise MSI's Multiple Message Capable (log2 of the vectors). */
+	if (pt->irq_index == PT_IRQ_MSI) {
+		uint32_t ctrl = pt->msi_pos + MSI_CTRL;
+
+		if (ctrl >= base && ctrl < end) {
+			unsigned host_log2 = (buf[ctrl - base] & MSI_CTRL_MMC) >> 1, log2 = 0;
+
+			while ((2u << log2) <= pt->nvectors && log2 < 5)
+				log2++;
+			if (host_log2 > log2)
+				buf[ctrl - base] = (uint8_t)((buf[ctrl - base] & ~MSI_CTRL_MMC) | (log2 << 1));
 		}
 	}
 }

@@ -19,7 +19,8 @@
  *      everything else        forwarded, in naturally aligned 1/2/4-byte writes
  *    When the host serves MSI-X, the MSI capability is hidden from the
  *    capability list (the dext sets up one of the two, MSI-X first), and the
- *    MSI-X table size is clamped to the host's vector count.
+ *    MSI-X table size (or MSI's Multiple Message Capable) is clamped to the
+ *    host's vector count.
  *
  *  - BAR accesses, bounds-checked against the BAR size and split into
  *    naturally aligned 1/2/4/8-byte host accesses (through the BAR mapping

@@ -260,7 +260,7 @@ static struct fake *fake_new(bool with_msix)
 	f->cfg[0x34] = MSI_POS;
 	f->cfg[MSI_POS] = 0x05;
 	f->cfg[MSI_POS + 1] = with_msix ? MSIX_POS : EXP_POS;
-	put16(f->cfg + MSI_POS + 2, 0x0180); /* 64-bit, per-vector masking: 24 bytes */
+	put16(f->cfg + MSI_POS + 2, 0x018A); /* 64-bit, per-vector masking (24 bytes), 32 vectors */
 	if (with_msix) {
 		f->cfg[MSIX_POS] = 0x11;
 		f->cfg[MSIX_POS + 1] = EXP_POS;
@@ -463,6 +463,8 @@ static void test_msi_only_device(void **state)
 	assert_int_equal(passthrough_irq_count(c->pt, PT_IRQ_MSIX), 0);
 	assert_int_equal(passthrough_config_read(c->pt, 0x34, &b, 1), 0);
 	assert_int_equal(b, MSI_POS); /* MSI stays visible */
+	/* 32 vectors capable on the device, 8 set up by the host: reads 8. */
+	assert_int_equal(cfg_read32(c->pt, MSI_POS), 0x01860000u | EXP_POS << 8 | 0x05);
 	cfg_write16(c->pt, MSI_POS + 2, 0x0001);
 	assert_int_equal(c->f->ncalls, 0);
 }
