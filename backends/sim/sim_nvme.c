@@ -678,6 +678,12 @@ static uint16_t admin_get_log_page(struct sim_nvme *n, const struct nvme_sqe *c)
 		return SC_INVALID_FIELD;
 	memset(log, 0, sizeof(log));
 	switch (lid) {
+	case 0x00: /* supported log pages */
+		log_len = 1024;
+		for (unsigned l = 0; l <= 5; l++)
+			if (l != 4)
+				put32(log + 4 * l, 1);
+		break;
 	case 0x01: /* error information: one empty entry */
 		log_len = 64;
 		break;

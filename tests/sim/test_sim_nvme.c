@@ -257,6 +257,22 @@ static void test_features_logs_and_queues(void **state)
 	assert_int_equal(log[3], 100);
 	c.cdw10 = ((512 / 4 - 1) << 16) | 0x70;
 	assert_int_equal(drv_exec(d, 0, &c).status, SC_INVALID_LOG_PAGE);
+	/* Supported log pages; then the SMART log from offset 4, past its end zero. */
+	c.cdw10 = ((1024 / 4 - 1) << 16) | 0x00;
+	drv_prps(d, &c, log, 1024);
+	assert_int_equal(drv_exec(d, 0, &c).status, 0);
+	assert_int_equal(log[4 * 2], 1);
+	assert_int_equal(log[4 * 4], 0);
+	memset(log, 0xff, 4096);
+	c.cdw10 = ((1024 / 4 - 1) << 16) | 0x02;
+	c.cdw12 = 4;
+	assert_int_equal(drv_exec(d, 0, &c).status, 0);
+	assert_int_equal(log[0], 10);    /* byte 4 of the log: spare threshold */
+	assert_int_equal(log[600], 0);   /* beyond the 512-byte log */
+	assert_int_equal(log[1024], 0xff); /* beyond the transfer: untouched */
+	c.cdw12 = 512;
+	assert_int_equal(drv_exec(d, 0, &c).status, SC_INVALID_FIELD);
+	c.cdw12 = 0;
 
 	/* Queue creation and its errors. */
 	assert_int_equal(drv_create_io_queue(d, 1, DRV_QDEPTH), 0);
