@@ -29,6 +29,10 @@ stage unit make -s check-unit
 stage sanitizers make -s check-san
 stage valgrind make -s check-valgrind
 stage fuzz make -s check-fuzz
+# End-to-end with real QEMU 11.1 guests under TCG (provision/, tests/e2e/):
+# provisioning is cached in $VFA_CACHE, so only the first run pays for it.
+stage e2e-provision ./provision/provision.sh --headers --arm64
+stage e2e-x86 ./tests/e2e/run-x86.sh identity apple module
 
 echo
 if [ "$failed" -ne 0 ]; then
