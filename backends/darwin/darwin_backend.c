@@ -926,6 +926,10 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 		services++;
 		IORegistryEntryGetRegistryEntryID(service, &eid);
 		find_host_root(service, this_root);
+		if (w->host_root && strcmp(w->host_root, this_root)) {
+			IOObjectRelease(service); /* another root: no need to ask its identity */
+			continue;
+		}
 		open_fn = find_open_fn(eid);
 		if (open_fn) {
 			id = open_fn->ident;
@@ -942,8 +946,7 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 			}
 		}
 		IOObjectRelease(service);
-		if (id.bus != w->bus || id.device != w->device || id.function != w->function ||
-		    (w->host_root && strcmp(w->host_root, this_root))) {
+		if (id.bus != w->bus || id.device != w->device || id.function != w->function) {
 			if (c)
 				IOServiceClose(c);
 			continue;

@@ -188,8 +188,9 @@ static void test_open_errors(void **state)
 static void test_host_root_tiebreak(void **state)
 {
 	struct fixture *f = *state;
-	struct host_device *sim2 = sim_new(), *hd2;
+	struct host_device *sim2 = sim_new(), *sim3 = sim_new(), *hd2;
 	uint64_t id2 = publish(sim2, "tb-root1", 3, 0, 0);
+	uint64_t id3 = publish(sim3, "tb-root2", 3, 0, 0);
 	char err[256];
 
 	/* Two Thunderbolt roots reuse bus 3: the bare address is ambiguous. */
@@ -197,14 +198,21 @@ static void test_host_root_tiebreak(void **state)
 	assert_non_null(strstr(err, "several host roots"));
 	assert_non_null(strstr(err, "\"tb-root0\""));
 	assert_non_null(strstr(err, "\"tb-root1\""));
+	assert_non_null(strstr(err, "\"tb-root2\""));
+	struct dext_model_stats a, b;
+	dext_model_get_stats(&a);
 	hd2 = must_open("03:00.0@tb-root1");
+	dext_model_get_stats(&b);
+	assert_int_equal(b.service_opens - a.service_opens, 1); /* other roots are not even opened */
 	assert_int_equal(hd2->ops->claim(hd2), 0);
 	assert_int_equal(dext_model_claims(id2), 1);
 	assert_int_equal(dext_model_claims(f->service), 1);
 	hd2->ops->destroy(hd2);
 	assert_int_equal(dext_model_claims(id2), 0);
 	dext_model_unpublish(id2, true);
+	dext_model_unpublish(id3, true);
 	sim2->ops->destroy(sim2);
+	sim3->ops->destroy(sim3);
 }
 
 /* ---- sharing ---- */
