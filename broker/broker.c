@@ -721,6 +721,11 @@ static void dispatch(struct broker *b, uint32_t tag)
 	}
 }
 
+static bool is_listen_tag(uint32_t tag)
+{
+	return tag == TAG_PT_LISTEN || tag == TAG_COMP_LISTEN || tag == TAG_CTRL_LISTEN;
+}
+
 static int loop(struct broker *b)
 {
 	struct epoll_event evs[16];
@@ -734,12 +739,20 @@ static int loop(struct broker *b)
 			fprintf(stderr, "vfio-apple: epoll_wait: %s\n", strerror(errno));
 			return -errno;
 		}
-		/* A signal wins over the rest of the batch. */
+		/*
+		 * A signal wins over the rest of the batch; a client's hang-up
+		 * is handled before new connections, so a VMM that reconnects
+		 * at once is not refused as a second client.
+		 */
 		for (int i = 0; i < n; i++)
 			if (evs[i].data.u32 == TAG_SIGNAL)
 				dispatch(b, TAG_SIGNAL);
 		for (int i = 0; i < n && !b->stop; i++)
-			dispatch(b, evs[i].data.u32);
+			if (!is_listen_tag(evs[i].data.u32) && evs[i].data.u32 != TAG_SIGNAL)
+				dispatch(b, evs[i].data.u32);
+		for (int i = 0; i < n && !b->stop; i++)
+			if (is_listen_tag(evs[i].data.u32))
+				dispatch(b, evs[i].data.u32);
 	}
 	return 0;
 }

@@ -474,6 +474,15 @@ static void test_passthrough_function(void **state)
 	memcpy(&ii, reply_buf, sizeof(ii));
 	assert_int_equal(ii.count, 0);
 
+	/* A VMM that reconnects at once is served, not refused as a second client. */
+	for (int i = 0; i < 20; i++) {
+		close(fd);
+		fd = client_connect(e, e->pt_sock);
+		assert_int_equal(region_read32(e, fd, VFU_PCI_CONFIG_REGION, 0), ids);
+	}
+	/* The emulated BARs were forgotten with the old client. */
+	assert_int_equal(region_read32(e, fd, VFU_PCI_CONFIG_REGION, 0x10) & ~0xFu, 0);
+
 	close(fd);
 	assert_int_equal(stop_broker(e), 0);
 }
