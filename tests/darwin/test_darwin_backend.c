@@ -810,8 +810,8 @@ static void on_wait(void *refcon, IOReturn result, void **args, uint32_t n)
 {
 	(void)args;
 	(void)n;
+	__atomic_store_n(&last_result, result, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch((int *)refcon, 1, __ATOMIC_SEQ_CST);
-	last_result = result;
 }
 
 static void wait_for(int *counter, int value)
@@ -907,25 +907,27 @@ static void test_model_semantics(void **state)
 	uint64_t mask[4] = {1, 0, 0, 0x8000000000000000ull};
 	assert_int_equal(IOConnectCallScalarMethod(c, 16, mask, 4, NULL, NULL), 0);
 	assert_int_equal(IOConnectMapMemory64(c, 7, mach_task_self(), &addr, &size, kIOMapAnywhere), 0);
-	volatile uint64_t *page = (volatile uint64_t *)(uintptr_t)addr;
-	assert_int_equal(page[4], 1);
-	assert_int_equal(page[7], 0x8000000000000000ull);
+	/* Shared with the dext (here: its interrupt thread): read atomically. */
+	uint64_t *page = (uint64_t *)(uintptr_t)addr;
+#define PAGE(i) __atomic_load_n(&page[i], __ATOMIC_ACQUIRE)
+	assert_int_equal(PAGE(4), 1);
+	assert_int_equal(PAGE(7), 0x8000000000000000ull);
 
 	struct admin a = {0};
 	admin_setup(f->hd, &a);
 	admin_identify(f->hd, &a, 1); /* vector 0 becomes pending before any wait */
-	for (int i = 0; i < 500 && !page[0]; i++)
+	for (int i = 0; i < 500 && !PAGE(0); i++)
 		usleep(10000);
-	assert_int_equal(page[0], 1);
+	assert_int_equal(PAGE(0), 1);
 	assert_int_equal(IOConnectCallAsyncMethod(c, 15, IONotificationPortGetMachPort(port), ref, kOSAsyncRef64Count,
 						  NULL, 0, NULL, 0, NULL, NULL, NULL, NULL),
 			 0);
 	wait_for(&completions, 1); /* at once: a bit was already pending */
-	assert_int_equal(last_result, kIOReturnSuccess);
+	assert_int_equal(__atomic_load_n(&last_result, __ATOMIC_SEQ_CST), kIOReturnSuccess);
 	n = 4;
 	assert_int_equal(IOConnectCallScalarMethod(c, 14, NULL, 0, out, &n), 0);
 	assert_int_equal(out[0], 1);
-	assert_int_equal(page[0], 0);
+	assert_int_equal(PAGE(0), 0);
 	n = 4;
 	assert_int_equal(IOConnectCallScalarMethod(c, 14, NULL, 0, out, &n), 0);
 	assert_int_equal(out[0], 0);
@@ -939,7 +941,7 @@ static void test_model_semantics(void **state)
 	assert_int_equal(IOConnectUnmapMemory64(c, 7, mach_task_self(), addr), 0);
 	assert_int_equal(IOServiceClose(c), 0);
 	wait_for(&completions, 2);
-	assert_int_equal(last_result, kIOReturnAborted);
+	assert_int_equal(__atomic_load_n(&last_result, __ATOMIC_SEQ_CST), kIOReturnAborted);
 	assert_int_equal(dext_model_claims(f->service), 1);
 	IONotificationPortDestroy(port);
 	dispatch_release(q);
