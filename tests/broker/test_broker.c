@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "backends.h"
 #include "broker.h"
 #include "vfu_client.h"
 
@@ -308,8 +309,7 @@ static uint64_t efd_wait(int efd, int timeout_ms)
 	return n;
 }
 
-/* Share RAM_SIZE bytes of "guest RAM" at RAM_GPA; returns our mapping of it. */
-static uint8_t *dma_map_ram(struct env *e, int fd)
+static void dma_map_fd(struct env *e, int fd, int mfd)
 {
 	struct vfu_dma_map m = {
 		.argsz = sizeof(m),
@@ -318,16 +318,36 @@ static uint8_t *dma_map_ram(struct env *e, int fd)
 		.addr = RAM_GPA,
 		.size = RAM_SIZE,
 	};
-	int mfd = memfd_create("guest-ram", MFD_CLOEXEC);
 	uint32_t err;
+
+	request(e, fd, VFU_CMD_DMA_MAP, &m, sizeof(m), &mfd, 1, &err);
+	assert_int_equal(err, 0);
+}
+
+/* Guest RAM as QEMU has it: a memfd; *mfd_out keeps it open when not NULL. */
+static uint8_t *new_ram(int *mfd_out)
+{
+	int mfd = memfd_create("guest-ram", MFD_CLOEXEC);
 	uint8_t *ram;
 
 	assert_true(mfd >= 0);
 	assert_int_equal(ftruncate(mfd, RAM_SIZE), 0);
 	ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	assert_true(ram != MAP_FAILED);
-	request(e, fd, VFU_CMD_DMA_MAP, &m, sizeof(m), &mfd, 1, &err);
-	assert_int_equal(err, 0);
+	if (mfd_out)
+		*mfd_out = mfd;
+	else
+		close(mfd);
+	return ram;
+}
+
+/* Share RAM_SIZE bytes of fresh "guest RAM" at RAM_GPA; returns our mapping of it. */
+static uint8_t *dma_map_ram(struct env *e, int fd)
+{
+	int mfd;
+	uint8_t *ram = new_ram(&mfd);
+
+	dma_map_fd(e, fd, mfd);
 	close(mfd);
 	return ram;
 }
@@ -347,8 +367,9 @@ static uint64_t get_le(const uint8_t *p, unsigned n)
 	return v;
 }
 
-/* One apple-dma MAP of 16 KiB at RAM_GPA + 64 KiB; returns the batch status. */
-static uint32_t companion_map_one(struct env *e, int fd, uint8_t *ram, uint64_t *id, uint64_t *dma_addr)
+/* One apple-dma MAP of len bytes at gpa (command page at RAM_GPA); returns the batch status. */
+static uint32_t companion_map(struct env *e, int fd, uint8_t *ram, uint64_t gpa, uint32_t len, uint64_t *id,
+			      uint64_t *dma_addr)
 {
 	uint8_t *page = ram, *req = ram + 0x100, *resp = ram + 0x200;
 
@@ -357,8 +378,8 @@ static uint32_t companion_map_one(struct env *e, int fd, uint8_t *ram, uint64_t 
 	put_le(page + 0x04, 1, 4);
 	put_le(page + 0x10, RAM_GPA + 0x100, 8);
 	put_le(page + 0x18, RAM_GPA + 0x200, 8);
-	put_le(req + 0, RAM_GPA + 0x10000, 8);
-	put_le(req + 8, 0x4000, 4);
+	put_le(req + 0, gpa, 8);
+	put_le(req + 8, len, 4);
 	assert_int_equal(region_write32(e, fd, 0, 0x10, (uint32_t)RAM_GPA), 0);
 	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0);
 	assert_int_equal(region_write32(e, fd, 0, 0x18, 1), 0);
@@ -367,10 +388,15 @@ static uint32_t companion_map_one(struct env *e, int fd, uint8_t *ram, uint64_t 
 	*id = get_le(resp, 8);
 	*dma_addr = get_le(resp + 8, 8);
 	if (st == 0) {
-		assert_int_equal(get_le(resp + 16, 4), 0x4000); /* dma_len */
-		assert_int_equal(get_le(resp + 20, 4), 0);      /* entry status */
+		assert_int_equal(get_le(resp + 16, 4), len); /* dma_len */
+		assert_int_equal(get_le(resp + 20, 4), 0);   /* entry status */
 	}
 	return st;
+}
+
+static uint32_t companion_map_one(struct env *e, int fd, uint8_t *ram, uint64_t *id, uint64_t *dma_addr)
+{
+	return companion_map(e, fd, ram, RAM_GPA + 0x10000, 0x4000, id, dma_addr);
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -589,28 +615,28 @@ static void test_identity_mode_registers_passthrough_ram(void **state)
 #define ACQ_OFF 0x2000
 #define IDENTIFY_OFF 0x10000
 
-static void nvme_enable(struct env *e, int fd)
+static void nvme_enable(struct env *e, int fd, uint64_t asq_bus, uint64_t acq_bus)
 {
 	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0); /* CC.EN = 0 */
 	for (int i = 0; i < 100 && (region_read32(e, fd, 0, 0x1C) & 1); i++)
 		usleep(1000);
 	assert_int_equal(region_write32(e, fd, 0, 0x24, 3 | 3 << 16), 0); /* AQA: 4 entries */
-	assert_int_equal(region_write64(e, fd, 0, 0x28, RAM_GPA + ASQ_OFF), 0);
-	assert_int_equal(region_write64(e, fd, 0, 0x30, RAM_GPA + ACQ_OFF), 0);
+	assert_int_equal(region_write64(e, fd, 0, 0x28, asq_bus), 0);
+	assert_int_equal(region_write64(e, fd, 0, 0x30, acq_bus), 0);
 	assert_int_equal(region_write32(e, fd, 0, 0x14, 0x00460001), 0); /* IOSQES 6, IOCQES 4, EN */
 	for (int i = 0; i < 100 && !(region_read32(e, fd, 0, 0x1C) & 1); i++)
 		usleep(1000);
 	assert_int_equal(region_read32(e, fd, 0, 0x1C) & 3, 1); /* RDY, no CFS */
 }
 
-static void nvme_identify(struct env *e, int fd, uint8_t *ram, unsigned slot)
+static void nvme_identify(struct env *e, int fd, uint8_t *sq, unsigned slot, uint64_t buf_bus)
 {
-	uint8_t *sqe = ram + ASQ_OFF + 64 * slot;
+	uint8_t *sqe = sq + 64 * slot;
 
 	memset(sqe, 0, 64);
 	sqe[0] = 0x06; /* Identify */
 	put_le(sqe + 2, slot + 1, 2);
-	put_le(sqe + 24, RAM_GPA + IDENTIFY_OFF, 8);
+	put_le(sqe + 24, buf_bus, 8);
 	put_le(sqe + 40, 1, 4); /* CNS 1: controller */
 	assert_int_equal(region_write32(e, fd, 0, 0x1000, slot + 1), 0); /* SQ0 tail doorbell */
 }
@@ -632,8 +658,8 @@ static void test_interrupt_reaches_the_vmm_eventfd(void **state)
 	json_object_put(s);
 
 	/* A command completes on the admin CQ: vector 0 reaches our eventfd. */
-	nvme_enable(e, fd);
-	nvme_identify(e, fd, ram, 0);
+	nvme_enable(e, fd, RAM_GPA + ASQ_OFF, RAM_GPA + ACQ_OFF);
+	nvme_identify(e, fd, ram + ASQ_OFF, 0, RAM_GPA + IDENTIFY_OFF);
 	assert_int_equal(efd_wait(efd, TIMEOUT_MS), 1);
 	assert_int_equal(get_le(ram + ACQ_OFF + 12, 2), 1);          /* CID */
 	assert_int_equal(get_le(ram + ACQ_OFF + 14, 2) & 0xFFFF, 1); /* phase 1, status 0 */
@@ -644,7 +670,7 @@ static void test_interrupt_reaches_the_vmm_eventfd(void **state)
 
 	/* Masked by the VMM: held back, then delivered on unmask. */
 	assert_int_equal(set_irq_vector0(e, fd, -1, VFU_IRQ_SET_ACTION_MASK), 0);
-	nvme_identify(e, fd, ram, 1);
+	nvme_identify(e, fd, ram + ASQ_OFF, 1, RAM_GPA + IDENTIFY_OFF);
 	assert_int_equal(efd_wait(efd, 200), 0);
 	s = status(e);
 	assert_int_equal(jint(s, "interrupts.delivered"), 1);
@@ -670,6 +696,85 @@ static void test_interrupt_reaches_the_vmm_eventfd(void **state)
 	close(fd);
 	close(efd);
 	munmap(ram, RAM_SIZE);
+}
+
+/*
+ * The product's path (DART mode): the companion maps the queues and the
+ * buffer, the function is programmed with the bus addresses that came back,
+ * its DMA lands in guest RAM and its interrupt reaches the VMM.  Also over
+ * the darwin backend talking to the dext test model, when it is built.
+ */
+static void dart_mode_io(struct env *e, const char *spec, bool faults_counted)
+{
+	uint64_t id[3], bus[3];
+	int mfd, efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	uint8_t *ram = new_ram(&mfd);
+
+	assert_true(efd >= 0);
+	start_broker(e, spec);
+	int pt = client_connect(e, e->pt_sock), comp = client_connect(e, e->comp_sock);
+	dma_map_fd(e, pt, mfd);
+	dma_map_fd(e, comp, mfd);
+	assert_int_equal(set_irq_vector0(e, pt, efd, VFU_IRQ_SET_ACTION_TRIGGER), 0);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(companion_map(e, comp, ram, RAM_GPA + 0x10000 + 0x4000 * i, 0x4000, &id[i], &bus[i]), 0);
+		assert_true(id[i] != 0);
+	}
+	json_object *s = status(e);
+	assert_false(jbool(s, "host.identity_dma"));
+	assert_int_equal(jint(s, "dma.live_mappings"), 3);
+	json_object_put(s);
+
+	nvme_enable(e, pt, bus[0], bus[1]);
+	nvme_identify(e, pt, ram + 0x10000, 0, bus[2]);
+	assert_int_equal(efd_wait(efd, TIMEOUT_MS), 1);
+	assert_int_equal(get_le(ram + 0x14000 + 12, 2), 1);          /* CID */
+	assert_int_equal(get_le(ram + 0x14000 + 14, 2) & 0xFFFF, 1); /* phase 1, status 0 */
+	assert_int_equal(get_le(ram + 0x18000, 2), 0x1b36);          /* PCI vendor in the data */
+	s = status(e);
+	assert_int_equal(jint(s, "dma.faults"), 0);
+	assert_int_equal(jint(s, "interrupts.delivered"), 1);
+	json_object_put(s);
+
+	/* The companion's client leaves: its mappings go, the device now faults (the sim counts it). */
+	close(comp);
+	for (int i = 0; i < 200; i++) {
+		s = status(e);
+		int64_t live = jint(s, "dma.live_mappings");
+		json_object_put(s);
+		if (live == 0)
+			break;
+		usleep(10000);
+	}
+	nvme_identify(e, pt, ram + 0x10000, 1, bus[2]);
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 0);
+	if (faults_counted)
+		assert_true(jint(s, "dma.faults") > 0);
+	assert_int_equal(efd_wait(efd, 100), 0); /* no completion */
+	json_object_put(s);
+
+	assert_int_equal(stop_broker(e), 0);
+	close(pt);
+	close(efd);
+	close(mfd);
+	munmap(ram, RAM_SIZE);
+}
+
+static void test_dart_mode_io_sim(void **state)
+{
+	dart_mode_io(*state, "sim:nvme,size=16M,dart=apple", true);
+}
+
+static void test_dart_mode_io_darwin_backend(void **state)
+{
+	char err[256];
+	struct host_device *hd = host_device_open("sim-dext:nvme,size=16M", err, sizeof(err));
+
+	if (!hd)
+		skip(); /* built without the dext test model */
+	hd->ops->destroy(hd);
+	dart_mode_io(*state, "sim-dext:nvme,size=16M", false); /* the dext cannot see faults */
 }
 
 static void test_bad_device_fails_cleanly(void **state)
@@ -702,6 +807,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_companion_map_disconnect_and_sigterm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_mode_registers_passthrough_ram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_reaches_the_vmm_eventfd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dart_mode_io_sim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dart_mode_io_darwin_backend, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_device_fails_cleanly, setup, teardown),
 	};
 
