@@ -105,15 +105,18 @@ int run_find_qemu(const char *explicit_path, bool may_use_root, struct qemu_choi
 	unsigned major, minor, micro;
 	const char *name = "qemu-system-x86_64";
 
+	bool found;
+
 	memset(q, 0, sizeof(*q));
-	if (explicit_path || find_in_path(name, q->path, sizeof(q->path))) {
+	found = find_in_path(explicit_path ? explicit_path : name, q->path, sizeof(q->path));
+	if (explicit_path && !found) {
+		snprintf(err, errlen, "--qemu %s: no such executable", explicit_path);
+		return -ENOENT;
+	}
+	if (found) {
 		char *argv[] = { q->path, (char *)"--version", NULL };
 		int rc;
 
-		if (explicit_path && !find_in_path(explicit_path, q->path, sizeof(q->path))) {
-			snprintf(err, errlen, "--qemu %s: no such executable", explicit_path);
-			return -ENOENT;
-		}
 		rc = proc_capture(argv, out, sizeof(out), false);
 		if (rc != 0 || qemu_version_parse(out, &major, &minor, &micro) < 0) {
 			snprintf(host_found, sizeof(host_found), "%s does not answer --version like QEMU", q->path);

@@ -12,6 +12,8 @@ VFA=$1
 [ -x "$VFA" ] || { echo "usage: $0 PATH/TO/vfio-apple"; exit 2; }
 VFA=$(cd "$(dirname "$VFA")" && pwd)/$(basename "$VFA")
 WRAP=(${CLI_WRAPPER:-})
+# by absolute path: some cases run with a PATH that has no wrapper on it
+[ ${#WRAP[@]} -gt 0 ] && WRAP[0]=$(command -v "${WRAP[0]}")
 
 T=$(mktemp -d /tmp/vfa-cli.XXXXXX)
 export VFA_CACHE=$T/empty-cache # never the provisioned QEMU: the fakes decide
