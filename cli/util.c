@@ -89,8 +89,24 @@ static bool bdf_parse(const char *text, unsigned *bus, unsigned *dev, unsigned *
 	       hex_field(dot + 1, strlen(dot + 1), 7, fn) && strlen(dot + 1) == 1;
 }
 
+/* "BB:DD.F" or "BB:DD.F@HOSTROOT" (the root breaks ties between
+ * Thunderbolt root ports that reuse a bus number; see docs/macos.md). */
+static bool host_function_syntax(const char *spec, unsigned *bus, unsigned *dev, unsigned *fn)
+{
+	const char *at = strchr(spec, '@');
+	char bdf[16];
+
+	if (!at)
+		return bdf_parse(spec, bus, dev, fn);
+	if ((size_t)(at - spec) >= sizeof(bdf) || at[1] == '\0')
+		return false;
+	memcpy(bdf, spec, (size_t)(at - spec));
+	bdf[at - spec] = '\0';
+	return bdf_parse(bdf, bus, dev, fn);
+}
+
 static const char device_forms[] =
-	"sim:nvme[,size=256M][,dart=apple|identity][,backing=FILE], sim-dext:nvme[,...] or BB:DD.F";
+	"sim:nvme[,size=256M][,dart=apple|identity][,backing=FILE], sim-dext:nvme[,...] or BB:DD.F[@HOSTROOT]";
 
 int device_spec_check(const char *spec, char *err, size_t errlen)
 {
@@ -103,7 +119,7 @@ int device_spec_check(const char *spec, char *err, size_t errlen)
 		kind = spec + 4;
 	else if (strncmp(spec, "sim-dext:", 9) == 0)
 		kind = spec + 9;
-	else if (bdf_parse(spec, &bus, &dev, &fn)) {
+	else if (host_function_syntax(spec, &bus, &dev, &fn)) {
 #ifdef __APPLE__
 		return 0;
 #else

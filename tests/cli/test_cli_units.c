@@ -85,8 +85,11 @@ static void test_device_spec_invalid(void **state)
 	expect_bad_device("zz:00.0", "bad device string");
 	expect_bad_device("00:20.0", "bad device string"); /* slot 0x20 > 0x1f */
 	expect_bad_device("00:05.8", "bad device string");
+	expect_bad_device("03:00.0@", "bad device string");
+	expect_bad_device("03:00.9@root", "bad device string");
 #ifndef __APPLE__
 	expect_bad_device("03:00.0", "needs macOS");
+	expect_bad_device("03:00.0@pcic2-bridge", "needs macOS");
 #endif
 }
 
