@@ -38,6 +38,7 @@
 #define CC_CSS(cc) (((cc) >> 4) & 0x7)
 #define CC_MPS(cc) (((cc) >> 7) & 0xf)
 #define CC_SHN(cc) (((cc) >> 14) & 0x3)
+#define CC_SHN_MASK (3u << 14)
 #define CC_IOSQES(cc) (((cc) >> 16) & 0xf)
 #define CC_IOCQES(cc) (((cc) >> 20) & 0xf)
 #define CC_WRITABLE 0x01fffff1u
@@ -908,7 +909,11 @@ static void cc_write(struct sim_nvme *n, uint32_t value)
 {
 	uint32_t old = n->cc;
 
-	n->cc = value & CC_WRITABLE;
+	if ((old & CC_EN) && (value & CC_EN))
+		/* While enabled only SHN may change (the rest was checked at enable). */
+		n->cc = (old & ~CC_SHN_MASK) | (value & CC_SHN_MASK);
+	else
+		n->cc = value & CC_WRITABLE;
 	if (!(old & CC_EN) && (n->cc & CC_EN)) {
 		controller_enable(n);
 	} else if ((old & CC_EN) && !(n->cc & CC_EN)) {

@@ -662,6 +662,11 @@ static void test_invalid_enable(void **state)
 	assert_true(st.fatal);
 	drv_enable(d);
 	assert_int_equal(drv_reg32(d, 0x1c), 1);
+	/* While enabled, CC fields other than SHN do not change. */
+	uint32_t cc = drv_reg32(d, 0x14);
+	drv_wreg32(d, 0x14, cc | (15u << 7));
+	assert_int_equal(drv_reg32(d, 0x14), cc);
+	assert_int_equal(drv_create_io_queue(d, 1, 8), 0);
 }
 
 static void test_identity_dart(void **state)
