@@ -260,6 +260,38 @@ if [ "$want_arm64" = 1 ]; then
 		done_step
 	fi
 	fetch_root_kernel 6_12_ARM64 trixie arm64
+	# arm64 guest userland for the initramfs: busybox-static and fio with
+	# the arm64 builds of exactly the libraries the amd64 fio uses.
+	userland=$VFA_CACHE/arm64-userland
+	if [ ! -f "$userland/.vfa-ok" ]; then
+		step "arm64 guest userland: busybox-static and fio with its libraries (:arm64 packages, dpkg -x)"
+		pkgs="busybox-static:arm64 fio:arm64 libc6:arm64"
+		libs=""
+		for lib in $(in_root ldd /usr/bin/fio | awk '/=> \// {print $3}'); do
+			sub=${lib#*/x86_64-linux-gnu/} # "libz.so.1" or "ceph/libceph-common.so.2"
+			pkg=$(in_root dpkg -S "*x86_64-linux-gnu/$sub" 2>/dev/null | head -n1 | cut -d: -f1)
+			[ -n "$pkg" ] || die "no package owns $lib in the root"
+			case " $pkgs " in *" $pkg:arm64 "*) ;; *) pkgs="$pkgs $pkg:arm64" ;; esac
+			libs="$libs /usr/lib/aarch64-linux-gnu/$sub"
+		done
+		logged in_root sh -c "rm -rf /tmp/vfa-arm64 && mkdir /tmp/vfa-arm64 && cd /tmp/vfa-arm64 && apt-get download -q $pkgs"
+		rm -rf "$userland"
+		mkdir -p "$userland"
+		for deb in "$ROOT"/tmp/vfa-arm64/*.deb; do
+			logged dpkg -x "$deb" "$userland"
+		done
+		rm -rf "$ROOT/tmp/vfa-arm64"
+		# Merged /usr: the loader's canonical path /lib/ld-linux-aarch64.so.1.
+		[ -e "$userland/lib" ] || ln -s usr/lib "$userland/lib"
+		[ -x "$userland/bin/busybox" ] || [ -x "$userland/usr/bin/busybox" ] || die "no busybox in busybox-static:arm64"
+		[ -x "$userland/bin/busybox" ] || { mkdir -p "$userland/bin" && ln -s ../usr/bin/busybox "$userland/bin/busybox"; }
+		for lib in $libs; do
+			[ -e "$userland$lib" ] || die "arm64 userland lacks $lib"
+		done
+		echo "$libs" | tr ' ' '\n' | sed '/^$/d' >"$userland/fio.libs"
+		touch "$userland/.vfa-ok"
+		done_step
+	fi
 	if [ "$want_headers" = 1 ]; then
 		ka=$(cat "$VFA_CACHE/krel-6_12_ARM64")
 		if [ ! -d "$ROOT/usr/src/linux-headers-$ka" ]; then

@@ -164,8 +164,23 @@ stop_broker() {
 # Boots q35 under TCG with the passthrough function at 00:05.0 and the
 # companion at 00:06.0; the console goes to $WORK/NAME.console.
 run_x86_guest() {
+	GUEST_ARCH=amd64 run_guest "$@"
+}
+# The same on arm64: virt, -cpu max, direct kernel boot (no firmware).
+run_arm64_guest() {
+	GUEST_ARCH=arm64 run_guest "$@"
+}
+run_guest() {
 	local name=$1 kernel=$2 initrd=$3 limit=$4
 	shift 4
+	local qemu machine
+	if [ "$GUEST_ARCH" = arm64 ]; then
+		qemu=(${QEMU_ARM:?} -machine virt,memory-backend=mem -cpu max)
+		machine=(-append "console=ttyAMA0 panic=-1 quiet loglevel=4")
+	else
+		qemu=(${QEMU_X86:?} -machine q35,memory-backend=mem)
+		machine=(-append "console=ttyS0 panic=-1 quiet loglevel=4")
+	fi
 	CONSOLE=$WORK/$name.console
 	local dev_pt dev_comp
 	dev_pt='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$WORK/sock/passthrough.sock'"},"addr":"0x5"}'
@@ -187,11 +202,9 @@ run_x86_guest() {
 	watcher=$!
 	# in-root.sh execs down to QEMU itself: `timeout` signals QEMU directly.
 	timeout -k 5 "$limit" "$PROVISION/in-root.sh" --bind "$WORK" --bind "$(dirname "$kernel")" --bind "$(dirname "$initrd")" -- \
-		"$QEMU_X86" -accel tcg -nodefaults -no-reboot -display none \
-		-machine q35,memory-backend=mem -m 1G -smp 1 \
+		"${qemu[@]}" -accel tcg -nodefaults -no-reboot -display none -m 1G -smp 1 \
 		-object memory-backend-memfd,id=mem,size=1G,share=on \
-		-serial stdio -kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=4" \
+		-serial stdio -kernel "$kernel" -initrd "$initrd" "${machine[@]}" \
 		-device "$dev_pt" -device "$dev_comp" "$@" \
 		</dev/null >"$CONSOLE" 2>&1
 	GUEST_RC=$?

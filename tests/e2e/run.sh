@@ -1,0 +1,159 @@
+#!/bin/bash
+# End-to-end runs against real QEMU 11.1 guests under TCG; run-x86.sh
+# (q35, Debian 6.1 kernel) and run-arm64.sh (virt, -cpu max, Debian 6.12
+# arm64 kernel) call this with E2E_ARCH set.  Scenarios:
+#
+#   identity   dart=identity: both devices enumerate with the right IDs, the
+#              unmodified nvme driver binds, a written pattern reads back
+#              equal, fio verifies, MSI-X vectors count in the guest and in
+#              the broker;
+#   apple      dart=apple WITHOUT the guest module: the driver's DMA faults
+#              in the DART, the probe fails cleanly, the broker counts the
+#              faults, keeps answering status and exits 0 on SIGTERM;
+#   module     dart=apple WITH the apple_dma guest module (guest/linux): the
+#              nvme driver binds, 256 MiB of mixed sequential and random
+#              I/O (4 KiB..1 MiB) verifies with no mismatch, zero DART faults
+#              caused by the guest.
+#
+# Usage: tests/e2e/run.sh [identity] [apple] [module]   (default: all)
+# Env:   E2E_ARCH=amd64|arm64, E2E_KERNEL=6_1|6_12|7_3|6_12_ARM64 (the
+#        guest kernel; default 6_1 on amd64, 6_12_ARM64 on arm64),
+#        VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
+#        keeps the logs.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module)
+need_headers=()
+for s in "${scenarios[@]}"; do
+	case $s in
+	identity | apple) ;;
+	module) need_headers=(--headers) ;;
+	*) die "unknown scenario '$s' (identity, apple, module)" ;;
+	esac
+done
+
+arch=${E2E_ARCH:-amd64}
+case $arch in
+amd64) tag=${E2E_KERNEL:-6_1} arch_args=() ;;
+arm64) tag=${E2E_KERNEL:-6_12_ARM64} arch_args=(--arm64) ;;
+*) die "E2E_ARCH must be amd64 or arm64" ;;
+esac
+find_vfio_apple
+provision_env "${need_headers[@]}" "${arch_args[@]}"
+kernel_var=KERNEL_$tag modules_var=MODULES_$tag
+KERNEL=${!kernel_var:-}
+MODULES=${!modules_var:-}
+[ -n "$KERNEL" ] && [ -n "$MODULES" ] || die "no provisioned kernel for E2E_KERNEL=$tag"
+make_work
+
+# The guest's workload: shared helpers + the scenario's script.
+initrd_for() {
+	local name=$1
+	shift
+	cat "$E2E_DIR/guest/common.sh" "$E2E_DIR/guest/$name.sh" >"$WORK/$name.workload.sh"
+	"$PROVISION/mkinitramfs.sh" -o "$WORK/$name.cpio.gz" -m "$MODULES" --load nvme --fio \
+		--script "$WORK/$name.workload.sh" --arch "$arch" "$@" 2>&1 | sed 's/^/e2e: /'
+	[ "${PIPESTATUS[0]}" -eq 0 ] || die "mkinitramfs failed"
+}
+
+# (a) both functions present with the right IDs, from the guest's sysfs.
+check_enumeration() {
+	check "guest sees the passthrough NVMe at 00:05.0 (1b36:00f0, class 0x010802)" \
+		grep -aq 'VFA-RESULT pci=0000:00:05.0 id=1b36:00f0 class=0x010802' "$CONSOLE"
+	check "guest sees the companion at 00:06.0 (1b36:0015, class 0x088000)" \
+		grep -aq 'VFA-RESULT pci=0000:00:06.0 id=1b36:0015 class=0x088000' "$CONSOLE"
+	check "the guest ran its workload to the end" grep -aq 'VFA-RESULT init=done' "$CONSOLE"
+}
+
+run_identity() {
+	say "=== identity: dart=identity, unmodified nvme driver, verified I/O ==="
+	initrd_for identity
+	start_broker identity "sim:nvme,size=256M,dart=identity"
+	start_status_poller identity
+	GUEST_ARCH=$arch run_guest identity "$KERNEL" "$WORK/identity.cpio.gz" 300
+	stop_status_poller
+	local st=$WORK/identity.status final=$WORK/identity.final
+	check "broker answers status after the guest left" eval 'broker_status >"$final"'
+	check_enumeration
+	check "nvme driver bound to 00:05.0" eq "$(result driver)" nvme
+	check "the guest exited its workload with 0" eq "$(result rc)" 0
+	check "pattern written and read back equal" eq "$(result pattern)" match
+	check "fio verify passed with 0 errors" eq "$(result fio_identity)/$(result errors)" ok/0
+	check "guest nvme MSI-X vectors counted interrupts ($(result nvme_irqs))" gt "$(result nvme_irqs)" 0
+	check "broker delivered interrupts ($(json_get "$st" interrupts.delivered))" \
+		gt "$(json_get "$st" interrupts.delivered)" 0
+	check "no DART faults in identity mode" eq "$(json_get "$final" dma.faults)" 0
+	stop_broker
+	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+run_apple() {
+	say "=== apple: dart=apple without the guest module, DMA must fail cleanly ==="
+	initrd_for apple-nomodule
+	start_broker apple "sim:nvme,size=256M,dart=apple"
+	start_status_poller apple
+	GUEST_ARCH=$arch run_guest apple "$KERNEL" "$WORK/apple-nomodule.cpio.gz" 300
+	stop_status_poller
+	local final=$WORK/apple.final
+	check "broker still answers status after the faulting guest" eval 'broker_status >"$final"'
+	check_enumeration
+	check "the guest's driver did not get a working disk ($(result nvme_state))" \
+		eval '[ "$(result nvme_state)" != namespace ] || [ "$(result read)" = failed ]'
+	local fw_faults
+	fw_faults=$(json_get "$WORK/apple.atinit" dma.faults)
+	check "broker counted DART faults from the guest's driver ($(json_get "$final" dma.faults) in all, ${fw_faults:-?} by the firmware before the kernel)" \
+		gt "$(json_get "$final" dma.faults)" "${fw_faults:-999999999}"
+	check "broker process still alive" kill -0 "$broker_pid"
+	stop_broker
+	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+run_module() {
+	say "=== module: dart=apple with the apple_dma guest module, 256 MiB verified fio ==="
+	local krel_var=KREL_$tag ko
+	ko=$(OUT=$WORK/ko "$REPO/guest/linux/build.sh" "${!krel_var}" 2>"$WORK/module-build.log" | tail -n1)
+	if [ ! -f "$ko" ]; then
+		cat "$WORK/module-build.log"
+		check "apple_dma builds for ${!krel_var}" false
+		return
+	fi
+	initrd_for apple-module --ko "$ko"
+	start_broker module "sim:nvme,size=512M,dart=apple"
+	start_status_poller module
+	GUEST_ARCH=$arch run_guest module "$KERNEL" "$WORK/apple-module.cpio.gz" 900
+	stop_status_poller
+	local st=$WORK/module.status final=$WORK/module.final
+	check "broker answers status after the guest left" eval 'broker_status >"$final"'
+	check_enumeration
+	check "apple_dma loaded and bound the companion" eq "$(result apple_dma)/$(result companion_driver)" loaded/apple_dma
+	check "apple_dma manages 00:05.0" eq "$(result ad_managed)" 0000:00:05.0
+	check "nvme driver bound to 00:05.0 through the module" eq "$(result driver)" nvme
+	check "the guest exited its workload with 0" eq "$(result rc)" 0
+	check "pattern written and read back equal" eq "$(result pattern)" match
+	check "fio: 256 MiB mixed I/O verified, 0 errors ($(result fio_seconds) s)" eq "$(result fio_mixed)/$(result errors)" ok/0
+	check "module rang doorbells ($(result ad_doorbells)) without errors" \
+		eval 'gt "$(result ad_doorbells)" 0 && eq "$(result ad_doorbell_errors)" 0'
+	check "module reports no failures" eq "$(result ad_failures)" 0
+	check "broker saw companion doorbells ($(json_get "$st" companion.doorbells))" gt "$(json_get "$st" companion.doorbells)" 0
+	check "broker delivered interrupts ($(json_get "$st" interrupts.delivered))" gt "$(json_get "$st" interrupts.delivered)" 0
+	local fw_faults
+	fw_faults=$(json_get "$WORK/module.atinit" dma.faults)
+	check "zero DART faults caused by the guest kernel (firmware's NVMe probe before it: ${fw_faults:-?})" \
+		eq "$(json_get "$final" dma.faults)" "${fw_faults:-unknown}"
+	check "no mapping left after the guest left ($(json_get "$final" dma.live_mappings))" eq "$(json_get "$final" dma.live_mappings)" 0
+	say "module counters: $(grep -a 'VFA-RESULT ad_' "$CONSOLE" | tr -d '\r' | sed 's/.*VFA-RESULT ad_//' | tr '\n' ' ')"
+	say "broker status during the run: $(cat "$st")"
+	stop_broker
+	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+for s in "${scenarios[@]}"; do
+	"run_$s"
+done
+say "$arch ($tag kernel): $e2e_pass checks passed, $e2e_fail failed"
+[ $e2e_fail -eq 0 ]
