@@ -3,7 +3,7 @@
 # person can meet, asserted on output and exit code.  QEMU is faked by
 # scripts on PATH; the broker is the real one (serve).
 #
-# Usage: test_cli.sh PATH/TO/vfio-apple
+# Usage: test_cli.sh PATH/TO/vfio-apple [PATH/TO/vfio-apple.1]
 # CLI_WRAPPER="valgrind --error-exitcode=99 ..." runs every vfio-apple
 # under a wrapper (the broker it starts itself excepted).
 set -u
@@ -11,6 +11,7 @@ set -u
 VFA=$1
 [ -x "$VFA" ] || { echo "usage: $0 PATH/TO/vfio-apple"; exit 2; }
 VFA=$(cd "$(dirname "$VFA")" && pwd)/$(basename "$VFA")
+MAN=${2:-}
 WRAP=(${CLI_WRAPPER:-})
 # by absolute path: some cases run with a PATH that has no wrapper on it
 [ ${#WRAP[@]} -gt 0 ] && WRAP[0]=$(command -v "${WRAP[0]}")
@@ -297,6 +298,20 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 		bad "demo as a user: exit $rc: $OUT"
 fi
 run_cli "demo bad kernel" 2 "bad --kernel '5.10'" run --kernel 5.10 -s "$T/s5"
+
+# ---- the man page: renders cleanly and documents every option ---------------
+if [ -n "$MAN" ]; then
+	if command -v groff >/dev/null; then
+		warnings=$(groff -man -Tutf8 -ww -z "$MAN" 2>&1)
+		[ -z "$warnings" ] && ok "man page renders without warnings" || bad "man page: $warnings"
+	fi
+	man_text=$(tr -d '\\' <"$MAN")
+	for cmd in serve run list status; do
+		for opt in $("$VFA" "$cmd" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+			[[ $man_text == *"$opt"* ]] && ok "man page documents $cmd $opt" || bad "man page lacks $cmd $opt"
+		done
+	done
+fi
 
 echo "cli commands: $passed passed, $failed failed"
 [ "$failed" = 0 ]
