@@ -999,7 +999,7 @@ static IOReturn dispatch_selector(struct client *c, uint32_t sel, const uint64_t
 	case 12:
 		bar = bar_of_mem_index(s, in[0]);
 		if (bar < 0 || (in[2] != 1 && in[2] != 2 && in[2] != 4 && in[2] != 8) || in[1] % in[2] ||
-		    in[1] > s->bar[bar].size - in[2])
+		    in[2] > s->bar[bar].size || in[1] > s->bar[bar].size - in[2])
 			return kIOReturnBadArgument;
 		if (sel == 11)
 			rc = s->dev->ops->mmio_read(s->dev, (unsigned)bar, in[1], (unsigned)in[2], &out[0]);
