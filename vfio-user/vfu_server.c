@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MSG_NOSIGNAL
@@ -143,11 +144,19 @@ static int ensure_cap(uint8_t **buf, size_t *cap, size_t need)
 
 /* ---------------------------------------------------------- send/receive */
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Write all of buf, waiting for room at most VFU_SEND_TIMEOUT_MS overall. */
 static int send_all(int fd, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
-	int waited = 0;
+	int64_t deadline = -1;
 
 	while (len > 0) {
 		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -161,15 +170,15 @@ static int send_all(int fd, const void *buf, size_t len)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-			int r;
+			int64_t left;
 
-			if (waited >= VFU_SEND_TIMEOUT_MS)
+			if (deadline < 0)
+				deadline = now_ms() + VFU_SEND_TIMEOUT_MS;
+			left = deadline - now_ms();
+			if (left <= 0)
 				return -ETIMEDOUT;
-			r = poll(&pfd, 1, 100);
-			if (r < 0 && errno != EINTR)
+			if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
 				return -errno;
-			if (r == 0)
-				waited += 100;
 			continue;
 		}
 		return n < 0 ? -errno : -EIO;

@@ -1488,8 +1488,37 @@ static void test_stats(void **state)
 	assert_string_equal(vfu_server_socket_path(f->s), f->path);
 }
 
-int main(void)
+/*
+ * A client that sends requests but never reads its replies: once the
+ * socket is full the server waits at most 5 s, then drops it, and serves
+ * the next client.  (Slow by design: suite 'slow'.)
+ */
+static void test_reader_that_never_reads(void **state)
 {
+	struct fx *f = *state;
+	struct vfu_region_rw rw = { .offset = 0, .region = 2, .count = BAR2_SIZE };
+	struct vfu_stats st;
+	int r = 0;
+
+	/* 16 KiB per reply; far more than a socket buffer holds */
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(vfuc_send(f->c, (uint16_t)i, VFU_CMD_REGION_READ, 0, &rw, sizeof(rw), NULL, 0), 0);
+	for (int i = 0; i < 10 && r == 0; i++)
+		r = vfu_server_handle(f->s);
+	assert_true(r < 0);
+	vfu_server_stats(f->s, &st);
+	assert_int_equal(st.dropped, 1);
+	assert_int_equal(vfu_server_client_fd(f->s), -1);
+	close(f->c);
+	f->c = -1;
+	check_next_client_served(f);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest slow_tests[] = {
+		cmocka_unit_test_setup_teardown(test_reader_that_never_reads, setup, teardown),
+	};
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_version_caps, setup_raw, teardown),
 		cmocka_unit_test_setup_teardown(test_version_without_multi, setup_raw, teardown),
@@ -1523,5 +1552,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 	};
 
+	if (argc > 1 && strcmp(argv[1], "--slow") == 0)
+		return cmocka_run_group_tests_name("vfu_server_slow", slow_tests, NULL, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
