@@ -64,6 +64,12 @@ enum dext_selector {
 #define BAR_TYPE_64BIT 0x04u
 #define BAR_TYPE_PREFETCH 0x08u
 
+/*
+ * The default main port.  MACH_PORT_NULL means the same as kIOMainPortDefault
+ * and, unlike it (macOS 12+), builds for any deployment target.
+ */
+#define MAIN_PORT MACH_PORT_NULL
+
 /* Memory types of IOConnectMapMemory64: 1 + BAR index for BARs. */
 #define MEMORY_TYPE_BAR0 1u
 
@@ -737,7 +743,7 @@ static struct darwin_slot *slot_get(uint8_t bus, uint8_t device, const char *hos
 	slot->bus = bus;
 	slot->device = device;
 	snprintf(slot->host_root, sizeof(slot->host_root), "%s", host_root);
-	slot->port = IONotificationPortCreate(kIOMainPortDefault);
+	slot->port = IONotificationPortCreate(MAIN_PORT);
 	slot->queue = dispatch_queue_create("vfio-apple.dext-interrupts", DISPATCH_QUEUE_SERIAL);
 	if (!slot->port || !slot->queue) {
 		if (slot->port)
@@ -916,7 +922,7 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 
 	*shared = NULL;
 	*conn = 0;
-	kr = IOServiceGetMatchingServices(kIOMainPortDefault, IOServiceMatching(DEXT_SERVICE_CLASS), &iter);
+	kr = IOServiceGetMatchingServices(MAIN_PORT, IOServiceMatching(DEXT_SERVICE_CLASS), &iter);
 	if (kr != KERN_SUCCESS) {
 		snprintf(err, errlen, "cannot list IOKit services: %s (0x%08x)", ioreturn_name(kr), (unsigned)kr);
 		return -EIO;
