@@ -1,0 +1,70 @@
+#!/bin/bash
+# bench_guest_fio: 4 KiB random reads (fio, libaio) at QD1 and QD32 in a TCG
+# x86_64 guest, apple_dma over a dart=apple broker against the DART-off
+# reference (dart=identity, no module), one guest each, in one run.
+# Prints per mode and queue depth the median IOPS, doorbells per 1,000 I/Os,
+# and the IOPS ratio module / identity.  TCG makes absolute IOPS small; the
+# ratio and the doorbell rate are the figures that carry over.
+#
+# Env: BENCH_KERNEL (6_1), BENCH_RUNTIME (s per run, 10), BENCH_REPS (3),
+#      VFA_BIN (the build's vfio-apple), VFA_CACHE.
+# Needs root and provision/provision.sh's cache; says "skipped" without them.
+set -uo pipefail
+REPO=@REPO@
+BUILD_ROOT=@BUILD_ROOT@
+[ -d "$REPO/tests/e2e" ] || REPO=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$(id -u)" != 0 ]; then
+	echo "bench_guest_fio: skipped (needs root for the guest)"
+	exit 0
+fi
+. "$REPO/tests/e2e/lib.sh"
+VFA_BIN=${VFA_BIN:-$BUILD_ROOT/cli/vfio-apple}
+find_vfio_apple
+provision_env --headers
+tag=${BENCH_KERNEL:-6_1}
+runtime=${BENCH_RUNTIME:-10}
+reps=${BENCH_REPS:-3}
+kernel_var=KERNEL_$tag modules_var=MODULES_$tag krel_var=KREL_$tag
+KERNEL=${!kernel_var:-}
+MODULES=${!modules_var:-}
+[ -n "$KERNEL" ] && [ -n "$MODULES" ] || die "no provisioned kernel for $tag"
+make_work
+
+ko=$(OUT=$WORK/ko "$REPO/guest/linux/build.sh" "${!krel_var}" | tail -n1) || die "module build failed"
+
+run_mode() { # mode dart
+	local mode=$1 dart=$2
+	{
+		echo "BENCH_MODE=$mode BENCH_RUNTIME=$runtime BENCH_REPS=$reps"
+		cat "$E2E_DIR/guest/common.sh" "$REPO/bench/guest_fio_workload.sh"
+	} >"$WORK/$mode.sh"
+	"$PROVISION/mkinitramfs.sh" -o "$WORK/$mode.cpio.gz" -m "$MODULES" --load nvme --fio \
+		--ko "$ko" --script "$WORK/$mode.sh" >/dev/null 2>&1 || die "mkinitramfs failed"
+	start_broker "$mode" "sim:nvme,size=256M,dart=$dart"
+	run_x86_guest "$mode" "$KERNEL" "$WORK/$mode.cpio.gz" $((120 + 4 * reps * (runtime + 5))) >/dev/null
+	stop_broker
+	grep -a 'VFA-RESULT bench_mode=' "$CONSOLE" | tr -d '\r' >"$WORK/$mode.results"
+	grep -aq 'VFA-RESULT bench=done' "$CONSOLE" || { show_context; die "the $mode guest did not finish"; }
+}
+
+run_mode module apple
+run_mode identity identity
+
+# median FILE QD FIELD
+median() {
+	grep " qd=$2 " "$1" | tr ' ' '\n' | sed -n "s/^$3=//p" | sort -n |
+		awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# doorbells per 1,000 I/Os over all repetitions
+per_kio() {
+	grep " qd=$2 " "$1" | tr ' ' '\n' | awk -F= '$1 == "ios" { i += $2 } $1 == "doorbells" { d += $2 } END { printf "%.3f", i ? d * 1000 / i : 0 }'
+}
+
+echo "bench_guest_fio: kernel $tag, 4 KiB randread, ${runtime} s x $reps per point, TCG"
+printf '%-4s %14s %14s %8s %20s\n' QD "module IOPS" "identity IOPS" ratio "doorbells/1000 I/O"
+for qd in 1 32; do
+	m=$(median "$WORK/module.results" $qd iops)
+	i=$(median "$WORK/identity.results" $qd iops)
+	r=$(awk -v m="$m" -v i="$i" 'BEGIN { printf "%.3f", i ? m / i : 0 }')
+	printf '%-4s %14s %14s %8s %20s\n' "$qd" "$m" "$i" "$r" "$(per_kio "$WORK/module.results" $qd)"
+done
