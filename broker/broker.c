@@ -2,10 +2,12 @@
 /*
  * The broker: one host function, its passthrough model and its companion,
  * each served on a vfio-user socket, plus a control socket, all driven by
- * one epoll loop on one thread.
+ * one poll() loop on one thread.  poll() rather than epoll and a self-pipe
+ * rather than signalfd: a dozen fds at most, and the same code builds on
+ * macOS, where the broker must eventually run.
  *
- *   epoll tags           what
- *   TAG_SIGNAL           signalfd for SIGINT/SIGTERM: clean shutdown
+ *   tags                 what
+ *   TAG_SIGNAL           self-pipe written by the SIGINT/SIGTERM handler: clean shutdown
  *   TAG_IRQ              host interrupt wake-up -> passthrough router
  *   TAG_*_LISTEN/CLIENT  the two vfio-user servers (one client each)
  *   TAG_CTRL_LISTEN      control socket; TAG_CTRL_CONN + i its connections
@@ -19,12 +21,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -78,8 +79,7 @@ struct broker {
 	/* Identity mode: the passthrough client's RAM registered with the host (va unused). */
 	struct guest_mem *identity_regs;
 	uint64_t identity_register_failures;
-	int epfd;
-	int sigfd;
+	int sig_read; /* self-pipe: the signal handler writes the signal number */
 	int ctrl_fd;
 	struct ctrl_conn ctrl[MAX_CTRL_CONNS];
 	uint64_t ctrl_serial;
@@ -510,11 +510,15 @@ static char *status_json(const struct broker *b)
 
 /* ---- control socket ------------------------------------------------------ */
 
-static int epoll_add(struct broker *b, int fd, uint32_t tag)
+/* Portable stand-ins for SOCK_CLOEXEC / SOCK_NONBLOCK / accept4. */
+static int set_cloexec_nonblock(int fd, bool nonblock)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
+	int fl = fcntl(fd, F_GETFL);
 
-	return epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fl < 0 ||
+	    (nonblock && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+		return -errno;
+	return 0;
 }
 
 /*
@@ -531,7 +535,7 @@ static int listen_unix(const char *path, char *err, size_t errlen)
 		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (fd < 0)
 		goto fail;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
@@ -541,10 +545,10 @@ static int listen_unix(const char *path, char *err, size_t errlen)
 	}
 	close(fd);
 	unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (fd < 0)
 		goto fail;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+	if (set_cloexec_nonblock(fd, true) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
 		int e = errno;
 
 		close(fd);
@@ -566,11 +570,15 @@ static void ctrl_close(struct ctrl_conn *c)
 
 static void ctrl_accept(struct broker *b)
 {
-	int fd = accept4(b->ctrl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	int fd = accept(b->ctrl_fd, NULL, NULL);
 	struct ctrl_conn *slot = NULL;
 
 	if (fd < 0)
 		return;
+	if (set_cloexec_nonblock(fd, true) < 0) {
+		close(fd);
+		return;
+	}
 	/* A free slot, else the oldest connection (one that never sent its request). */
 	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++) {
 		struct ctrl_conn *c = &b->ctrl[i];
@@ -586,10 +594,6 @@ static void ctrl_accept(struct broker *b)
 		log_warn("control: too many status requests at once; dropping the oldest");
 		ctrl_close(slot);
 	}
-	if (epoll_add(b, fd, TAG_CTRL_CONN + (uint32_t)(slot - b->ctrl)) < 0) {
-		close(fd);
-		return;
-	}
 	slot->fd = fd;
 	slot->len = 0;
 	slot->serial = ++b->ctrl_serial;
@@ -604,7 +608,7 @@ static void ctrl_send(int fd, const char *text)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	while (done < len) {
-		ssize_t n = send(fd, text + done, len - done, MSG_NOSIGNAL);
+		ssize_t n = send(fd, text + done, len - done, 0); /* SIGPIPE is ignored */
 
 		if (n <= 0)
 			return;
@@ -652,43 +656,30 @@ static void ctrl_readable(struct broker *b, struct ctrl_conn *c)
 
 /* ---- the loop ------------------------------------------------------------ */
 
-static void server_accept(struct broker *b, struct vfu_server *s, int *client_fd, uint32_t tag)
+static void server_accept(struct vfu_server *s, int *client_fd)
 {
 	int fd = vfu_server_accept(s);
 
-	if (fd < 0) {
+	if (fd < 0)
 		log_warn("%s: accept: %s", vfu_server_socket_path(s), strerror(-fd));
-		return;
-	}
-	if (fd == 0)
-		return;
-	*client_fd = fd;
-	if (epoll_add(b, fd, tag) < 0) {
-		log_error("%s: cannot watch the client: %s", vfu_server_socket_path(s), strerror(errno));
-		vfu_server_disconnect(s);
-		*client_fd = -1;
-	}
+	else if (fd > 0)
+		*client_fd = fd;
 }
 
-static void server_handle(struct broker *b, struct vfu_server *s, int *client_fd)
+static void server_handle(struct vfu_server *s, int *client_fd)
 {
-	int fd = *client_fd;
-
-	if (vfu_server_handle(s) < 0) {
-		/* The server has closed fd (which removes it from epoll). */
-		epoll_ctl(b->epfd, EPOLL_CTL_DEL, fd, NULL);
-		*client_fd = -1;
-	}
+	if (vfu_server_handle(s) < 0)
+		*client_fd = -1; /* gone; the server has closed the fd */
 }
 
 static void dispatch(struct broker *b, uint32_t tag)
 {
 	switch (tag) {
 	case TAG_SIGNAL: {
-		struct signalfd_siginfo si;
+		uint8_t signo = 0;
 
-		if (read(b->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-			log_info("signal %u: shutting down", si.ssi_signo);
+		if (read(b->sig_read, &signo, 1) == 1)
+			log_info("signal %u: shutting down", signo);
 		b->stop = true;
 		break;
 	}
@@ -697,25 +688,22 @@ static void dispatch(struct broker *b, uint32_t tag)
 			log_warn("interrupts: reading the host's pending set: %s", host_device_error(b->hd));
 		break;
 	case TAG_PT_LISTEN:
-		server_accept(b, b->pt_srv, &b->pt_client_fd, TAG_PT_CLIENT);
+		server_accept(b->pt_srv, &b->pt_client_fd);
 		break;
 	case TAG_PT_CLIENT:
-		if (b->pt_client_fd >= 0) /* an event from earlier in this batch may have dropped it */
-			server_handle(b, b->pt_srv, &b->pt_client_fd);
+		server_handle(b->pt_srv, &b->pt_client_fd);
 		break;
 	case TAG_COMP_LISTEN:
-		server_accept(b, b->comp_srv, &b->comp_client_fd, TAG_COMP_CLIENT);
+		server_accept(b->comp_srv, &b->comp_client_fd);
 		break;
 	case TAG_COMP_CLIENT:
-		if (b->comp_client_fd >= 0)
-			server_handle(b, b->comp_srv, &b->comp_client_fd);
+		server_handle(b->comp_srv, &b->comp_client_fd);
 		break;
 	case TAG_CTRL_LISTEN:
 		ctrl_accept(b);
 		break;
 	default:
-		if (tag >= TAG_CTRL_CONN && tag < TAG_CTRL_CONN + MAX_CTRL_CONNS &&
-		    b->ctrl[tag - TAG_CTRL_CONN].fd >= 0)
+		if (tag >= TAG_CTRL_CONN && tag < TAG_CTRL_CONN + MAX_CTRL_CONNS)
 			ctrl_readable(b, &b->ctrl[tag - TAG_CTRL_CONN]);
 		break;
 	}
@@ -726,33 +714,85 @@ static bool is_listen_tag(uint32_t tag)
 	return tag == TAG_PT_LISTEN || tag == TAG_COMP_LISTEN || tag == TAG_CTRL_LISTEN;
 }
 
+#define MAX_POLL_FDS (7 + MAX_CTRL_CONNS)
+
+struct watch {
+	struct pollfd pfd[MAX_POLL_FDS];
+	uint32_t tag[MAX_POLL_FDS];
+	nfds_t n;
+};
+
+static void watch(struct watch *w, int fd, uint32_t tag)
+{
+	if (fd < 0 || w->n >= MAX_POLL_FDS)
+		return;
+	w->pfd[w->n] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	w->tag[w->n++] = tag;
+}
+
+/* The fd a tag stands for now (-1: gone since the poll). */
+static int tag_fd(const struct broker *b, uint32_t tag)
+{
+	switch (tag) {
+	case TAG_SIGNAL:
+		return b->sig_read;
+	case TAG_IRQ:
+		return passthrough_irq_wakeup_fd(b->pt);
+	case TAG_PT_LISTEN:
+		return vfu_server_listen_fd(b->pt_srv);
+	case TAG_PT_CLIENT:
+		return b->pt_client_fd;
+	case TAG_COMP_LISTEN:
+		return b->comp_srv ? vfu_server_listen_fd(b->comp_srv) : -1;
+	case TAG_COMP_CLIENT:
+		return b->comp_client_fd;
+	case TAG_CTRL_LISTEN:
+		return b->ctrl_fd;
+	default:
+		return tag - TAG_CTRL_CONN < MAX_CTRL_CONNS ? b->ctrl[tag - TAG_CTRL_CONN].fd : -1;
+	}
+}
+
 static int loop(struct broker *b)
 {
-	struct epoll_event evs[16];
-
 	while (!b->stop) {
-		int n = epoll_wait(b->epfd, evs, 16, -1);
+		struct watch w = { .n = 0 };
+		int n;
 
+		watch(&w, b->sig_read, TAG_SIGNAL);
+		watch(&w, passthrough_irq_wakeup_fd(b->pt), TAG_IRQ);
+		watch(&w, vfu_server_listen_fd(b->pt_srv), TAG_PT_LISTEN);
+		watch(&w, b->pt_client_fd, TAG_PT_CLIENT);
+		if (b->comp_srv)
+			watch(&w, vfu_server_listen_fd(b->comp_srv), TAG_COMP_LISTEN);
+		watch(&w, b->comp_client_fd, TAG_COMP_CLIENT);
+		watch(&w, b->ctrl_fd, TAG_CTRL_LISTEN);
+		for (uint32_t i = 0; i < MAX_CTRL_CONNS; i++)
+			watch(&w, b->ctrl[i].fd, TAG_CTRL_CONN + i);
+
+		n = poll(w.pfd, w.n, -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fprintf(stderr, "vfio-apple: epoll_wait: %s\n", strerror(errno));
+			fprintf(stderr, "vfio-apple: poll: %s\n", strerror(errno));
 			return -errno;
 		}
 		/*
-		 * A signal wins over the rest of the batch; a client's hang-up
-		 * is handled before new connections, so a VMM that reconnects
-		 * at once is not refused as a second client.
+		 * A signal wins over the rest; a client's hang-up is handled
+		 * before new connections, so a VMM that reconnects at once is
+		 * not refused as a second client.  An fd dropped by an earlier
+		 * handler in this round is skipped.
 		 */
-		for (int i = 0; i < n; i++)
-			if (evs[i].data.u32 == TAG_SIGNAL)
-				dispatch(b, TAG_SIGNAL);
-		for (int i = 0; i < n && !b->stop; i++)
-			if (!is_listen_tag(evs[i].data.u32) && evs[i].data.u32 != TAG_SIGNAL)
-				dispatch(b, evs[i].data.u32);
-		for (int i = 0; i < n && !b->stop; i++)
-			if (is_listen_tag(evs[i].data.u32))
-				dispatch(b, evs[i].data.u32);
+		for (int pass = 0; pass < 3 && !b->stop; pass++) {
+			for (nfds_t i = 0; i < w.n && !b->stop; i++) {
+				uint32_t tag = w.tag[i];
+				int want = tag == TAG_SIGNAL ? 0 : is_listen_tag(tag) ? 2 : 1;
+
+				if (want != pass || !w.pfd[i].revents || tag_fd(b, tag) != w.pfd[i].fd)
+					continue;
+				dispatch(b, tag);
+			}
+		}
 	}
 	return 0;
 }
@@ -762,18 +802,13 @@ static int loop(struct broker *b)
 static int setup(struct broker *b, char *err, size_t errlen)
 {
 	const struct broker_config *cfg = b->cfg;
-	int rc, fd;
+	int rc;
 
 	if (!cfg->device_spec || !cfg->passthrough_socket) {
 		snprintf(err, errlen, "a device and a passthrough socket are required");
 		return -EINVAL;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &b->started);
-	b->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (b->epfd < 0) {
-		snprintf(err, errlen, "epoll: %s", strerror(errno));
-		return -errno;
-	}
 
 	b->hd = host_device_open(cfg->device_spec, err, errlen);
 	if (!b->hd)
@@ -815,21 +850,6 @@ static int setup(struct broker *b, char *err, size_t errlen)
 		if (b->ctrl_fd < 0)
 			return b->ctrl_fd;
 	}
-
-	rc = epoll_add(b, b->sigfd, TAG_SIGNAL);
-	if (rc == 0)
-		rc = epoll_add(b, vfu_server_listen_fd(b->pt_srv), TAG_PT_LISTEN);
-	if (rc == 0 && b->comp_srv)
-		rc = epoll_add(b, vfu_server_listen_fd(b->comp_srv), TAG_COMP_LISTEN);
-	if (rc == 0 && b->ctrl_fd >= 0)
-		rc = epoll_add(b, b->ctrl_fd, TAG_CTRL_LISTEN);
-	fd = passthrough_irq_wakeup_fd(b->pt);
-	if (rc == 0 && fd >= 0)
-		rc = epoll_add(b, fd, TAG_IRQ);
-	if (rc < 0) {
-		snprintf(err, errlen, "epoll: %s", strerror(-rc));
-		return rc;
-	}
 	return 0;
 }
 
@@ -862,35 +882,46 @@ static uint64_t teardown(struct broker *b)
 			b->hd->ops->release(b->hd);
 		b->hd->ops->destroy(b->hd);
 	}
-	if (b->epfd >= 0)
-		close(b->epfd);
 	return dma.live_mappings;
+}
+
+/* The self-pipe's write end, for the signal handler (one broker per process). */
+static volatile sig_atomic_t signal_pipe_write = -1;
+
+static void on_signal(int signo)
+{
+	int saved = errno;
+	uint8_t byte = (uint8_t)signo;
+
+	if (signal_pipe_write >= 0 && write(signal_pipe_write, &byte, 1) < 0) {
+		/* full pipe: a shutdown is already pending */
+	}
+	errno = saved;
 }
 
 int broker_run(const struct broker_config *cfg)
 {
-	struct broker b = { .cfg = cfg, .pt_client_fd = -1, .comp_client_fd = -1, .epfd = -1, .ctrl_fd = -1 };
-	sigset_t sigs, old;
+	struct broker b = { .cfg = cfg, .pt_client_fd = -1, .comp_client_fd = -1, .ctrl_fd = -1 };
+	struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term, old_pipe;
+	int pipefd[2];
 	char err[512] = "";
 	uint64_t live;
 	int rc;
 
 	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++)
 		b.ctrl[i].fd = -1;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	if (sigprocmask(SIG_BLOCK, &sigs, &old) < 0) {
-		fprintf(stderr, "vfio-apple: blocking signals: %s\n", strerror(errno));
+	if (pipe(pipefd) < 0 || set_cloexec_nonblock(pipefd[0], true) < 0 ||
+	    set_cloexec_nonblock(pipefd[1], true) < 0) {
+		fprintf(stderr, "vfio-apple: signal pipe: %s\n", strerror(errno));
 		return 1;
 	}
-	b.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (b.sigfd < 0) {
-		fprintf(stderr, "vfio-apple: signalfd: %s\n", strerror(errno));
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		return 1;
-	}
-	signal(SIGPIPE, SIG_IGN); /* a VMM that vanishes mid-reply is handled by the server */
+	b.sig_read = pipefd[0];
+	signal_pipe_write = pipefd[1];
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+	sa.sa_handler = SIG_IGN; /* a VMM that vanishes mid-reply is handled by the server */
+	sigaction(SIGPIPE, &sa, &old_pipe);
 
 	rc = setup(&b, err, sizeof(err));
 	if (rc == 0) {
@@ -903,8 +934,12 @@ int broker_run(const struct broker_config *cfg)
 		fprintf(stderr, "vfio-apple: %s\n", err[0] ? err : strerror(-rc));
 	}
 	live = teardown(&b);
-	close(b.sigfd);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	sigaction(SIGPIPE, &old_pipe, NULL);
+	signal_pipe_write = -1;
+	close(pipefd[0]);
+	close(pipefd[1]);
 	if (live != 0) {
 		fprintf(stderr, "vfio-apple: %llu DMA mappings still registered after shutdown\n",
 			(unsigned long long)live);

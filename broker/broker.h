@@ -2,7 +2,7 @@
 /*
  * The broker: one process that serves one host PCI function and its
  * apple-dma companion to one VMM, each on its own vfio-user socket, plus a
- * control socket for `vfio-apple status`.  Single-threaded, epoll-driven.
+ * control socket for `vfio-apple status`.  Single-threaded, poll()-driven.
  */
 #ifndef VFA_BROKER_H
 #define VFA_BROKER_H
