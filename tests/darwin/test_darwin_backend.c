@@ -556,13 +556,16 @@ static void test_dma_through_to_the_dart(void **state)
 	assert_int_equal(hd->ops->dma_register(hd, 0x3000, NULL, 4096, &bus2, &len2), -EINVAL);
 	assert_int_equal(hd->ops->dma_register(hd, 0x3000, (void *)(uintptr_t)(UINT64_MAX - 10), 4096, &bus2, &len2),
 			 -EINVAL);
+	/* Memory this process does not have cannot be registered. */
+	assert_int_equal(hd->ops->dma_register(hd, 0x3000, (void *)(uintptr_t)0x1000, 4096, &bus2, &len2), -EFAULT);
+	assert_non_null(strstr(host_device_error(hd), "kIOReturnVMError"));
 	assert_int_equal(hd->ops->dma_unregister(hd, 0x9999), -ENOENT);
 	assert_non_null(strstr(host_device_error(hd), "not registered"));
 
 	assert_int_equal(hd->ops->dma_stats(hd, &ds), 0);
 	assert_int_equal(ds.live_mappings, 2);
 	assert_int_equal(ds.live_bytes, 5000 + 32768);
-	assert_int_equal(ds.register_failures, 4);
+	assert_int_equal(ds.register_failures, 5);
 	assert_int_equal(hd->ops->dma_unregister(hd, 0x1000), 0);
 	assert_null(sim_dart_translate(dart, bus, 1, false));
 	assert_int_equal(hd->ops->dma_stats(hd, &ds), 0);

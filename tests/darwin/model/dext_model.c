@@ -817,6 +817,15 @@ static IOReturn config_read(struct service *s, uint64_t off, uint64_t width, uin
 	return kIOReturnSuccess;
 }
 
+/* msync fails with ENOMEM on any unmapped page of the range. */
+static bool mapped_in_process(uint64_t va, uint64_t size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t start = va & ~((uint64_t)page - 1);
+
+	return msync((void *)(uintptr_t)start, va + size - start, MS_ASYNC) == 0;
+}
+
 static IOReturn reg_dma(struct client *c, const uint64_t *in, uint64_t *out)
 {
 	struct service *s = c->svc;
@@ -832,6 +841,8 @@ static IOReturn reg_dma(struct client *c, const uint64_t *in, uint64_t *out)
 		return kIOReturnNoResources;
 	if (in[2] > MAX_DMA_BUFFER)
 		return kIOReturnNotAligned; /* more than one chunk: more than one bus segment */
+	if (!mapped_in_process(in[1], in[2]))
+		return kIOReturnVMError; /* the dext cannot wire memory the client does not have */
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return kIOReturnNoMemory;
