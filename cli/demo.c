@@ -356,6 +356,7 @@ static int boot_guest(struct run_plan *plan, const char *kernel, const char *ini
 	char *guest_args[] = { (char *)"-accel", (char *)"tcg", (char *)"-nodefaults", (char *)"-no-reboot",
 			       (char *)"-display", (char *)"none", (char *)"-smp", (char *)"1",
 			       (char *)"-cpu", (char *)"max",
+			       (char *)"-bios", (char *)"qboot.rom",
 			       (char *)"-serial", (char *)"stdio", (char *)"-kernel", (char *)kernel,
 			       (char *)"-initrd", (char *)initrd, (char *)"-append",
 			       (char *)"console=ttyS0 panic=-1 quiet loglevel=1" };
