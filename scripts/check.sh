@@ -33,6 +33,9 @@ stage fuzz make -s check-fuzz
 # provisioning is cached in $VFA_CACHE, so only the first run pays for it.
 stage e2e-provision ./provision/provision.sh --headers --arm64
 stage e2e-x86 ./tests/e2e/run-x86.sh identity apple module
+stage e2e-x86-6.12 env E2E_KERNEL=6_12 ./tests/e2e/run-x86.sh module
+stage e2e-x86-7.3 env E2E_KERNEL=7_3 ./tests/e2e/run-x86.sh module
+stage e2e-arm64 ./tests/e2e/run-arm64.sh identity apple module
 
 echo
 if [ "$failed" -ne 0 ]; then
