@@ -1103,6 +1103,15 @@ int vfu_server_accept(struct vfu_server *s)
 			return 0;
 		return -errno;
 	}
+	if (fd == 0) {
+		/* 0 means "nothing accepted" to our caller: move it (stdin was closed) */
+		int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+		close(fd);
+		if (moved < 0)
+			return -errno;
+		fd = moved;
+	}
 #ifndef SOCK_CLOEXEC
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	fcntl(fd, F_SETFD, FD_CLOEXEC);

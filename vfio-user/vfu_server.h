@@ -114,7 +114,7 @@ void vfu_server_destroy(struct vfu_server *s);
 int vfu_server_listen_fd(const struct vfu_server *s);
 /*
  * Listen fd readable: accept one connection.  Returns the new client fd
- * (register it for EPOLLIN), 0 if nothing to accept or a second client was
+ * (> 0; register it for EPOLLIN), 0 if nothing to accept or a second client was
  * refused politely (closed), or -errno.
  */
 int vfu_server_accept(struct vfu_server *s);

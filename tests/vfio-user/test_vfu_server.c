@@ -1471,6 +1471,27 @@ static void test_socket_path_handling(void **state)
 	assert_int_equal(vfuc_count_fds(), before);
 }
 
+/* With stdin closed, accept() yields fd 0, which must not read as "none". */
+static void test_accept_with_stdin_closed(void **state)
+{
+	struct fx *f = *state;
+	int saved = dup(0), c2, fd;
+
+	close(f->c); /* the fixture's client goes first */
+	f->c = -1;
+	assert_true(vfu_server_handle(f->s) < 0);
+	c2 = vfuc_connect(f->path);
+	assert_true(c2 > 0);
+	close(0);
+	fd = vfu_server_accept(f->s);
+	assert_true(dup2(saved, 0) == 0);
+	close(saved);
+	assert_true(fd > 0);
+	assert_int_equal(vfu_server_client_fd(f->s), fd);
+	f->c = c2;
+	handshake(f, QEMU_CAPS);
+}
+
 static void test_stats(void **state)
 {
 	struct fx *f = *state;
@@ -1549,6 +1570,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_second_client_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_requests, setup, teardown),
 		cmocka_unit_test(test_socket_path_handling),
+		cmocka_unit_test_setup_teardown(test_accept_with_stdin_closed, setup_raw, teardown),
 		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 	};
 
