@@ -802,7 +802,7 @@ static int parse_client_caps(const char *text, size_t len, bool *multi)
 		goto out;
 	}
 	/* nothing but blanks after the object */
-	for (size_t i = tok->char_offset; i < len; i++)
+	for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
 		if (text[i] != ' ' && text[i] != '\n' && text[i] != '\t' && text[i] != '\r')
 			r = -EINVAL;
 	if (r < 0 || !json_object_is_type(root, json_type_object)) {
