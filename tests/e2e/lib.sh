@@ -14,6 +14,11 @@ e2e_fail=0
 e2e_pass=0
 broker_pid=""
 poller_pid=""
+qemu_pid=""
+
+# Debian's python3 (meson needs it, so it is there) for JSON and sockets.
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON=python3
 
 say() { echo "e2e: $*"; }
 die() {
@@ -59,13 +64,20 @@ make_work() {
 cleanup() {
 	local rc=$?
 	[ -n "$poller_pid" ] && kill "$poller_pid" 2>/dev/null && wait "$poller_pid" 2>/dev/null
+	# QEMU (under `timeout`, which passes the signal on); its mounts lived
+	# in a private namespace and vanish with it.
+	if [ -n "$qemu_pid" ]; then
+		kill -TERM "$qemu_pid" 2>/dev/null
+		wait "$qemu_pid" 2>/dev/null
+	fi
 	if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
 		kill -TERM "$broker_pid" 2>/dev/null
-		sleep 1
+		for _ in $(seq 30); do
+			kill -0 "$broker_pid" 2>/dev/null || break
+			sleep 0.1
+		done
 		kill -KILL "$broker_pid" 2>/dev/null
 	fi
-	# QEMU runs in the foreground under `timeout`: nothing else to kill;
-	# its mounts lived in a private namespace and are gone with it.
 	if [ "${E2E_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
 		echo "e2e: logs kept in $WORK" >&2
 	else
@@ -93,7 +105,7 @@ start_broker() {
 
 # One JSON answer from the control socket on stdout (exit 1 when none).
 broker_status() {
-	python3 - "$WORK/sock/control.sock" <<'EOF'
+	"$PYTHON" - "$WORK/sock/control.sock" <<'EOF'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.settimeout(5)
@@ -116,7 +128,7 @@ EOF
 
 # json_get FILE dotted.key: a number or string from a saved status line.
 json_get() {
-	python3 -c '
+	"$PYTHON" -c '
 import json, sys
 v = json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."):
@@ -206,8 +218,12 @@ run_guest() {
 		-object memory-backend-memfd,id=mem,size=1G,share=on \
 		-serial stdio -kernel "$kernel" -initrd "$initrd" "${machine[@]}" \
 		-device "$dev_pt" -device "$dev_comp" "$@" \
-		</dev/null >"$CONSOLE" 2>&1
+		</dev/null >"$CONSOLE" 2>&1 &
+	qemu_pid=$!
+	# wait (unlike a foreground job) lets the INT/TERM trap run at once.
+	wait "$qemu_pid"
 	GUEST_RC=$?
+	qemu_pid=""
 	GUEST_SECONDS=$((SECONDS - t0))
 	kill "$watcher" 2>/dev/null
 	wait "$watcher" 2>/dev/null
