@@ -668,8 +668,14 @@ static int dv_irq_read_pending(struct host_device *hd, uint64_t pending[HD_IRQ_W
 
 	if (kr != kIOReturnSuccess)
 		return call_fail(hd, "CheckInterrupt", kr);
-	/* After the read: a vector that fires from now on completes the new wait. */
-	return fn->irq_ready ? arm_wait(hd, fn) : 0;
+	/*
+	 * After the read: a vector that fires from now on completes the new
+	 * wait.  If re-arming fails the bits just read are still good; the
+	 * next read tries again.
+	 */
+	if (fn->irq_ready && arm_wait(hd, fn))
+		log_warn("darwin: %s; no interrupt wake-up until the next read", host_device_error(hd));
+	return 0;
 }
 
 static int dv_irq_wakeup_fd(struct host_device *hd)
