@@ -6,9 +6,11 @@
 #            doorbells, rmmod unbinds nvme, reload rebinds it, no new DART
 #            fault once the module is in;
 #   rebind   dart=identity: nvme bound before the module; rebind=0 makes
-#            the probe fail cleanly, the default rebind=1 takes it over.
+#            the probe fail cleanly, the default rebind=1 takes it over;
+#   pressure dart=apple, 2 CPUs, 16 window slots of 16 KiB: QD32 verified
+#            I/O forces evictions and bounces and still verifies.
 #
-# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3] [apple] [rebind]
+# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3] [apple] [rebind] [pressure]
 # Env:   VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
 # Reuses tests/e2e/lib.sh (broker, QEMU, console results); the last line
 # is "N passed, N failed".
@@ -22,7 +24,7 @@ if [ "${1:-}" = -k ]; then
 	shift 2
 fi
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(apple rebind)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(apple rebind pressure)
 find_vfio_apple
 provision_env --headers
 kernel_var=KERNEL_$tag modules_var=MODULES_$tag krel_var=KREL_$tag
@@ -103,11 +105,32 @@ run_rebind() {
 	[ $e2e_fail -eq 0 ] || show_context
 }
 
+run_pressure() {
+	say "=== pressure on $tag: dart=apple, 2 CPUs, tiny cache, QD32 ==="
+	initrd_for pressure
+	start_broker pressure "sim:nvme,size=256M,dart=apple"
+	run_x86_guest pressure "$KERNEL" "$WORK/pressure.cpio.gz" 400 -smp 2
+	local final=$WORK/pressure.final
+	check "broker answers status after the guest left" eval 'broker_status >"$final"'
+	check "QD32 verified writes through a 16-slot cache" eq "$(result fio_pressure)" ok
+	check "two CPUs reading at QD16 each" eq "$(result fio_parallel)" ok
+	check "windows were evicted ($(result p_evictions))" gt "$(result p_evictions)" 0
+	check "buffers were bounced ($(result p_bounce_maps))" gt "$(result p_bounce_maps)" 0
+	check "live mappings within the 16 slots ($(result p_live_mappings))" gt 17 "$(result p_live_mappings)"
+	check "no failed mapping" eq "$(result p_failures)" 0
+	check "no unknown unmap" eq "$(result p_unknown_unmaps)" 0
+	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
+	stop_broker
+	check "nothing left mapped on the host" eq "$(json_get "$final" dma.live_mappings)" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
 for s in "${scenarios[@]}"; do
 	case $s in
 	apple) run_apple ;;
 	rebind) run_rebind ;;
-	*) die "unknown scenario '$s' (apple, rebind)" ;;
+	pressure) run_pressure ;;
+	*) die "unknown scenario '$s' (apple, rebind, pressure)" ;;
 	esac
 done
 echo "$e2e_pass passed, $e2e_fail failed"

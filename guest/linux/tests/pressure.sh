@@ -1,0 +1,23 @@
+# Guest workload (prepended by tests/e2e/guest/common.sh), dart=apple:
+# a tiny cache (16 window slots of 16 KiB) under QD32 verified I/O from two
+# CPUs: windows must be evicted, buffers bounced when every slot is busy,
+# and every byte still verify.
+list_pci >/dev/null
+VFA_PARAMS_apple_dma="max_windows=16 window_kb=16" modload apple_dma || { result apple_dma=load_failed; exit 1; }
+VFA_PARAMS_nvme_core="admin_timeout=30 io_timeout=30" modload nvme
+wait_for /dev/nvme0n1 60 || { result nvme=absent; dmesg | tail -n 30; exit 1; }
+rc=0
+fio --name=pressure --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --iodepth=32 \
+	--rw=randwrite --bsrange=4k-16k --size=16M --verify=crc32c --do_verify=1 \
+	--verify_fatal=1 --eta=never --output=/tmp/fio-pressure.out && result fio_pressure=ok ||
+	{ result fio_pressure=failed; tail -n 20 /tmp/fio-pressure.out; rc=1; }
+fio --name=parallel --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --iodepth=16 \
+	--numjobs=2 --rw=randread --bs=4k --size=32M --time_based --runtime=5 \
+	--eta=never --output=/tmp/fio-parallel.out && result fio_parallel=ok ||
+	{ result fio_parallel=failed; tail -n 20 /tmp/fio-parallel.out; rc=1; }
+f=/sys/kernel/debug/apple_dma/0000:00:06.0/stats
+for k in evictions bounce_maps failures unknown_unmaps live_mappings budget_mappings doorbells; do
+	result "p_$k=$(sed -n "s/^$k //p" $f)"
+done
+dmesg | grep -i -E 'apple_dma|BUG|WARNING|Oops' | tail -n 10
+exit $rc
