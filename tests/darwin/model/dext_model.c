@@ -817,13 +817,21 @@ static IOReturn config_read(struct service *s, uint64_t off, uint64_t width, uin
 	return kIOReturnSuccess;
 }
 
-/* msync fails with ENOMEM on any unmapped page of the range. */
+/* mincore fails with ENOMEM on any unmapped page of the range (and reads nothing). */
 static bool mapped_in_process(uint64_t va, uint64_t size)
 {
-	long page = sysconf(_SC_PAGESIZE);
-	uint64_t start = va & ~((uint64_t)page - 1);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t at = va & ~(page - 1), end = va + size;
+	unsigned char vec[1024];
 
-	return msync((void *)(uintptr_t)start, va + size - start, MS_ASYNC) == 0;
+	while (at < end) {
+		uint64_t len = end - at < sizeof(vec) * page ? end - at : sizeof(vec) * page;
+
+		if (mincore((void *)(uintptr_t)at, len, vec) != 0)
+			return false;
+		at += len;
+	}
+	return true;
 }
 
 static IOReturn reg_dma(struct client *c, const uint64_t *in, uint64_t *out)
