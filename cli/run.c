@@ -27,12 +27,24 @@
 
 #include <json-c/json.h>
 
+#ifdef __APPLE__
+/* Apple Silicon runs arm64 guests; macOS has no memfd: POSIX shm instead.
+ * (Not built or run on a Mac yet: see README.) */
+#define QEMU_SYSTEM "qemu-system-aarch64"
+#define RAM_BACKEND "memory-backend-shm"
+#define MACHINE "virt"
+#else
+#define QEMU_SYSTEM "qemu-system-x86_64"
+#define RAM_BACKEND "memory-backend-memfd"
+#define MACHINE "q35"
+#endif
+
 static void usage(FILE *out)
 {
 	fputs("Usage: vfio-apple run [options] [-- QEMU-ARGUMENTS...]\n"
 	      "\n"
 	      "Start a broker (vfio-apple serve), wait for its sockets, then QEMU with\n"
-	      "shareable guest RAM (memory-backend-memfd,share=on) and two vfio-user-pci\n"
+	      "shareable guest RAM (" RAM_BACKEND ",share=on) and two vfio-user-pci\n"
 	      "devices: the passthrough function at 00:05.0 and the apple-dma companion\n"
 	      "at 00:06.0.  Arguments after -- go to QEMU verbatim.  The broker and QEMU\n"
 	      "are always stopped on the way out, also on Ctrl-C.\n"
@@ -47,7 +59,7 @@ static void usage(FILE *out)
 	      "                          see `vfio-apple serve --help`\n"
 	      "  -s, --socket-dir DIR    broker sockets (default as for serve)\n"
 	      "  -m, --memory SIZE       guest RAM, QEMU syntax (default 1G)\n"
-	      "      --qemu PATH         the qemu-system binary (default: qemu-system-x86_64 on\n"
+	      "      --qemu PATH         the qemu-system binary (default: " QEMU_SYSTEM " on\n"
 	      "                          PATH if >= 10.1, else the provisioned trixie root's)\n"
 	      "  -k, --kernel VERSION    demo guest kernel: 6.1 (default), 6.12 or 7.3\n"
 	      "      --timeout SECONDS   demo: give up after this long (default 900)\n"
@@ -60,6 +72,7 @@ static void usage(FILE *out)
 	      "memory-backend= in -machine are refused after --.\n",
 	      out);
 }
+
 
 const char *run_source_dir(void)
 {
@@ -103,7 +116,7 @@ int run_find_qemu(const char *explicit_path, bool may_use_root, struct qemu_choi
 {
 	char out[512], host_found[PATH_MAX + 128] = "";
 	unsigned major, minor, micro;
-	const char *name = "qemu-system-x86_64";
+	const char *name = QEMU_SYSTEM;
 
 	bool found;
 
@@ -156,12 +169,12 @@ int run_find_qemu(const char *explicit_path, bool may_use_root, struct qemu_choi
 	}
 	if (host_found[0])
 		snprintf(err, errlen,
-			 "%s: vfio-user-pci needs QEMU >= %d.%d; install a newer qemu-system-x86_64, or run "
+			 "%s: vfio-user-pci needs QEMU >= %d.%d; install a newer " QEMU_SYSTEM ", or run "
 			 "`vfio-apple run` once as root (no arguments) to provision QEMU 11.1 into %s",
 			 host_found, QEMU_MIN_MAJOR, QEMU_MIN_MINOR, run_cache_dir());
 	else
 		snprintf(err, errlen,
-			 "no qemu-system-x86_64 found (needs QEMU >= %d.%d for vfio-user-pci): install one, or run "
+			 "no " QEMU_SYSTEM " found (needs QEMU >= %d.%d for vfio-user-pci): install one, or run "
 			 "`vfio-apple run` once as root (no arguments) to provision QEMU 11.1 into %s",
 			 QEMU_MIN_MAJOR, QEMU_MIN_MINOR, run_cache_dir());
 	return -ENOENT;
@@ -250,7 +263,7 @@ int run_qemu_argv(const struct run_plan *plan, int user_argc, char *const user_a
 		ret |= argv_add(a, cwd);
 	}
 	ret |= argv_add(a, plan->qemu_bin.path);
-	ret |= argv_addf(a, "memory-backend-memfd,id=vfa-ram,size=%s,share=on", plan->memory);
+	ret |= argv_addf(a, RAM_BACKEND ",id=vfa-ram,size=%s,share=on", plan->memory);
 	/* (the option name goes before its value) */
 	if (ret == 0) {
 		char *value = a->v[a->count - 1];
@@ -260,7 +273,7 @@ int run_qemu_argv(const struct run_plan *plan, int user_argc, char *const user_a
 		free(value);
 	}
 	ret |= argv_add(a, "-machine");
-	ret |= argv_add(a, "q35,memory-backend=vfa-ram");
+	ret |= argv_add(a, MACHINE ",memory-backend=vfa-ram");
 	ret |= argv_add(a, "-m");
 	ret |= argv_add(a, plan->memory);
 	ret |= argv_add(a, "-device");
