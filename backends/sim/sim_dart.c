@@ -34,6 +34,8 @@ struct sim_dart {
 
 	void *by_key;     /* tsearch tree of struct dart_mapping, by key */
 	void *by_bus;     /* the same nodes, by span (spans never overlap) */
+	/* The last registration a lookup found: device DMA is mostly local. */
+	struct dart_mapping *last_hit;
 
 	struct hd_dma_stats stats;
 	char error[HD_ERROR_LEN];
@@ -134,6 +136,7 @@ void sim_dart_destroy(struct sim_dart *d)
 
 void sim_dart_unmap_all(struct sim_dart *d)
 {
+	d->last_hit = NULL;
 	tdestroy(d->by_bus, keep_mapping);
 	tdestroy(d->by_key, free_mapping);
 	d->by_bus = NULL;
@@ -277,6 +280,8 @@ int sim_dart_unmap(struct sim_dart *d, uint64_t key)
 	if (!found)
 		return dart_fail(d, -ENOENT, "DMA key 0x%" PRIx64 " is not registered", key);
 	struct dart_mapping *m = *(struct dart_mapping **)found;
+	if (d->last_hit == m)
+		d->last_hit = NULL;
 	tdelete(m, &d->by_bus, cmp_span);
 	tdelete(m, &d->by_key, cmp_key);
 	d->stats.live_mappings--;
@@ -299,15 +304,18 @@ static void count_fault(struct sim_dart *d, uint64_t bus, uint64_t len, bool dev
 }
 
 /* The registration holding byte bus, or NULL (no fault counted). */
-static struct dart_mapping *lookup(const struct sim_dart *d, uint64_t bus)
+static struct dart_mapping *lookup(struct sim_dart *d, uint64_t bus)
 {
-	struct dart_mapping *m;
+	struct dart_mapping *m = d->last_hit;
 
+	if (m && bus >= m->bus && bus - m->bus < m->len)
+		return m;
 	if (bus == UINT64_MAX) /* never mapped; keeps the probe from wrapping */
 		return NULL;
 	m = find_span(d, bus, 1);
 	if (!m || bus < m->bus || bus - m->bus >= m->len)
 		return NULL;
+	d->last_hit = m;
 	return m;
 }
 
@@ -323,7 +331,7 @@ void *sim_dart_translate(struct sim_dart *d, uint64_t bus, uint64_t len, bool de
 }
 
 /* True when every byte of [bus, bus + len) is registered (maybe in several). */
-static bool range_mapped(const struct sim_dart *d, uint64_t bus, uint64_t len)
+static bool range_mapped(struct sim_dart *d, uint64_t bus, uint64_t len)
 {
 	if (bus + len < bus)
 		return false;

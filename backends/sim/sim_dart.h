@@ -15,7 +15,8 @@
  *  - identity mode (DART off): bus address = key, still bounds-checked.
  *
  * Cost: register, unregister and translate are O(log n) in the number of
- * live mappings (glibc's tsearch family: red-black trees, one keyed by the
+ * live mappings, translate O(1) when it hits the registration the previous
+ * lookup found (device DMA is mostly local) (glibc's tsearch family: red-black trees, one keyed by the
  * caller's key, one by bus range).  Choosing a bus range is next-fit from a
  * cursor over a window at least 16x larger than the most the limits allow to
  * be live, so it is one O(log n) probe except, rarely, after the cursor wraps
