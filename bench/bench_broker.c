@@ -108,7 +108,7 @@ static int bench_inproc(void)
 	}
 	double dm = median(direct_mmio, RUNS), pm = median(pt_mmio, RUNS);
 	double dc = median(direct_cfg, RUNS), pc = median(pt_cfg, RUNS);
-	printf("in process (median of %d runs of %u ops)\n", RUNS, INPROC_OPS);
+	printf("in process (mean per op in a run of %u ops, median of %d runs)\n", INPROC_OPS, RUNS);
 	printf("  BAR0 read 4 B     host %6.1f ns   passthrough %6.1f ns   ratio %.2f (+%.1f ns)\n", dm, pm, pm / dm,
 	       pm - dm);
 	printf("  config read 4 B   host %6.1f ns   passthrough %6.1f ns   ratio %.2f (+%.1f ns)\n", dc, pc, pc / dc,
@@ -267,11 +267,11 @@ static int bench_broker(void)
 		}
 		irq_lat[r] = median(lat, IRQ_OPS);
 	}
-	printf("through the broker (vfio-user, median of %d runs)\n", RUNS);
+	printf("through the broker (vfio-user; round trips: mean of %u per run, median of %d runs)\n", RT_OPS, RUNS);
 	printf("  REGION_READ BAR0 4 B round trip     %6.2f us\n", median(bar_rt, RUNS));
 	printf("  REGION_READ config 4 B round trip   %6.2f us\n", median(cfg_rt, RUNS));
-	printf("  doorbell write -> MSI-X eventfd      %6.2f us (median of %u per run)\n", median(irq_lat, RUNS),
-	       IRQ_OPS);
+	printf("  doorbell write -> MSI-X eventfd      %6.2f us (median of %u per run, median of runs)\n",
+	       median(irq_lat, RUNS), IRQ_OPS);
 	rc = 0;
 out:
 	if (fd >= 0)
