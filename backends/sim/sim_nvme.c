@@ -1375,13 +1375,16 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 
 struct sim_dart *sim_nvme_dart(struct host_device *hd)
 {
-	return to_nvme(hd)->dart;
+	return hd && hd->ops == &sim_nvme_ops ? to_nvme(hd)->dart : NULL;
 }
 
 void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out)
 {
 	struct sim_nvme *n = to_nvme(hd);
 
+	memset(out, 0, sizeof(*out));
+	if (!hd || hd->ops != &sim_nvme_ops)
+		return;
 	*out = n->stats;
 	out->aers_held = n->aers_held;
 	out->fatal = (n->csts & CSTS_CFS) != 0;

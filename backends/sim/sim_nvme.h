@@ -57,7 +57,7 @@ struct sim_nvme_config {
 /* NULL with a one-line reason in err on failure. */
 struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, size_t errlen);
 
-/* For tests and the dext model: the DART behind a sim NVMe host device. */
+/* For tests and the dext model: the DART behind a sim NVMe host device (NULL for any other). */
 struct sim_dart *sim_nvme_dart(struct host_device *hd);
 
 /* Counters a test can check. */
@@ -71,6 +71,7 @@ struct sim_nvme_stats {
 	uint64_t aers_held;       /* Async Event Requests outstanding now */
 	bool fatal;               /* CSTS.CFS */
 };
+/* All zero for a host device that is not a sim NVMe. */
 void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out);
 
 #endif

@@ -27,6 +27,15 @@ static void test_default_sim(void **state)
 	assert_int_equal(hd->limits.max_bytes, 1536ull << 20);
 	assert_int_equal(hd->limits.max_mappings, 65536);
 	assert_int_equal(hd->limits.granule, 16384);
+	assert_non_null(sim_nvme_dart(hd));
+	/* The sim accessors refuse other host devices. */
+	struct host_device other = { 0 };
+	struct sim_nvme_stats st;
+	memset(&st, 0xff, sizeof(st));
+	assert_null(sim_nvme_dart(&other));
+	sim_nvme_get_stats(&other, &st);
+	assert_int_equal(st.admin_commands, 0);
+	assert_false(st.fatal);
 	hd->ops->destroy(hd);
 }
 
