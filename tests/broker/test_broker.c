@@ -527,9 +527,22 @@ static void test_companion_map_disconnect_and_sigterm(void **state)
 	/* MANAGED_BDF = bus 0, devfn 5.0. */
 	assert_int_equal(region_read32(e, fd, 0, 0x04), 5 << 3);
 
+	/* An 8-byte read is split into two 32-bit ones: DART_MAX_BYTES as one value. */
+	struct vfu_region_rw rw = { .offset = 0x20, .region = 0, .count = 8 };
+	uint32_t err;
+	uint64_t max_bytes;
+	request(e, fd, VFU_CMD_REGION_READ, &rw, sizeof(rw), NULL, 0, &err);
+	assert_int_equal(err, 0);
+	memcpy(&max_bytes, reply_buf + sizeof(rw), 8);
+	/* Beyond BAR0: an error, and the companion keeps serving. */
+	rw = (struct vfu_region_rw){ .offset = 4094, .region = 0, .count = 4 };
+	request(e, fd, VFU_CMD_REGION_READ, &rw, sizeof(rw), NULL, 0, &err);
+	assert_true(err != 0);
+
 	assert_int_equal(companion_map_one(e, fd, ram, &id, &dma), 0);
 	assert_true(id != 0);
 	json_object *s = status(e);
+	assert_int_equal(jint(s, "dma.max_bytes"), (int64_t)max_bytes);
 	assert_true(jbool(s, "clients.companion.connected"));
 	assert_int_equal(jint(s, "dma.live_mappings"), 1);
 	assert_int_equal(jint(s, "dma.live_bytes") >= 0x4000, 1);
@@ -777,6 +790,38 @@ static void test_dart_mode_io_darwin_backend(void **state)
 	dart_mode_io(*state, "sim-dext:nvme,size=16M", false); /* the dext cannot see faults */
 }
 
+/* The minimal configuration: no companion, no control socket. */
+static void test_passthrough_only(void **state)
+{
+	struct env *e = *state;
+	struct broker_config cfg = { .device_spec = "sim:nvme,size=16M", .passthrough_socket = e->pt_sock };
+	int fd = -1, status;
+	struct stat sb;
+
+	e->pid = fork();
+	assert_true(e->pid >= 0);
+	if (e->pid == 0)
+		_exit(broker_run(&cfg));
+	for (int i = 0; i < TIMEOUT_MS / 10 && fd < 0; i++) {
+		fd = vfuc_connect(e->pt_sock);
+		if (fd < 0)
+			usleep(10000);
+	}
+	assert_true(fd >= 0);
+	close(fd);
+	fd = client_connect(e, e->pt_sock);
+	assert_int_equal(region_read32(e, fd, VFU_PCI_CONFIG_REGION, 0), 0x00f01b36);
+	assert_int_equal(stat(e->comp_sock, &sb), -1);
+	assert_int_equal(stat(e->ctrl_sock, &sb), -1);
+	close(fd);
+	assert_int_equal(kill(e->pid, SIGINT), 0); /* SIGINT stops it as cleanly as SIGTERM */
+	assert_int_equal(waitpid(e->pid, &status, 0), e->pid);
+	e->pid = 0;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(stat(e->pt_sock, &sb), -1);
+}
+
 static void test_bad_device_fails_cleanly(void **state)
 {
 	struct env *e = *state;
@@ -809,6 +854,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_interrupt_reaches_the_vmm_eventfd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_sim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_darwin_backend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_passthrough_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_device_fails_cleanly, setup, teardown),
 	};
 
