@@ -11,6 +11,7 @@
  * Exit 0 only if everything was verified.
  */
 #include "cli.h"
+#include "demo.h"
 #include "run.h"
 
 #include <errno.h>
@@ -29,26 +30,6 @@
 
 #include <json-c/json.h>
 
-/* What the guest and the broker reported. */
-struct demo_result {
-	char kernel[80];    /* uname -r */
-	bool booted;
-	bool device_seen;
-	char pci[32];       /* the disk's PCI function in the guest */
-	uint64_t disk_bytes;
-	char companion[32]; /* apple_dma's PCI function, "none" if unbound */
-	bool fio_done;
-	int fio_rc;
-	bool init_done;
-	int init_rc;
-	char failure[160];  /* "stage=... error=..." from the workload */
-	struct json_object *fio;    /* fio's JSON report */
-	struct json_object *status; /* the broker's last status while QEMU ran */
-	uint64_t peak_mappings, peak_bytes, faults;
-	bool want_baseline;    /* Linux is up: note the faults so far */
-	bool have_baseline;
-	uint64_t boot_faults;  /* faults before Linux ran (the firmware's NVMe probe) */
-};
 
 static long long start_ms;
 
@@ -76,7 +57,7 @@ static void progress(const char *fmt, ...)
 }
 
 /* KEY=VALUE lines of `provision.sh env`. */
-static bool env_value(const char *env, const char *key, char *out, size_t len)
+bool demo_env_value(const char *env, const char *key, char *out, size_t len)
 {
 	size_t key_len = strlen(key);
 
@@ -177,7 +158,7 @@ static uint64_t status_u64(struct json_object *status, const char *section, cons
 	return (uint64_t)json_object_get_uint64(value);
 }
 
-static void keep_status(struct demo_result *r, struct json_object *status)
+void demo_keep_status(struct demo_result *r, struct json_object *status)
 {
 	uint64_t v;
 
@@ -211,7 +192,7 @@ static bool result_value(const char *line, const char *key, char *out, size_t le
 	return false;
 }
 
-static void console_line(struct demo_result *r, char *line)
+void demo_console_line(struct demo_result *r, char *line)
 {
 	char value[160];
 
@@ -291,7 +272,7 @@ static void show_tail(const char *path, int lines)
 }
 
 /* The summary; returns true when everything was verified. */
-static bool summarize(const struct run_plan *plan, const struct demo_result *r, int broker_rc)
+bool demo_summarize(FILE *out, const char *device, const struct demo_result *r, int broker_rc)
 {
 	int64_t werr = 0, wkib = 0, wbw = 0, rerr = 0, rkib = 0, rbw = 0;
 	bool have_fio = fio_numbers(r->fio, "write", &werr, &wkib, &wbw) &&
@@ -314,37 +295,37 @@ static bool summarize(const struct run_plan *plan, const struct demo_result *r, 
 	format_bytes(r->disk_bytes, size, sizeof(size));
 	format_bytes(r->peak_bytes, peak, sizeof(peak));
 	format_bytes(max_bytes, limit, sizeof(limit));
-	printf("\nvfio-apple demo: %s, guest Linux %s\n", plan->device, r->kernel[0] ? r->kernel : "(did not boot)");
-	printf("  device seen    %s", r->device_seen ? "yes" : "NO");
+	fprintf(out, "\nvfio-apple demo: %s, guest Linux %s\n", device, r->kernel[0] ? r->kernel : "(did not boot)");
+	fprintf(out, "  device seen    %s", r->device_seen ? "yes" : "NO");
 	if (r->device_seen)
-		printf(": nvme0n1 (%s) at %s, apple_dma bound to %s", size, r->pci,
+		fprintf(out, ": nvme0n1 (%s) at %s, apple_dma bound to %s", size, r->pci,
 		       companion_bound ? r->companion : "NOTHING");
-	putchar('\n');
-	printf("  I/O verified   %s", io_ok ? "yes" : "NO");
+	fputc('\n', out);
+	fprintf(out, "  I/O verified   %s", io_ok ? "yes" : "NO");
 	if (have_fio)
-		printf(": %.1f MiB written at random (4-128 KiB blocks), all read back and checked (crc32c), %" PRId64
+		fprintf(out, ": %.1f MiB written at random (4-128 KiB blocks), all read back and checked (crc32c), %" PRId64
 		       " errors",
 		       (double)wkib / 1024.0, werr + rerr);
 	else if (r->fio_done)
-		printf(": fio exit %d, no report", r->fio_rc);
-	putchar('\n');
+		fprintf(out, ": fio exit %d, no report", r->fio_rc);
+	fputc('\n', out);
 	if (have_fio)
-		printf("  throughput     write %.1f MiB/s, verify-read %.1f MiB/s (TCG guest)\n", (double)wbw / 1024.0,
+		fprintf(out, "  throughput     write %.1f MiB/s, verify-read %.1f MiB/s (TCG guest)\n", (double)wbw / 1024.0,
 		       (double)rbw / 1024.0);
-	printf("  doorbells      %" PRIu64 " (%" PRIu64 " map entries)\n", doorbells, map_entries);
-	printf("  DART peak      %" PRIu64 " of %" PRIu64 " mappings, %s of %s\n", r->peak_mappings, max_mappings,
+	fprintf(out, "  doorbells      %" PRIu64 " (%" PRIu64 " map entries)\n", doorbells, map_entries);
+	fprintf(out, "  DART peak      %" PRIu64 " of %" PRIu64 " mappings, %s of %s\n", r->peak_mappings, max_mappings,
 	       peak, limit);
-	printf("  DART faults    %" PRIu64 " while Linux ran", linux_faults);
+	fprintf(out, "  DART faults    %" PRIu64 " while Linux ran", linux_faults);
 	if (boot_faults)
-		printf(" (%" PRIu64 " before, from the firmware's NVMe probe: it has no apple_dma)", boot_faults);
+		fprintf(out, " (%" PRIu64 " before, from the firmware's NVMe probe: it has no apple_dma)", boot_faults);
 	else if (!r->have_baseline)
-		printf(" (unknown: the guest never reached Linux)");
-	putchar('\n');
+		fprintf(out, " (unknown: the guest never reached Linux)");
+	fputc('\n', out);
 	if (r->failure[0])
-		printf("  guest failure  %s\n", r->failure);
+		fprintf(out, "  guest failure  %s\n", r->failure);
 	if (broker_rc != 0)
-		printf("  broker         exit %d on shutdown (mappings may not all have been released)\n", broker_rc);
-	printf("demo: %s\n", ok ? "PASS" : "FAIL");
+		fprintf(out, "  broker         exit %d on shutdown (mappings may not all have been released)\n", broker_rc);
+	fprintf(out, "demo: %s\n", ok ? "PASS" : "FAIL");
 	return ok;
 }
 
@@ -418,7 +399,7 @@ static int boot_guest(struct run_plan *plan, const char *kernel, const char *ini
 			struct json_object *status = control_query(plan->sockets.control, 1000, err, sizeof(err));
 
 			if (status) {
-				keep_status(r, status);
+				demo_keep_status(r, status);
 				json_object_put(r->status);
 				r->status = status;
 			}
@@ -451,7 +432,7 @@ static int boot_guest(struct run_plan *plan, const char *kernel, const char *ini
 			line[used] = '\0';
 			while ((nl = strchr(line, '\n')) != NULL) {
 				*nl = '\0';
-				console_line(r, line);
+				demo_console_line(r, line);
 				used -= (size_t)(nl + 1 - line);
 				memmove(line, nl + 1, used + 1);
 			}
@@ -516,11 +497,11 @@ int run_demo(struct run_plan *plan, const char *qemu_path)
 		}
 	}
 	snprintf(key, sizeof(key), "KERNEL_%s", tag);
-	rc = env_value(env, key, kernel, sizeof(kernel));
+	rc = demo_env_value(env, key, kernel, sizeof(kernel));
 	snprintf(key, sizeof(key), "MODULES_%s", tag);
-	rc = rc && env_value(env, key, modules, sizeof(modules));
+	rc = rc && demo_env_value(env, key, modules, sizeof(modules));
 	snprintf(key, sizeof(key), "KREL_%s", tag);
-	if (!rc || !env_value(env, key, krel, sizeof(krel))) {
+	if (!rc || !demo_env_value(env, key, krel, sizeof(krel))) {
 		cli_error("provisioning did not produce the %s guest kernel (no %s): see %s/provision.log", plan->kernel,
 			  key, run_cache_dir());
 		return 1;
@@ -592,7 +573,7 @@ int run_demo(struct run_plan *plan, const char *qemu_path)
 	if (!plan->broker.exited) {
 		struct json_object *status = control_query(plan->sockets.control, 2000, err, sizeof(err));
 
-		keep_status(&r, status);
+		demo_keep_status(&r, status);
 		if (!r.status)
 			r.status = status;
 		else
@@ -603,7 +584,7 @@ int run_demo(struct run_plan *plan, const char *qemu_path)
 		rc = 128 + proc_stop_signal();
 		goto out_result;
 	}
-	ok = summarize(plan, &r, broker_rc);
+	ok = demo_summarize(stdout, plan->device, &r, broker_rc);
 	if (!ok) {
 		char console_path[PATH_MAX + 16];
 
