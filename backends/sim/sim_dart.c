@@ -96,7 +96,12 @@ struct sim_dart *sim_dart_create(const struct sim_dart_config *cfg, char *err, s
 		return NULL;
 	}
 	d->identity = cfg->identity;
-	d->max_bytes = cfg->max_bytes ? cfg->max_bytes : SIM_DART_DEFAULT_MAX_BYTES;
+	/*
+	 * DART off: like Linux VFIO, no 1.5 GiB ceiling on the guest RAM the
+	 * front end registers, unless one is asked for.
+	 */
+	d->max_bytes = cfg->max_bytes ? cfg->max_bytes
+		     : cfg->identity ? SIM_DART_MAX_MAX_BYTES : SIM_DART_DEFAULT_MAX_BYTES;
 	d->max_mappings = cfg->max_mappings ? cfg->max_mappings : SIM_DART_DEFAULT_MAX_MAPPINGS;
 
 	/*

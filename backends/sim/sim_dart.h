@@ -12,7 +12,8 @@
  *    the hardware);
  *  - limits on registered bytes (default 1.5 GiB) and live mappings
  *    (default 65,536) refuse further registrations with -ENOSPC;
- *  - identity mode (DART off): bus address = key, still bounds-checked.
+ *  - identity mode (DART off): bus address = key, still bounds-checked; no
+ *    byte limit unless configured (all guest RAM gets registered).
  *
  * Cost: register, unregister and translate are O(log n) in the number of
  * live mappings, translate O(1) when it hits the registration the previous
@@ -40,7 +41,7 @@
 #define SIM_DART_MAX_MAX_BYTES (1ull << 42)
 
 struct sim_dart_config {
-	uint64_t max_bytes;    /* 0: SIM_DART_DEFAULT_MAX_BYTES */
+	uint64_t max_bytes;    /* 0: SIM_DART_DEFAULT_MAX_BYTES (identity: SIM_DART_MAX_MAX_BYTES) */
 	uint32_t max_mappings; /* 0: SIM_DART_DEFAULT_MAX_MAPPINGS */
 	bool identity;         /* DART off: bus address = key */
 	bool seeded;           /* use seed for the bus base, else getrandom() */

@@ -226,6 +226,10 @@ static void test_identity_mode(void **state)
 
 	(void)state;
 	assert_true(sim_dart_identity(d));
+	struct hd_dma_limits lim;
+	sim_dart_limits(d, &lim);
+	assert_int_equal(lim.max_bytes, SIM_DART_MAX_MAX_BYTES); /* no Apple ceiling without the DART */
+	assert_int_equal(lim.max_mappings, 65536);
 	assert_int_equal(sim_dart_map(d, 0x7000, buf + 3, 0x3000, &bus, &len), 0);
 	assert_int_equal(bus, 0x7000);
 	assert_ptr_equal(sim_dart_translate(d, 0x8000, 16, false), buf + 3 + 0x1000);
