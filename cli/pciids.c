@@ -54,7 +54,7 @@ int pciids_lookup(const char *path, uint16_t vendor, uint16_t device, uint32_t c
 	FILE *f;
 
 	memset(out, 0, sizeof(*out));
-	f = fopen(path, "re");
+	f = fopen(path, "r");
 	if (!f)
 		return -errno;
 	while (fgets(line, sizeof(line), f)) {

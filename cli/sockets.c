@@ -16,6 +16,29 @@
 
 #include <json-c/json.h>
 
+/* A UNIX stream socket that is not inherited by children and never raises
+ * SIGPIPE (portable: macOS has neither SOCK_CLOEXEC nor MSG_NOSIGNAL). */
+static int unix_socket(void)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+#ifdef SO_NOSIGPIPE
+	{
+		int one = 1;
+
+		setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+	}
+#endif
+	return fd;
+}
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* SO_NOSIGPIPE does it */
+#endif
+
 static int unix_address(const char *path, struct sockaddr_un *addr)
 {
 	memset(addr, 0, sizeof(*addr));
@@ -49,7 +72,7 @@ int socket_path_prepare(const char *path, char *err, size_t errlen)
 			 path);
 		return -ENOTSOCK;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = unix_socket();
 	if (fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "socket(): %s", strerror(errno));
@@ -120,7 +143,7 @@ struct json_object *control_query(const char *path, int timeout_ms, char *err, s
 		snprintf(err, errlen, "control socket path %s is too long", path);
 		return NULL;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = unix_socket();
 	if (fd < 0) {
 		snprintf(err, errlen, "socket(): %s", strerror(errno));
 		return NULL;
