@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,7 @@ struct sim_nvme {
 	uint8_t *scratch;      /* admin data buffer, SIM_NVME_MAX_TRANSFER bytes */
 
 	struct sim_nvme_stats stats;
+	uint64_t bad_doorbells; /* the guest's; only the first few are logged at warn level */
 	uint64_t units_read, units_written; /* SMART: thousands of 512-byte units */
 	uint64_t host_reads, host_writes;
 };
@@ -305,6 +307,25 @@ static void controller_fatal(struct sim_nvme *n, const char *why)
 	log_warn("sim nvme: controller fatal status: %s", why);
 	n->csts |= CSTS_CFS;
 	n->stats.fatal = true;
+}
+
+#define BAD_DOORBELLS_LOGGED 16
+
+/* A doorbell write a real controller would ignore; a looping guest must not flood the log. */
+__attribute__((format(printf, 2, 3)))
+static void bad_doorbell(struct sim_nvme *n, const char *fmt, ...)
+{
+	char msg[160];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (++n->bad_doorbells <= BAD_DOORBELLS_LOGGED)
+		log_warn("sim nvme: %s%s", msg,
+			 n->bad_doorbells == BAD_DOORBELLS_LOGGED ? " (further ones logged at debug level)" : "");
+	else
+		log_debug("sim nvme: %s", msg);
 }
 
 static void post_completion(struct sim_nvme *n, uint16_t sqid, uint16_t cid, uint16_t status, uint32_t result)
@@ -866,7 +887,7 @@ static void doorbell_write(struct sim_nvme *n, uint64_t offset, uint32_t value)
 	if (is_cq) {
 		struct nvme_cq *cq = &n->cq[qid];
 		if (!cq->live || value >= cq->size) {
-			log_warn("sim nvme: invalid CQ %u head doorbell value %u: ignored", qid, value);
+			bad_doorbell(n, "invalid CQ %u head doorbell value %u: ignored", qid, value);
 			return;
 		}
 		cq->head = value;
@@ -877,7 +898,7 @@ static void doorbell_write(struct sim_nvme *n, uint64_t offset, uint32_t value)
 	} else {
 		struct nvme_sq *sq = &n->sq[qid];
 		if (!sq->live || value >= sq->size) {
-			log_warn("sim nvme: invalid SQ %u tail doorbell value %u: ignored", qid, value);
+			bad_doorbell(n, "invalid SQ %u tail doorbell value %u: ignored", qid, value);
 			return;
 		}
 		sq->tail = value;
@@ -1149,8 +1170,8 @@ static int nvme_mmio_write(struct host_device *hd, unsigned bar, uint64_t offset
 	}
 	if (width < 4) {
 		if (offset >= REG_DBS) {
-			log_warn("sim nvme: %u-byte doorbell write at 0x%" PRIx64 ": doorbells are 32-bit, ignored",
-				 width, offset);
+			bad_doorbell(n, "%u-byte doorbell write at 0x%" PRIx64 ": doorbells are 32-bit, ignored",
+				     width, offset);
 			return 0;
 		}
 		uint32_t shift = (uint32_t)(offset & 3) * 8;
