@@ -80,7 +80,7 @@ cp "$busybox" "$work/bin/busybox"
 for applet in sh ash cat echo ls mount umount mkdir mknod insmod rmmod lsmod sleep \
 	poweroff reboot dd cmp md5sum sha256sum grep sed awk head tail tr wc cut sort uniq \
 	find xargs seq printf test [ true false dmesg stat hexdump od sync timeout \
-	blockdev readlink basename dirname ln cp mv rm chmod uname date expr tee; do
+	blockdev readlink basename dirname ln cp mv rm chmod uname date expr tee devmem; do
 	ln -sf busybox "$work/bin/$applet"
 done
 

@@ -179,19 +179,26 @@ run_x86_guest() {
 	GUEST_ARCH=amd64 run_guest "$@"
 }
 # The same on arm64: virt, -cpu max, direct kernel boot (no firmware).
+# GUEST_FIRMWARE=seabios boots x86 with SeaBIOS instead of qboot.
 run_arm64_guest() {
 	GUEST_ARCH=arm64 run_guest "$@"
 }
+# iomem=relaxed: the workloads read device registers with devmem while a
+# driver holds them.
+GUEST_CMDLINE="panic=-1 quiet loglevel=4 iomem=relaxed"
 run_guest() {
 	local name=$1 kernel=$2 initrd=$3 limit=$4
 	shift 4
 	local qemu machine
 	if [ "$GUEST_ARCH" = arm64 ]; then
 		qemu=(${QEMU_ARM:?} -machine virt,memory-backend=mem -cpu max)
-		machine=(-append "console=ttyAMA0 panic=-1 quiet loglevel=4")
+		machine=(-append "console=ttyAMA0 $GUEST_CMDLINE")
 	else
 		qemu=(${QEMU_X86:?} -machine q35,memory-backend=mem)
-		machine=(-append "console=ttyS0 panic=-1 quiet loglevel=4")
+		# qboot by default: SeaBIOS probes NVMe devices with its own
+		# driver, which faults in the DART before the guest kernel runs.
+		[ "${GUEST_FIRMWARE:-qboot}" = qboot ] && qemu+=(-bios /usr/share/qemu/qboot.rom)
+		machine=(-append "console=ttyS0 $GUEST_CMDLINE")
 	fi
 	CONSOLE=$WORK/$name.console
 	local dev_pt dev_comp

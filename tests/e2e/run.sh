@@ -95,7 +95,9 @@ run_apple() {
 	initrd_for apple-nomodule
 	start_broker apple "sim:nvme,size=256M,dart=apple"
 	start_status_poller apple
-	GUEST_ARCH=$arch run_guest apple "$KERNEL" "$WORK/apple-nomodule.cpio.gz" 300
+	# SeaBIOS here: its own NVMe probe faults too, before the kernel runs,
+	# and the broker must take that as well as the guest driver's faults.
+	GUEST_FIRMWARE=seabios GUEST_ARCH=$arch run_guest apple "$KERNEL" "$WORK/apple-nomodule.cpio.gz" 300
 	stop_status_poller
 	local final=$WORK/apple.final
 	check "broker still answers status after the faulting guest" eval 'broker_status >"$final"'
@@ -140,10 +142,9 @@ run_module() {
 	check "module reports no failures" eq "$(result ad_failures)" 0
 	check "broker saw companion doorbells ($(json_get "$st" companion.doorbells))" gt "$(json_get "$st" companion.doorbells)" 0
 	check "broker delivered interrupts ($(json_get "$st" interrupts.delivered))" gt "$(json_get "$st" interrupts.delivered)" 0
-	local fw_faults
-	fw_faults=$(json_get "$WORK/module.atinit" dma.faults)
-	check "zero DART faults caused by the guest kernel (firmware's NVMe probe before it: ${fw_faults:-?})" \
-		eq "$(json_get "$final" dma.faults)" "${fw_faults:-unknown}"
+	check "zero DART faults" eq "$(json_get "$final" dma.faults)" 0
+	check "unloading apple_dma gave every mapping back (companion LIVE_MAPPINGS $(result companion_live_before) -> $(result companion_live_mappings))" \
+		eval 'gt "$(result companion_live_before)" 0 && eq "$(result unload)/$(result companion_live_mappings)" ok/0'
 	check "no mapping left after the guest left ($(json_get "$final" dma.live_mappings))" eq "$(json_get "$final" dma.live_mappings)" 0
 	say "module counters: $(grep -a 'VFA-RESULT ad_' "$CONSOLE" | tr -d '\r' | sed 's/.*VFA-RESULT ad_//' | tr '\n' ' ')"
 	say "broker status during the run: $(cat "$st")"

@@ -77,4 +77,18 @@ for f in /sys/kernel/debug/apple_dma/*/stats; do
 	done <"$f"
 	cat "$f"
 done
+
+# Unloading gives every mapping back: the companion's LIVE_MAPPINGS
+# register (BAR0 + 0x38) reads 0 afterwards, seen from the guest itself.
+bar0=$(head -n1 /sys/bus/pci/devices/0000:00:06.0/resource | cut -d' ' -f1)
+live_mappings() {
+	v=$(devmem $((bar0 + 0x38)) 32) && echo $((v)) || echo error
+}
+result companion_live_before="$(live_mappings)"
+if rmmod nvme && rmmod apple_dma; then
+	result unload=ok companion_live_mappings="$(live_mappings)"
+else
+	result unload=failed
+	rc=1
+fi
 exit $rc
