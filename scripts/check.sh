@@ -32,7 +32,7 @@ stage fuzz make -s check-fuzz
 # End-to-end with real QEMU 11.1 guests under TCG (provision/, tests/e2e/):
 # provisioning is cached in $VFA_CACHE, so only the first run pays for it.
 stage e2e-provision ./provision/provision.sh --headers --arm64
-stage e2e-x86 ./tests/e2e/run-x86.sh identity apple module
+stage e2e-x86 ./tests/e2e/run-x86.sh identity apple module reconnect
 stage e2e-x86-6.12 env E2E_KERNEL=6_12 ./tests/e2e/run-x86.sh module
 stage e2e-x86-7.3 env E2E_KERNEL=7_3 ./tests/e2e/run-x86.sh module
 stage e2e-arm64 ./tests/e2e/run-arm64.sh identity apple module

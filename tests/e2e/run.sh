@@ -13,9 +13,13 @@
 #   module     dart=apple WITH the apple_dma guest module (guest/linux): the
 #              nvme driver binds, 256 MiB of mixed sequential and random
 #              I/O (4 KiB..1 MiB) verifies with no mismatch, zero DART faults
-#              caused by the guest.
+#              caused by the guest;
+#   reconnect  one broker (dart=apple), two guests one after the other: the
+#              second VMM attaches after the first left, the module maps
+#              again, data verifies, no mapping outlives its guest.
 #
-# Usage: tests/e2e/run.sh [identity] [apple] [module]   (default: all)
+# Usage: tests/e2e/run.sh [identity] [apple] [module] [reconnect]
+#        (default: all)
 # Env:   E2E_ARCH=amd64|arm64, E2E_KERNEL=6_1|6_12|7_3|6_12_ARM64 (the
 #        guest kernel; default 6_1 on amd64, 6_12_ARM64 on arm64),
 #        VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
@@ -24,13 +28,13 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module reconnect)
 need_headers=()
 for s in "${scenarios[@]}"; do
 	case $s in
 	identity | apple) ;;
-	module) need_headers=(--headers) ;;
-	*) die "unknown scenario '$s' (identity, apple, module)" ;;
+	module | reconnect) need_headers=(--headers) ;;
+	*) die "unknown scenario '$s' (identity, apple, module, reconnect)" ;;
 	esac
 done
 
@@ -114,16 +118,23 @@ run_apple() {
 	[ $e2e_fail -eq 0 ] || show_context
 }
 
-run_module() {
-	say "=== module: dart=apple with the apple_dma guest module, 256 MiB verified fio ==="
-	local krel_var=KREL_$tag ko
-	ko=$(OUT=$WORK/ko "$REPO/guest/linux/build.sh" "${!krel_var}" 2>"$WORK/module-build.log" | tail -n1)
-	if [ ! -f "$ko" ]; then
+# build_module: apple_dma.ko for the guest kernel into $WORK/ko; sets KO.
+build_module() {
+	local krel_var=KREL_$tag
+	KO=$WORK/ko/${!krel_var}/apple_dma.ko
+	[ -f "$KO" ] && return 0
+	OUT=$WORK/ko "$REPO/guest/linux/build.sh" "${!krel_var}" >"$WORK/module-build.log" 2>&1
+	if [ ! -f "$KO" ]; then
 		cat "$WORK/module-build.log"
 		check "apple_dma builds for ${!krel_var}" false
-		return
+		return 1
 	fi
-	initrd_for apple-module --ko "$ko"
+}
+
+run_module() {
+	say "=== module: dart=apple with the apple_dma guest module, 256 MiB verified fio ==="
+	build_module || return
+	initrd_for apple-module --ko "$KO"
 	start_broker module "sim:nvme,size=512M,dart=apple"
 	start_status_poller module
 	GUEST_ARCH=$arch run_guest module "$KERNEL" "$WORK/apple-module.cpio.gz" 900
@@ -148,6 +159,33 @@ run_module() {
 	check "no mapping left after the guest left ($(json_get "$final" dma.live_mappings))" eq "$(json_get "$final" dma.live_mappings)" 0
 	say "module counters: $(grep -a 'VFA-RESULT ad_' "$CONSOLE" | tr -d '\r' | sed 's/.*VFA-RESULT ad_//' | tr '\n' ' ')"
 	say "broker status during the run: $(cat "$st")"
+	stop_broker
+	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+run_reconnect() {
+	say "=== reconnect: one broker, two guests in turn (dart=apple, apple_dma) ==="
+	build_module || return
+	{ echo "QUICK=1"; cat "$E2E_DIR/guest/common.sh" "$E2E_DIR/guest/apple-module.sh"; } >"$WORK/reconnect.workload.sh"
+	"$PROVISION/mkinitramfs.sh" -o "$WORK/reconnect.cpio.gz" -m "$MODULES" --load nvme \
+		--script "$WORK/reconnect.workload.sh" --arch "$arch" --ko "$KO" 2>&1 | sed 's/^/e2e: /'
+	start_broker reconnect "sim:nvme,size=256M,dart=apple"
+	local pid=$broker_pid round between
+	for round in 1 2; do
+		GUEST_ARCH=$arch run_guest "reconnect$round" "$KERNEL" "$WORK/reconnect.cpio.gz" 300
+		check "guest $round: nvme bound through apple_dma" eq "$(result apple_dma)/$(result driver)" loaded/nvme
+		check "guest $round: pattern written and read back equal" eq "$(result pattern)" match
+		check "guest $round: unloading left no mapping ($(result companion_live_before) -> $(result companion_live_mappings))" \
+			eval 'gt "$(result companion_live_before)" 0 && eq "$(result companion_live_mappings)" 0'
+		between=$WORK/reconnect$round.after
+		check "broker answers status after guest $round" eval 'broker_status >"$between"'
+		check "after guest $round: 0 live mappings, 0 faults" \
+			eq "$(json_get "$between" dma.live_mappings)/$(json_get "$between" dma.faults)" 0/0
+	done
+	check "one broker process served both guests" eq "$broker_pid" "$pid"
+	check "broker registered again for the second guest ($(json_get "$between" dma.registers) registrations in all)" \
+		gt "$(json_get "$between" dma.registers)" "$(json_get "$WORK/reconnect1.after" dma.registers)"
 	stop_broker
 	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
 	[ $e2e_fail -eq 0 ] || show_context

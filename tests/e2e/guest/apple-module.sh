@@ -22,9 +22,10 @@ result disk_bytes="$(blockdev --getsize64 /dev/nvme0n1)"
 rc=0
 pattern_check /dev/nvme0n1 || rc=1
 
-# Four phases of 64 MiB each, one after the other (stonewall), on disjoint
-# ranges so that each verifies its own writes.
-cat >/tmp/mixed.fio <<'JOB'
+mixed_fio() {
+	# Four phases of 64 MiB each, one after the other (stonewall), on disjoint
+	# ranges so that each verifies its own writes.
+	cat >/tmp/mixed.fio <<'JOB'
 [global]
 filename=/dev/nvme0n1
 direct=1
@@ -55,18 +56,23 @@ bssplit=4k/40:16k/20:64k/20:256k/10:1m/10
 offset=192M
 stonewall
 JOB
-t0=$(date +%s)
-if fio --eta=never --output=/tmp/fio-mixed.out /tmp/mixed.fio; then
-	t1=$(date +%s)
-	written=$(grep -o 'WRITE: bw=[^,]*, [^,]*, io=[^ ,]*' /tmp/fio-mixed.out | sed 's/.*io=//' | tr '\n' '+')
-	errs=$(grep -ciE 'verify: bad|crc32c: verify failed|bad magic' /tmp/fio-mixed.out)
-	result fio_mixed=ok errors="$errs" fio_seconds=$((t1 - t0)) written="${written%+}"
-else
-	result fio_mixed=failed
-	tail -n 40 /tmp/fio-mixed.out
-	rc=1
+	t0=$(date +%s)
+	if fio --eta=never --output=/tmp/fio-mixed.out /tmp/mixed.fio; then
+		t1=$(date +%s)
+		written=$(grep -o 'WRITE: bw=[^,]*, [^,]*, io=[^ ,]*' /tmp/fio-mixed.out | sed 's/.*io=//' | tr '\n' '+')
+		errs=$(grep -ciE 'verify: bad|crc32c: verify failed|bad magic' /tmp/fio-mixed.out)
+		result fio_mixed=ok errors="$errs" fio_seconds=$((t1 - t0)) written="${written%+}"
+	else
+		result fio_mixed=failed
+		tail -n 40 /tmp/fio-mixed.out
+		return 1
+	fi
+	grep -E 'WRITE:|READ:' /tmp/fio-mixed.out
+}
+# QUICK=1 (set before this script by the reconnect run): no fio.
+if [ -z "${QUICK:-}" ]; then
+	mixed_fio || rc=1
 fi
-grep -E 'WRITE:|READ:' /tmp/fio-mixed.out
 result nvme_irqs="$(nvme_irqs)"
 
 # The module's counters, one result per "key value" line.
