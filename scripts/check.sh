@@ -36,6 +36,8 @@ stage e2e-x86 ./tests/e2e/run-x86.sh identity apple module reconnect
 stage e2e-x86-6.12 env E2E_KERNEL=6_12 ./tests/e2e/run-x86.sh module
 stage e2e-x86-7.3 env E2E_KERNEL=7_3 ./tests/e2e/run-x86.sh module
 stage e2e-arm64 ./tests/e2e/run-arm64.sh identity apple module
+# The same guests against the ASan+UBSan broker (make check built build-san).
+stage e2e-x86-sanitizers env VFA_BIN=build-san/cli/vfio-apple ./tests/e2e/run-x86.sh identity apple module reconnect
 
 echo
 if [ "$failed" -ne 0 ]; then

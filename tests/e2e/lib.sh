@@ -91,7 +91,9 @@ start_broker() {
 	local name=$1 spec=$2 i
 	BROKER_LOG=$WORK/$name.broker.log
 	rm -f "$WORK"/sock/*.sock
-	"$VFA_BIN" serve -d "$spec" -s "$WORK/sock" -g 00:05.0 -l info >"$BROKER_LOG" 2>&1 &
+	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99} \
+		UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
+		"$VFA_BIN" serve -d "$spec" -s "$WORK/sock" -g 00:05.0 -l info >"$BROKER_LOG" 2>&1 &
 	broker_pid=$!
 	for i in $(seq 100); do
 		[ -S "$WORK/sock/passthrough.sock" ] && [ -S "$WORK/sock/companion.sock" ] &&
@@ -153,8 +155,15 @@ stop_status_poller() {
 	return 0
 }
 
-# stop_broker: SIGTERM, wait (bounded); sets broker_rc.
+# stop_broker: SIGTERM, wait (bounded); sets broker_rc.  Also fails the
+# run when the broker's log holds a sanitizer report (VFA_BIN may be an
+# ASan+UBSan build).
 stop_broker() {
+	stop_broker_only
+	check "no sanitizer report in the broker's log" \
+		eval '! grep -qE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$BROKER_LOG"'
+}
+stop_broker_only() {
 	local i
 	broker_rc=999
 	kill -TERM "$broker_pid" 2>/dev/null
