@@ -235,7 +235,12 @@ fetch_root_kernel 7_3 trixie-backports amd64
 if [ "$want_headers" = 1 ]; then
 	if ! dpkg-query -W -f='${Status}' "linux-headers-$krel61" 2>/dev/null | grep -q "install ok installed"; then
 		step "host: install linux-headers-$krel61 (bookworm; builds with the host's gcc-12)"
-		logged env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "linux-headers-$krel61"
+		# Stale package lists are the usual reason this fails: refresh once.
+		env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			"linux-headers-$krel61" >>"$LOG" 2>&1 || {
+			logged apt-get update -q
+			logged env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "linux-headers-$krel61"
+		}
 		done_step
 	fi
 	k612=$(cat "$VFA_CACHE/krel-6_12")
