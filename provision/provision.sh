@@ -103,6 +103,8 @@ in_root() {
 	"$HERE/in-root.sh" -- "$@"
 }
 apt_root() {
+	# A provisioning killed mid-install leaves dpkg half done: finish it.
+	[ "$1" = install ] && logged in_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a
 	logged in_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0 "$@"
 }
 
