@@ -1359,7 +1359,7 @@ static int ad_read_limits(struct apple_dma *ad)
 			(u64)readl(ad->regs + AD_REG_DART_MAX_BYTES_HI) << 32;
 		mappings = readl(ad->regs + AD_REG_DART_MAX_MAPPINGS);
 		granule = readl(ad->regs + AD_REG_DART_GRANULE);
-		if (!bytes || !mappings || !is_power_of_2(granule)) {
+		if (!bytes || !mappings || !is_power_of_2(granule) || granule > SZ_1M) {
 			dev_err(dev, "device publishes an unusable budget: %llu bytes, %llu mappings, granule %llu\n",
 				bytes, mappings, granule);
 			return -ENODEV;

@@ -43,32 +43,15 @@ initrd_for() {
 		--ko "$ko" --script "$WORK/$1.workload.sh" --arch "$arch" 2>&1 | sed 's/^/e2e: /'
 }
 
-# run_guest NAME INITRD TIMEOUT_S [extra QEMU args]: x86 through lib.sh,
-# arm64 here, with the same devices, addresses and console handling.
-run_guest() {
+# boot NAME INITRD TIMEOUT_S [extra QEMU args]: lib.sh's x86 or arm64 guest.
+boot() {
 	local name=$1 initrd=$2 limit=$3
 	shift 3
-	if [ "$arch" = amd64 ]; then
+	if [ "$arch" = arm64 ]; then
+		run_arm64_guest "$name" "$KERNEL" "$initrd" "$limit" "$@"
+	else
 		run_x86_guest "$name" "$KERNEL" "$initrd" "$limit" "$@"
-		return
 	fi
-	[ -n "${QEMU_ARM:-}" ] || die "no qemu-system-aarch64 in the root (provision.sh)"
-	CONSOLE=$WORK/$name.console
-	local smp=1 dev_pt dev_comp
-	[ "${1:-}" = -smp ] && smp=$2
-	dev_pt='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$WORK/sock/passthrough.sock'"},"addr":"0x5"}'
-	dev_comp='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$WORK/sock/companion.sock'"},"addr":"0x6"}'
-	local t0=$SECONDS
-	timeout -k 5 "$((limit * 2))" "$PROVISION/in-root.sh" --bind "$WORK" --bind "$(dirname "$KERNEL")" -- \
-		"$QEMU_ARM" -accel tcg -M virt,memory-backend=mem -cpu max -m 1G -smp "$smp" \
-		-nodefaults -no-reboot -display none \
-		-object memory-backend-memfd,id=mem,size=1G,share=on \
-		-serial stdio -kernel "$KERNEL" -initrd "$initrd" \
-		-append "console=ttyAMA0 panic=-1 quiet loglevel=4" \
-		-device "$dev_pt" -device "$dev_comp" </dev/null >"$CONSOLE" 2>&1
-	GUEST_RC=$?
-	say "guest $name (arm64): QEMU exit $GUEST_RC after $((SECONDS - t0)) s; results:"
-	grep -a 'VFA-RESULT' "$CONSOLE" | tr -d '\r' | sed 's/^/e2e:     /'
 }
 
 # Snapshot the broker's status once the guest says the module is in: DART
@@ -91,7 +74,7 @@ run_apple() {
 	start_status_poller apple
 	watch_module_loaded apple
 	CONSOLE=$WORK/apple.console
-	run_guest apple "$WORK/module.cpio.gz" 400
+	boot apple "$WORK/module.cpio.gz" 400
 	wait "$watcher_pid"
 	stop_status_poller
 	local final=$WORK/apple.final
@@ -122,7 +105,7 @@ run_rebind() {
 	say "=== rebind on $tag: dart=identity, nvme bound before the module ==="
 	initrd_for rebind
 	start_broker rebind "sim:nvme,size=256M,dart=identity"
-	run_guest rebind "$WORK/rebind.cpio.gz" 400
+	boot rebind "$WORK/rebind.cpio.gz" 400
 	check "nvme bound first" eq "$(result first_driver)" nvme
 	check "rebind=0: the probe refused, nvme untouched" \
 		eq "$(result refused_companion_driver)/$(result refused_nvme_driver)" none/nvme
@@ -140,9 +123,10 @@ run_pressure() {
 	say "=== pressure on $tag: dart=apple, 2 CPUs, tiny cache, QD32 ==="
 	initrd_for pressure
 	start_broker pressure "sim:nvme,size=256M,dart=apple"
-	run_guest pressure "$WORK/pressure.cpio.gz" 400 -smp 2
+	boot pressure "$WORK/pressure.cpio.gz" 400 -smp 2
 	local final=$WORK/pressure.final
 	check "broker answers status after the guest left" eval 'broker_status >"$final"'
+	check "the guest has 2 CPUs" eq "$(result cpus)" 2
 	check "QD32 verified writes through a 16-slot cache" eq "$(result fio_pressure)" ok
 	check "two CPUs reading at QD16 each" eq "$(result fio_parallel)" ok
 	check "windows were evicted ($(result p_evictions))" gt "$(result p_evictions)" 0

@@ -3,6 +3,7 @@
 # CPUs: windows must be evicted, buffers bounced when every slot is busy,
 # and every byte still verify.
 list_pci >/dev/null
+result cpus="$(grep -c ^processor /proc/cpuinfo)"
 VFA_PARAMS_apple_dma="max_windows=16 window_kb=16" modload apple_dma || { result apple_dma=load_failed; exit 1; }
 VFA_PARAMS_nvme_core="admin_timeout=30 io_timeout=30" modload nvme
 wait_for /dev/nvme0n1 60 || { result nvme=absent; dmesg | tail -n 30; exit 1; }
