@@ -146,6 +146,10 @@ static unsigned int max_windows = 8192;
 module_param(max_windows, uint, 0444);
 MODULE_PARM_DESC(max_windows, "Most live mappings kept per companion (default 8192)");
 
+static bool v2_only;
+module_param(v2_only, bool, 0444);
+MODULE_PARM_DESC(v2_only, "Ignore the version 3 features and use only protocol version 2 (default N)");
+
 static bool rebind = true;
 module_param(rebind, bool, 0444);
 MODULE_PARM_DESC(rebind, "Unbind and rebind the managed function's driver if it is already bound (default Y); N refuses to probe instead");
@@ -1194,6 +1198,16 @@ static int ad_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "failures %llu\n", s.failures);
 	seq_printf(m, "unknown_unmaps %llu\n", s.unknown_unmaps);
 	seq_printf(m, "unmap_errors %llu\n", s.unmap_errors);
+	/* What the device says this companion holds (version 3; 0 otherwise). */
+	if (ad->features & AD_FEAT_BUDGET) {
+		seq_printf(m, "device_live_mappings %u\n",
+			   readl(ad->regs + AD_REG_LIVE_MAPPINGS));
+		seq_printf(m, "device_live_bytes %llu\n",
+			   readl(ad->regs + AD_REG_LIVE_BYTES_LO) |
+			   (u64)readl(ad->regs + AD_REG_LIVE_BYTES_HI) << 32);
+	} else {
+		seq_puts(m, "device_live_mappings 0\ndevice_live_bytes 0\n");
+	}
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ad_stats);
@@ -1567,7 +1581,7 @@ static int ad_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_unmap;
 	}
 	ad->managed_bdf = bdf;
-	ad->features = readl(ad->regs + AD_REG_FEATURES);
+	ad->features = v2_only ? 0 : readl(ad->regs + AD_REG_FEATURES);
 	ret = ad_read_limits(ad);
 	if (ret)
 		goto err_unmap;

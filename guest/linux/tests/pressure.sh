@@ -1,10 +1,11 @@
 # Guest workload (prepended by tests/e2e/guest/common.sh), dart=apple:
 # a tiny cache (16 window slots of 16 KiB) under QD32 verified I/O from two
 # CPUs: windows must be evicted, buffers bounced when every slot is busy,
-# and every byte still verify.
+# and every byte still verify.  v2_only=1: the version 2 protocol path
+# (published limits, no GUEST_FEATURES, no UNMAP_ALL).
 list_pci >/dev/null
 result cpus="$(grep -c ^processor /proc/cpuinfo)"
-VFA_PARAMS_apple_dma="max_windows=16 window_kb=16" modload apple_dma || { result apple_dma=load_failed; exit 1; }
+VFA_PARAMS_apple_dma="max_windows=16 window_kb=16 v2_only=1" modload apple_dma || { result apple_dma=load_failed; exit 1; }
 VFA_PARAMS_nvme_core="admin_timeout=30 io_timeout=30" modload nvme
 wait_for /dev/nvme0n1 60 || { result nvme=absent; dmesg | tail -n 30; exit 1; }
 rc=0
@@ -17,7 +18,7 @@ fio --name=parallel --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --iodep
 	--eta=never --output=/tmp/fio-parallel.out && result fio_parallel=ok ||
 	{ result fio_parallel=failed; tail -n 20 /tmp/fio-parallel.out; rc=1; }
 f=/sys/kernel/debug/apple_dma/0000:00:06.0/stats
-for k in evictions bounce_maps failures unknown_unmaps live_mappings budget_mappings doorbells; do
+for k in evictions bounce_maps failures map_calls unknown_unmaps live_mappings budget_mappings doorbells guest_features; do
 	result "p_$k=$(sed -n "s/^$k //p" $f)"
 done
 dmesg | grep -i -E 'apple_dma|BUG|WARNING|Oops' | tail -n 10
