@@ -36,7 +36,7 @@ stage e2e-provision timeout 1800 ./provision/provision.sh --headers --arm64
 stage e2e-x86 timeout 1200 ./tests/e2e/run-x86.sh identity apple module reconnect
 stage e2e-x86-6.12 timeout 600 env E2E_KERNEL=6_12 ./tests/e2e/run-x86.sh module
 stage e2e-x86-7.3 timeout 600 env E2E_KERNEL=7_3 ./tests/e2e/run-x86.sh module
-stage e2e-arm64 timeout 1200 ./tests/e2e/run-arm64.sh identity apple module
+stage e2e-arm64 timeout 1200 ./tests/e2e/run-arm64.sh identity apple module reconnect
 # The same guests against the ASan+UBSan broker (make check built build-san).
 stage e2e-x86-sanitizers timeout 1200 env VFA_BIN=build-san/cli/vfio-apple ./tests/e2e/run-x86.sh identity apple module reconnect
 
