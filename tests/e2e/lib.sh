@@ -91,9 +91,12 @@ start_broker() {
 	local name=$1 spec=$2 i
 	BROKER_LOG=$WORK/$name.broker.log
 	rm -f "$WORK"/sock/*.sock
+	# A broker still running from an earlier start_broker goes first.
+	[ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null && stop_broker_only
+	# --pdeathsig: the broker gets SIGTERM even if this script is SIGKILLed.
 	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99} \
 		UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
-		"$VFA_BIN" serve -d "$spec" -s "$WORK/sock" -g 00:05.0 -l info >"$BROKER_LOG" 2>&1 &
+		setpriv --pdeathsig TERM -- "$VFA_BIN" serve -d "$spec" -s "$WORK/sock" -g 00:05.0 -l info >"$BROKER_LOG" 2>&1 &
 	broker_pid=$!
 	for i in $(seq 100); do
 		[ -S "$WORK/sock/passthrough.sock" ] && [ -S "$WORK/sock/companion.sock" ] &&
@@ -143,7 +146,8 @@ print(v)' "$1" "$2" 2>/dev/null
 start_status_poller() {
 	local file=$WORK/$1.status
 	(
-		while sleep 1; do
+		# Ends with its parent too ($$ is the script's PID in a subshell).
+		while kill -0 $$ 2>/dev/null && sleep 1; do
 			broker_status >"$file.new" 2>/dev/null && mv "$file.new" "$file"
 		done
 	) &
@@ -228,8 +232,9 @@ run_guest() {
 		done
 	) &
 	watcher=$!
-	# in-root.sh execs down to QEMU itself: `timeout` signals QEMU directly.
-	timeout -k 5 "$limit" "$PROVISION/in-root.sh" --bind "$WORK" --bind "$(dirname "$kernel")" --bind "$(dirname "$initrd")" -- \
+	# in-root.sh execs down to QEMU itself: `timeout` signals QEMU directly;
+	# --pdeathsig makes `timeout` (and so QEMU) end if this script is killed.
+	setpriv --pdeathsig TERM -- timeout -k 5 "$limit" "$PROVISION/in-root.sh" --bind "$WORK" --bind "$(dirname "$kernel")" --bind "$(dirname "$initrd")" -- \
 		"${qemu[@]}" -accel tcg -nodefaults -no-reboot -display none -m 1G -smp 1 \
 		-object memory-backend-memfd,id=mem,size=1G,share=on \
 		-serial stdio -kernel "$kernel" -initrd "$initrd" "${machine[@]}" \
