@@ -895,7 +895,7 @@ static dma_addr_t ad_map_phys(struct device *dev, phys_addr_t phys, size_t size,
 static void ad_unmap_phys(struct device *dev, dma_addr_t bus, size_t size,
 			  enum dma_data_direction dir, unsigned long attrs)
 {
-	ad_unmap_one(dev, bus, size, !(attrs & DMA_ATTR_MMIO));
+	ad_unmap_one(dev, bus, size, !(attrs & (DMA_ATTR_MMIO | DMA_ATTR_SKIP_CPU_SYNC)));
 }
 #else
 static dma_addr_t ad_map_page(struct device *dev, struct page *page, unsigned long offset,
@@ -907,7 +907,7 @@ static dma_addr_t ad_map_page(struct device *dev, struct page *page, unsigned lo
 static void ad_unmap_page(struct device *dev, dma_addr_t bus, size_t size,
 			  enum dma_data_direction dir, unsigned long attrs)
 {
-	ad_unmap_one(dev, bus, size, true);
+	ad_unmap_one(dev, bus, size, !(attrs & DMA_ATTR_SKIP_CPU_SYNC));
 }
 
 static dma_addr_t ad_map_resource(struct device *dev, phys_addr_t phys, size_t size,
@@ -932,8 +932,10 @@ static void ad_unmap_sg(struct device *dev, struct scatterlist *sgl, int nents,
 	int i;
 
 	spin_lock_irqsave(&ad->lock, flags);
+	/* SKIP_CPU_SYNC: the driver synced already; a copy back could undo its writes. */
 	for_each_sg(sgl, sg, nents, i)
-		ad_unmap_locked(ad, sg_dma_address(sg), sg_dma_len(sg), true);
+		ad_unmap_locked(ad, sg_dma_address(sg), sg_dma_len(sg),
+				!(attrs & DMA_ATTR_SKIP_CPU_SYNC));
 	spin_unlock_irqrestore(&ad->lock, flags);
 }
 
