@@ -243,7 +243,10 @@ struct ad_stats {
 struct apple_dma {
 	struct pci_dev *pdev;
 	void __iomem *regs;
-	/* Per instance, so that the managed device's ops lead back here. */
+	/*
+	 * Per instance and therefore not const: container_of() on the managed
+	 * device's ops finds the instance in O(1) without a lock.
+	 */
 	struct dma_map_ops ops;
 	struct list_head node;		/* ad_instances */
 	u16 managed_bdf;
@@ -689,7 +692,8 @@ static void ad_bounce_unmap(struct apple_dma *ad, u64 bus, bool copy_back)
 
 	if (head < 0 || off) {
 		ad->stats.unknown_unmaps++;
-		dev_warn_ratelimited(&ad->pdev->dev, "unmap of unknown bounce address %#llx\n", bus);
+		dev_warn_ratelimited(&ad->pdev->dev, "unmap of unknown bounce address %#llx\n",
+				     bus);
 		return;
 	}
 	s = &ad->bounce_slots[head];
@@ -1294,10 +1298,11 @@ static int ad_claim_present(struct apple_dma *ad)
 	if (!mdev) {
 		dev_info(&ad->pdev->dev,
 			 "managed function 0000:%02x:%02x.%d not present yet; taking it when it appears\n",
-			 ad->managed_bdf >> 8, PCI_SLOT(ad->managed_bdf), PCI_FUNC(ad->managed_bdf));
+			 ad->managed_bdf >> 8, PCI_SLOT(ad->managed_bdf),
+			 PCI_FUNC(ad->managed_bdf));
 		return 0;
 	}
-	was_bound = READ_ONCE(mdev->dev.driver) != NULL;
+	was_bound = !!READ_ONCE(mdev->dev.driver);
 	if (was_bound && get_dma_ops(&mdev->dev) != &ad->ops) {
 		if (!rebind) {
 			dev_err(&ad->pdev->dev,
