@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared pieces of the end-to-end runs (sourced, not run).
 #
 # A run: start the broker (`vfio-apple serve`) on the host, boot a Debian
@@ -168,10 +169,9 @@ stop_broker() {
 		eval '! grep -qE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$BROKER_LOG"'
 }
 stop_broker_only() {
-	local i
 	broker_rc=999
 	kill -TERM "$broker_pid" 2>/dev/null
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		if ! kill -0 "$broker_pid" 2>/dev/null; then
 			wait "$broker_pid"
 			broker_rc=$?
@@ -204,10 +204,10 @@ run_guest() {
 	shift 4
 	local qemu machine
 	if [ "$GUEST_ARCH" = arm64 ]; then
-		qemu=(${QEMU_ARM:?} -machine virt,memory-backend=mem -cpu max)
+		qemu=("${QEMU_ARM:?}" -machine virt,memory-backend=mem -cpu max)
 		machine=(-append "console=ttyAMA0 $GUEST_CMDLINE")
 	else
-		qemu=(${QEMU_X86:?} -machine q35,memory-backend=mem)
+		qemu=("${QEMU_X86:?}" -machine q35,memory-backend=mem)
 		# qboot by default: SeaBIOS probes NVMe devices with its own
 		# driver, which faults in the DART before the guest kernel runs.
 		[ "${GUEST_FIRMWARE:-qboot}" = qboot ] && qemu+=(-bios /usr/share/qemu/qboot.rom)
