@@ -48,7 +48,7 @@ run_mode() { # mode dart
 	local mode=$1 dart=$2
 	start_broker "$mode" "sim:nvme,size=256M,dart=$dart"
 	run_x86_guest "$mode" "$KERNEL" "$WORK/$mode.cpio.gz" $((180 + 4 * (runtime + 5))) >/dev/null
-	stop_broker
+	stop_broker_only
 	grep -a 'VFA-RESULT bench_mode=' "$CONSOLE" | tr -d '\r' >>"$WORK/$mode.results"
 	grep -aq 'VFA-RESULT bench=done' "$CONSOLE" || { show_context; die "the $mode guest did not finish"; }
 }
