@@ -241,9 +241,26 @@ run_guest() {
 		-device "$dev_pt" -device "$dev_comp" "$@" \
 		</dev/null >"$CONSOLE" 2>&1 &
 	qemu_pid=$!
+	# GUEST_KILL_ON=TEXT: SIGKILL QEMU (a crashing VMM) once TEXT is on
+	# the console.  QEMU is the only child of `timeout` ($qemu_pid).
+	local killer=""
+	if [ -n "${GUEST_KILL_ON:-}" ]; then
+		(
+			for _ in $(seq $((limit * 5))); do
+				if grep -aq "$GUEST_KILL_ON" "$CONSOLE" 2>/dev/null; then
+					pkill -KILL -P "$qemu_pid"
+					exit 0
+				fi
+				sleep 0.2
+			done
+		) &
+		killer=$!
+	fi
 	# wait (unlike a foreground job) lets the INT/TERM trap run at once.
-	wait "$qemu_pid"
+	# (stderr: no "Killed" job notice from bash when GUEST_KILL_ON struck)
+	{ wait "$qemu_pid"; } 2>/dev/null
 	GUEST_RC=$?
+	[ -n "$killer" ] && { kill "$killer" 2>/dev/null; wait "$killer" 2>/dev/null; }
 	qemu_pid=""
 	GUEST_SECONDS=$((SECONDS - t0))
 	kill "$watcher" 2>/dev/null

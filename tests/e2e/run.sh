@@ -16,9 +16,12 @@
 #              caused by the guest;
 #   reconnect  one broker (dart=apple), two guests one after the other: the
 #              second VMM attaches after the first left, the module maps
-#              again, data verifies, no mapping outlives its guest.
+#              again, data verifies, no mapping outlives its guest;
+#   crash      QEMU SIGKILLed while fio runs through apple_dma: the broker
+#              sees both connections go, releases every mapping, counts no
+#              fault, and the next guest works on the same broker.
 #
-# Usage: tests/e2e/run.sh [identity] [apple] [module] [reconnect]
+# Usage: tests/e2e/run.sh [identity] [apple] [module] [reconnect] [crash]
 #        (default: all)
 # Env:   E2E_ARCH=amd64|arm64, E2E_KERNEL=6_1|6_12|7_3|6_12_ARM64 (the
 #        guest kernel; default 6_1 on amd64, 6_12_ARM64 on arm64),
@@ -28,13 +31,13 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module reconnect)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module reconnect crash)
 need_headers=()
 for s in "${scenarios[@]}"; do
 	case $s in
 	identity | apple) ;;
-	module | reconnect) need_headers=(--headers) ;;
-	*) die "unknown scenario '$s' (identity, apple, module, reconnect)" ;;
+	module | reconnect | crash) need_headers=(--headers) ;;
+	*) die "unknown scenario '$s' (identity, apple, module, reconnect, crash)" ;;
 	esac
 done
 
@@ -170,12 +173,18 @@ run_module() {
 	[ $e2e_fail -eq 0 ] || show_context
 }
 
-run_reconnect() {
-	say "=== reconnect: one broker, two guests in turn (dart=apple, apple_dma) ==="
-	build_module || return
+# The module workload without fio (binds, pattern check, unload): reconnect.cpio.gz.
+quick_module_initrd() {
+	[ -f "$WORK/reconnect.cpio.gz" ] && return 0
 	{ echo "QUICK=1"; cat "$E2E_DIR/guest/common.sh" "$E2E_DIR/guest/apple-module.sh"; } >"$WORK/reconnect.workload.sh"
 	"$PROVISION/mkinitramfs.sh" -o "$WORK/reconnect.cpio.gz" -m "$MODULES" --load nvme \
 		--script "$WORK/reconnect.workload.sh" --arch "$arch" --ko "$KO" 2>&1 | sed 's/^/e2e: /'
+}
+
+run_reconnect() {
+	say "=== reconnect: one broker, two guests in turn (dart=apple, apple_dma) ==="
+	build_module || return
+	quick_module_initrd
 	start_broker reconnect "sim:nvme,size=256M,dart=apple"
 	local pid=$broker_pid round between
 	for round in 1 2; do
@@ -192,6 +201,40 @@ run_reconnect() {
 	check "one broker process served both guests" eq "$broker_pid" "$pid"
 	check "broker registered again for the second guest ($(json_get "$between" dma.registers) registrations in all)" \
 		gt "$(json_get "$between" dma.registers)" "$(json_get "$WORK/reconnect1.after" dma.registers)"
+	stop_broker
+	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+run_crash() {
+	say "=== crash: QEMU SIGKILLed mid-I/O (dart=apple, apple_dma), then a new guest on the same broker ==="
+	build_module || return
+	initrd_for vmm-crash --ko "$KO"
+	quick_module_initrd
+	start_broker crash "sim:nvme,size=256M,dart=apple"
+	start_status_poller crash
+	GUEST_KILL_ON='VFA-RESULT fio=running' GUEST_ARCH=$arch run_guest crash "$KERNEL" "$WORK/vmm-crash.cpio.gz" 300
+	stop_status_poller
+	local st=$WORK/crash.status after=$WORK/crash.after
+	check "guest was doing I/O through apple_dma when QEMU was killed" eq "$(result fio)/$(result driver)" running/nvme
+	check "QEMU died of SIGKILL (exit $GUEST_RC)" eq "$GUEST_RC" 137
+	check "mappings were live during the I/O ($(json_get "$st" dma.live_mappings))" gt "$(json_get "$st" dma.live_mappings)" 0
+	# The broker notices the dead sockets on its own: give it a moment.
+	for _ in $(seq 50); do
+		broker_status >"$after" 2>/dev/null &&
+			[ "$(json_get "$after" clients.passthrough.connected)/$(json_get "$after" clients.companion.connected)" = False/False ] &&
+			break
+		sleep 0.1
+	done
+	check "broker saw both VMM connections go" \
+		eq "$(json_get "$after" clients.passthrough.connected)/$(json_get "$after" clients.companion.connected)" False/False
+	check "broker released every mapping (DART $(json_get "$after" dma.live_mappings), companion ids $(json_get "$after" companion.live_ids))" \
+		eq "$(json_get "$after" dma.live_mappings)/$(json_get "$after" companion.live_ids)" 0/0
+	check "no DART fault" eq "$(json_get "$after" dma.faults)" 0
+	GUEST_ARCH=$arch run_guest crash-next "$KERNEL" "$WORK/reconnect.cpio.gz" 300
+	check "next guest: nvme bound through apple_dma" eq "$(result apple_dma)/$(result driver)" loaded/nvme
+	check "next guest: pattern written and read back equal" eq "$(result pattern)" match
+	check "next guest: unloading left no mapping" eq "$(result unload)/$(result companion_live_mappings)" ok/0
 	stop_broker
 	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
 	[ $e2e_fail -eq 0 ] || show_context
