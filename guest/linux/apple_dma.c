@@ -25,6 +25,7 @@
 #include <linux/io.h>
 #include <linux/list.h>
 #include <linux/log2.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
@@ -149,6 +150,10 @@ MODULE_PARM_DESC(max_windows, "Most live mappings kept per companion (default 81
 static bool v2_only;
 module_param(v2_only, bool, 0444);
 MODULE_PARM_DESC(v2_only, "Ignore the version 3 features and use only protocol version 2 (default N)");
+
+static bool selftest;
+module_param(selftest, bool, 0444);
+MODULE_PARM_DESC(selftest, "At probe, check batching, atomic mapping and coherent buffers through the managed function's ops; result in debugfs (default N)");
 
 static bool rebind = true;
 module_param(rebind, bool, 0444);
@@ -296,6 +301,7 @@ struct apple_dma {
 
 	struct ad_stats stats;
 	struct dentry *debugfs;
+	const char *selftest_result;
 };
 
 static LIST_HEAD(ad_instances);
@@ -1106,6 +1112,30 @@ static void ad_free_pages(struct device *dev, size_t size, struct page *page, dm
 	ad_free_mapped(dev, size, page, bus);
 }
 
+/* Coherent buffers are plain pages: map them as they are (the device is coherent). */
+static int ad_mmap(struct device *dev, struct vm_area_struct *vma, void *cpu_addr,
+		   dma_addr_t bus, size_t size, unsigned long attrs)
+{
+	unsigned long count = PAGE_ALIGN(size) >> PAGE_SHIFT;
+	unsigned long user_count = vma_pages(vma);
+	unsigned long off = vma->vm_pgoff;
+
+	if (off >= count || user_count > count - off)
+		return -ENXIO;
+	return remap_pfn_range(vma, vma->vm_start, page_to_pfn(virt_to_page(cpu_addr)) + off,
+			       user_count << PAGE_SHIFT, vma->vm_page_prot);
+}
+
+static int ad_get_sgtable(struct device *dev, struct sg_table *sgt, void *cpu_addr,
+			  dma_addr_t bus, size_t size, unsigned long attrs)
+{
+	int ret = sg_alloc_table(sgt, 1, GFP_KERNEL);
+
+	if (!ret)
+		sg_set_page(sgt->sgl, virt_to_page(cpu_addr), PAGE_ALIGN(size), 0);
+	return ret;
+}
+
 static int ad_dma_supported(struct device *dev, u64 mask)
 {
 	/* Bus addresses come from the host; each mapping is checked against the mask. */
@@ -1127,6 +1157,8 @@ static void ad_init_ops(struct dma_map_ops *ops)
 	ops->alloc_pages = ad_alloc_pages;
 #endif
 	ops->free_pages = ad_free_pages;
+	ops->mmap = ad_mmap;
+	ops->get_sgtable = ad_get_sgtable;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 18, 0)
 	ops->map_phys = ad_map_phys;
 	ops->unmap_phys = ad_unmap_phys;
@@ -1204,6 +1236,7 @@ static int ad_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "failures %llu\n", s.failures);
 	seq_printf(m, "unknown_unmaps %llu\n", s.unknown_unmaps);
 	seq_printf(m, "unmap_errors %llu\n", s.unmap_errors);
+	seq_printf(m, "selftest %s\n", ad->selftest_result);
 	/* What the device says this companion holds (version 3; 0 otherwise). */
 	if (ad->features & AD_FEAT_BUDGET) {
 		seq_printf(m, "device_live_mappings %u\n",
@@ -1365,6 +1398,151 @@ static void ad_release_managed(struct apple_dma *ad)
 	}
 	mutex_unlock(&ad_instances_lock);
 	pci_dev_put(mdev);
+}
+
+/* ---- self-test ----------------------------------------------------------- */
+
+static u64 ad_doorbell_count(struct apple_dma *ad)
+{
+	unsigned long flags;
+	u64 n;
+
+	spin_lock_irqsave(&ad->lock, flags);
+	n = ad->stats.doorbells;
+	spin_unlock_irqrestore(&ad->lock, flags);
+	return n;
+}
+
+#define AD_ST_BLOCKS 4
+
+/*
+ * Through @dev's (our) ops: an sg list over AD_ST_BLOCKS windows, two
+ * entries in each, rings at most one doorbell and keeps in-window offsets;
+ * a mapping with interrupts off works; a coherent buffer is zeroed and its
+ * sg table names its page.  Returns NULL or the name of the failed check.
+ */
+static const char *ad_selftest_run(struct apple_dma *ad, struct device *dev)
+{
+	unsigned int order = get_order(2 * ad->window);
+	struct page *blocks[AD_ST_BLOCKS] = { };
+	struct scatterlist sgl[2 * AD_ST_BLOCKS];
+	const char *failed = NULL;
+	struct sg_table sgt;
+	unsigned long flags;
+	dma_addr_t bus;
+	u64 before;
+	void *cpu;
+	int i, n;
+
+	if (order > AD_MAX_ORDER)
+		return "window_too_large";
+	for (i = 0; i < AD_ST_BLOCKS; i++) {
+		blocks[i] = alloc_pages(GFP_KERNEL | __GFP_NOWARN, order);
+		if (!blocks[i]) {
+			failed = "memory";
+			goto out;
+		}
+	}
+
+	/* Each block of two windows holds one whole aligned window. */
+	sg_init_table(sgl, ARRAY_SIZE(sgl));
+	for (i = 0; i < AD_ST_BLOCKS; i++) {
+		phys_addr_t base = ALIGN(page_to_phys(blocks[i]), ad->window);
+
+		sg_set_page(&sgl[2 * i], pfn_to_page(PHYS_PFN(base)), PAGE_SIZE, 0);
+		sg_set_page(&sgl[2 * i + 1], pfn_to_page(PHYS_PFN(base + ad->window / 2)),
+			    PAGE_SIZE, 0);
+	}
+	before = ad_doorbell_count(ad);
+	n = dma_map_sg(dev, sgl, ARRAY_SIZE(sgl), DMA_BIDIRECTIONAL);
+	if (n != ARRAY_SIZE(sgl)) {
+		failed = "map_sg";
+		goto out;
+	}
+	if (ad_doorbell_count(ad) - before > 1)
+		failed = "map_sg_doorbells";
+	for (i = 0; i < AD_ST_BLOCKS && !failed; i++)
+		if (sg_dma_address(&sgl[2 * i + 1]) - sg_dma_address(&sgl[2 * i]) !=
+		    ad->window / 2)
+			failed = "map_sg_offsets";
+	dma_unmap_sg(dev, sgl, ARRAY_SIZE(sgl), DMA_BIDIRECTIONAL);
+	if (failed)
+		goto out;
+
+	/* A block's first page may lie in a window not mapped yet: a doorbell with IRQs off. */
+	local_irq_save(flags);
+	bus = dma_map_page(dev, blocks[0], 0, PAGE_SIZE, DMA_TO_DEVICE);
+	if (!dma_mapping_error(dev, bus))
+		dma_unmap_page(dev, bus, PAGE_SIZE, DMA_TO_DEVICE);
+	local_irq_restore(flags);
+	if (dma_mapping_error(dev, bus)) {
+		failed = "atomic_map";
+		goto out;
+	}
+
+	cpu = dma_alloc_coherent(dev, PAGE_SIZE, &bus, GFP_KERNEL);
+	if (!cpu) {
+		failed = "coherent";
+		goto out;
+	}
+	if (memchr_inv(cpu, 0, PAGE_SIZE)) {
+		failed = "coherent_zero";
+	} else if (dma_get_sgtable(dev, &sgt, cpu, bus, PAGE_SIZE)) {
+		failed = "sgtable";
+	} else {
+		if (sgt.nents != 1 || sg_page(sgt.sgl) != virt_to_page(cpu))
+			failed = "sgtable_page";
+		sg_free_table(&sgt);
+	}
+	dma_free_coherent(dev, PAGE_SIZE, cpu, bus);
+out:
+	for (i = 0; i < AD_ST_BLOCKS; i++)
+		if (blocks[i])
+			__free_pages(blocks[i], order);
+	return failed;
+}
+
+static void ad_selftest(struct apple_dma *ad)
+{
+	struct pci_dev *mdev;
+	const char *failed;
+
+	mutex_lock(&ad_instances_lock);
+	mdev = ad->managed ? pci_dev_get(ad->managed) : NULL;
+	mutex_unlock(&ad_instances_lock);
+	if (!mdev) {
+		ad->selftest_result = "skipped_no_function";
+		return;
+	}
+	/*
+	 * Only while no driver owns the function (the lock keeps one from
+	 * binding meanwhile), with a 64-bit mask for the test's mappings: the
+	 * host may hand out bus addresses above 4 GiB.
+	 */
+	device_lock(&mdev->dev);
+	if (mdev->dev.driver) {
+		failed = "skipped_driver_bound";
+	} else {
+		u64 mask = dma_get_mask(&mdev->dev);
+		u64 coherent_mask = mdev->dev.coherent_dma_mask;
+
+		if (dma_set_mask_and_coherent(&mdev->dev, DMA_BIT_MASK(64))) {
+			failed = "set_mask";
+		} else {
+			failed = ad_selftest_run(ad, &mdev->dev);
+			dma_set_mask(&mdev->dev, mask);
+			dma_set_coherent_mask(&mdev->dev, coherent_mask);
+		}
+	}
+	device_unlock(&mdev->dev);
+	pci_dev_put(mdev);
+	if (failed) {
+		ad->selftest_result = failed;
+		dev_err(&ad->pdev->dev, "self-test failed: %s\n", failed);
+	} else {
+		ad->selftest_result = "passed";
+		dev_info(&ad->pdev->dev, "self-test passed\n");
+	}
 }
 
 /* ---- probe and remove ---------------------------------------------------- */
@@ -1541,6 +1719,7 @@ static int ad_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (!ad)
 		return -ENOMEM;
 	ad->pdev = pdev;
+	ad->selftest_result = "off";
 	spin_lock_init(&ad->lock);
 	INIT_LIST_HEAD(&ad->node);
 	INIT_LIST_HEAD(&ad->free_list);
@@ -1624,6 +1803,8 @@ static int ad_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = ad_claim_present(ad);
 	if (ret)
 		goto err_listed;
+	if (selftest)
+		ad_selftest(ad);
 
 	dev_info(dev, "apple-dma v%u%s: manages 0000:%02x:%02x.%d, %u entries per doorbell, window %llu KiB, budget %llu MiB / %llu mappings, bounce %llu KiB\n",
 		 version, ad->features ? " (v3 features)" : "", bdf >> 8, PCI_SLOT(bdf),

@@ -80,6 +80,10 @@ run_apple() {
 	local final=$WORK/apple.final
 	check "broker answers status after the guest left" eval 'broker_status >"$final"'
 	check "apple_dma bound the companion" eq "$(result companion_driver)" apple_dma
+	check "self-test at probe: one doorbell for a 4-window sg list, IRQs-off map, coherent + sg table" \
+		eq "$(result probe_selftest)" passed
+	check "the self-test's sg list went out as one batch ($(result probe_map_entries) entries, $(result probe_doorbells) doorbells)" \
+		gt "$(result probe_entries_per_doorbell_x100)" 100
 	check "nvme bound through apple_dma" eq "$(result driver)" nvme
 	check "pattern written and read back equal" eq "$(result pattern)" match
 	check "fio verify passed with 0 errors" eq "$(result fio_module)/$(result errors)" ok/0

@@ -15,7 +15,7 @@ ad_stats() {
 	result $line
 }
 
-modload apple_dma || { result apple_dma=load_failed; exit 1; }
+VFA_PARAMS_apple_dma="selftest=1" modload apple_dma || { result apple_dma=load_failed; exit 1; }
 result apple_dma_loaded=1
 result apple_dma=loaded companion_driver="$(driver_of 0000:00:06.0)"
 ad_stats probe
