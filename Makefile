@@ -49,6 +49,18 @@ FUZZ_SECONDS ?= 60
 check-fuzz: deps
 	BUILD_FUZZ=$(BUILD_FUZZ) ./fuzz/run.sh $(FUZZ_SECONDS)
 
+# The guest module: style (checkpatch --strict) and its own scenarios in a
+# 6.1 x86 guest and a 6.12 arm64 guest (needs root; provisions on first use).
+check-guest: build
+	./guest/linux/checkpatch.sh
+	./guest/linux/test-guest.sh -k 6_1 apple rebind pressure
+	./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure
+
+# Real QEMU 11.1 guests against the broker (needs root; see tests/e2e/).
+check-e2e: build build-san
+	./tests/e2e/run-x86.sh identity apple module reconnect crash
+	./tests/e2e/run-arm64.sh identity apple module reconnect crash
+
 bench: build
 	./scripts/bench.sh
 

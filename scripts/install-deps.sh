@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install, from Debian's packages, what building and testing vfio-apple needs
-# on the host.  Guest-side material (QEMU 11.1, kernels) is provisioned by
-# tests/e2e/provision.sh into a cache, never into this system.
+# on the host.  Guest-side material (QEMU 11.1, guest kernels, a trixie root)
+# is provisioned by provision/provision.sh into $VFA_CACHE; only the 6.1
+# kernel headers (bookworm, matching the host's gcc-12) go into this system.
 set -eu
 
 PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libjson-c-dev
