@@ -421,17 +421,19 @@ static int handle_dma_unmap(struct vfu_server *s, const uint8_t *p, uint32_t len
 }
 
 /*
- * The client is leaving: the device lets go of every window, then of the
- * client (only one that completed VERSION: before it nothing could be set
- * up), and only then does the memory go.
+ * The client is leaving.  The device is told first (only a client that
+ * completed VERSION: before it nothing could be set up), so it is reset
+ * while every window is still registered and mapped: DMA in flight lands in
+ * valid memory instead of faulting on a window already withdrawn.  Then
+ * each window is released, still mapped, and only then does the memory go.
  */
 static void release_client_state(struct vfu_server *s)
 {
+	if (s->negotiated && s->ops->client_gone)
+		s->ops->client_gone(s->opaque);
 	if (s->ops->dma_unmap)
 		for (size_t i = 0; i < s->ndma; i++)
 			s->ops->dma_unmap(s->opaque, s->dma[i].gpa, s->dma[i].len);
-	if (s->negotiated && s->ops->client_gone)
-		s->ops->client_gone(s->opaque);
 	while (s->ndma > 0)
 		dma_forget(s, s->ndma - 1);
 }

@@ -61,10 +61,12 @@ struct vfu_device_ops {
 	/*
 	 * The client disconnected (or was dropped): release everything it
 	 * set up (interrupt state, companion mappings...).  Order on
-	 * disconnect: dma_unmap() for every range, then client_gone() while
-	 * the memory is still mapped (a device may still be finishing a DMA),
-	 * then the ranges leave guest_mem and are munmapped.  IRQ eventfds
-	 * are closed after client_gone().  Called only for a client that
+	 * disconnect: client_gone() first, while every range is still
+	 * registered and mapped (the device is reset while a DMA it may be
+	 * finishing still lands in valid memory), then dma_unmap() for every
+	 * range (so it must cope with a device already released), then the
+	 * ranges leave guest_mem and are munmapped.  IRQ eventfds are closed
+	 * after client_gone().  Called only for a client that
 	 * got client_ready() (completed VERSION): one that never did could
 	 * not set anything up.  May be NULL.
 	 */

@@ -59,6 +59,7 @@ struct fake_dev {
 	int map_result;
 	unsigned gone;
 	size_t ranges_at_gone;
+	unsigned unmaps_at_gone; /* dma_unmap calls before client_gone */
 	unsigned ready;
 };
 
@@ -191,6 +192,7 @@ static void dev_client_gone(void *opaque)
 
 	d->gone++;
 	d->ranges_at_gone = guest_mem_count(vfu_server_guest_mem(d->s));
+	d->unmaps_at_gone = d->nunmaps;
 }
 
 static void dev_client_ready(void *opaque)
@@ -1285,12 +1287,17 @@ static void test_disconnect_cleanup(void **state)
 	close(f->c);
 	f->c = -1;
 	assert_true(vfu_server_handle(f->s) < 0);
-	/* the device was told about each range before it went, then "gone" */
+	/*
+	 * "gone" first, with every range still registered and mapped (the
+	 * device is reset while its DMA still lands in valid memory), then
+	 * each range, still mapped, then the memory goes.
+	 */
+	assert_int_equal(f->dev.gone, 1);
+	assert_int_equal(f->dev.ranges_at_gone, 2);
+	assert_int_equal(f->dev.unmaps_at_gone, 0);
 	assert_int_equal(f->dev.nunmaps, 2);
 	assert_true(f->dev.unmaps[0].still_in_guest_mem);
 	assert_true(f->dev.unmaps[1].still_in_guest_mem);
-	assert_int_equal(f->dev.gone, 1);
-	assert_int_equal(f->dev.ranges_at_gone, 2);
 	assert_int_equal(guest_mem_count(gm), 0);
 	assert_false(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 0));
 	/* the eventfd and the server's end of the socket, plus our end */
