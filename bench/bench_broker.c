@@ -19,10 +19,10 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backends.h"
+#include "bench_util.h"
 #include "broker.h"
 #include "passthrough.h"
 #include "vfu_client.h"
@@ -34,27 +34,6 @@
 #define RAM_GPA 0x100000ULL
 #define RAM_SIZE (2u << 20)
 #define QDEPTH 64u
-
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return v[n / 2];
-}
 
 static volatile uint64_t sink;
 
@@ -81,33 +60,33 @@ static int bench_inproc(void)
 		uint32_t w;
 		double t0;
 
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		for (unsigned i = 0; i < INPROC_OPS; i++) {
 			hd->ops->mmio_read(hd, 0, 0x1C, 4, &v);
 			sink += v;
 		}
-		direct_mmio[r] = (now_ns() - t0) / INPROC_OPS;
-		t0 = now_ns();
+		direct_mmio[r] = (bench_now_ns() - t0) / INPROC_OPS;
+		t0 = bench_now_ns();
 		for (unsigned i = 0; i < INPROC_OPS; i++) {
 			passthrough_bar_read(pt, 0, 0x1C, &w, 4);
 			sink += w;
 		}
-		pt_mmio[r] = (now_ns() - t0) / INPROC_OPS;
-		t0 = now_ns();
+		pt_mmio[r] = (bench_now_ns() - t0) / INPROC_OPS;
+		t0 = bench_now_ns();
 		for (unsigned i = 0; i < INPROC_OPS; i++) {
 			hd->ops->config_read(hd, 0x10, 4, &w);
 			sink += w;
 		}
-		direct_cfg[r] = (now_ns() - t0) / INPROC_OPS;
-		t0 = now_ns();
+		direct_cfg[r] = (bench_now_ns() - t0) / INPROC_OPS;
+		t0 = bench_now_ns();
 		for (unsigned i = 0; i < INPROC_OPS; i++) {
 			passthrough_config_read(pt, 0x10, &w, 4);
 			sink += w;
 		}
-		pt_cfg[r] = (now_ns() - t0) / INPROC_OPS;
+		pt_cfg[r] = (bench_now_ns() - t0) / INPROC_OPS;
 	}
-	double dm = median(direct_mmio, RUNS), pm = median(pt_mmio, RUNS);
-	double dc = median(direct_cfg, RUNS), pc = median(pt_cfg, RUNS);
+	double dm = bench_median(direct_mmio, RUNS), pm = bench_median(pt_mmio, RUNS);
+	double dc = bench_median(direct_cfg, RUNS), pc = bench_median(pt_cfg, RUNS);
 	printf("in process (mean per op in a run of %u ops, median of %d runs)\n", INPROC_OPS, RUNS);
 	printf("  BAR0 read 4 B     host %6.1f ns   passthrough %6.1f ns   ratio %.2f (+%.1f ns)\n", dm, pm, pm / dm,
 	       pm - dm);
@@ -236,16 +215,16 @@ static int bench_broker(void)
 		double lat[IRQ_OPS], t0;
 		uint32_t v;
 
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		for (unsigned i = 0; i < RT_OPS; i++)
 			if (rd32(fd, 0, 0x1C, &v) < 0)
 				goto out;
-		bar_rt[r] = (now_ns() - t0) / RT_OPS / 1000;
-		t0 = now_ns();
+		bar_rt[r] = (bench_now_ns() - t0) / RT_OPS / 1000;
+		t0 = bench_now_ns();
 		for (unsigned i = 0; i < RT_OPS; i++)
 			if (rd32(fd, VFU_PCI_CONFIG_REGION, 0, &v) < 0)
 				goto out;
-		cfg_rt[r] = (now_ns() - t0) / RT_OPS / 1000;
+		cfg_rt[r] = (bench_now_ns() - t0) / RT_OPS / 1000;
 
 		for (unsigned i = 0; i < IRQ_OPS; i++) {
 			uint8_t *sqe = ram + 0x1000 + 64 * slot;
@@ -258,20 +237,20 @@ static int bench_broker(void)
 			put_le(sqe + 24, RAM_GPA + 0x10000, 8);
 			put_le(sqe + 40, 1, 4);
 			slot = (slot + 1) % QDEPTH;
-			t0 = now_ns();
+			t0 = bench_now_ns();
 			if (wr(fd, 0, 0x1000, slot, 4) < 0 || poll(&p, 1, 5000) != 1 || read(efd, &n, 8) != 8)
 				goto out;
-			lat[i] = (now_ns() - t0) / 1000;
+			lat[i] = (bench_now_ns() - t0) / 1000;
 			if (wr(fd, 0, 0x1004, slot, 4) < 0) /* CQ head */
 				goto out;
 		}
-		irq_lat[r] = median(lat, IRQ_OPS);
+		irq_lat[r] = bench_median(lat, IRQ_OPS);
 	}
 	printf("through the broker (vfio-user; round trips: mean of %u per run, median of %d runs)\n", RT_OPS, RUNS);
-	printf("  REGION_READ BAR0 4 B round trip     %6.2f us\n", median(bar_rt, RUNS));
-	printf("  REGION_READ config 4 B round trip   %6.2f us\n", median(cfg_rt, RUNS));
+	printf("  REGION_READ BAR0 4 B round trip     %6.2f us\n", bench_median(bar_rt, RUNS));
+	printf("  REGION_READ config 4 B round trip   %6.2f us\n", bench_median(cfg_rt, RUNS));
 	printf("  doorbell write -> MSI-X eventfd      %6.2f us (median of %u per run, median of runs)\n",
-	       median(irq_lat, RUNS), IRQ_OPS);
+	       bench_median(irq_lat, RUNS), IRQ_OPS);
 	rc = 0;
 out:
 	if (fd >= 0)

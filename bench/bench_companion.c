@@ -11,11 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "companion.h"
 #include "fake_hd.h"
 #include "guest_mem.h"
+#include "le.h"
 #include "log.h"
 #include "sim_dart.h"
 #include "sim_nvme.h"
@@ -29,58 +30,22 @@
 #define RESP_GPA (RAM_GPA + 0x10000)
 #define BUF_GPA (RAM_GPA + 0x100000)
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void st32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void st64(uint8_t *p, uint64_t v)
-{
-	st32(p, (uint32_t)v);
-	st32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint64_t ld64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Ring one batch whose page is already in RAM; returns elapsed ns. */
-static uint64_t ring(struct companion *c, uint8_t *ram, uint32_t type, uint32_t *status)
+static double ring(struct companion *c, uint8_t *ram, uint32_t type, uint32_t *status)
 {
 	uint8_t *page = ram + (PAGE_GPA - RAM_GPA);
-	uint64_t t0;
+	double t0;
 
-	st32(page, type);
-	st32(page + 4, BATCH);
-	st64(page + 16, REQ_GPA);
-	st64(page + 24, RESP_GPA);
+	le_store32(page, type);
+	le_store32(page + 4, BATCH);
+	le_store64(page + 16, REQ_GPA);
+	le_store64(page + 24, RESP_GPA);
 	companion_mmio_write(c, APPLE_DMA_REG_CMD_GPA_LO, 4, (uint32_t)PAGE_GPA);
 	companion_mmio_write(c, APPLE_DMA_REG_CMD_GPA_HI, 4, 0);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	companion_mmio_write(c, APPLE_DMA_REG_DOORBELL, 4, 1);
 	*status = companion_mmio_read(c, APPLE_DMA_REG_STATUS, 4);
-	return now_ns() - t0;
+	return bench_now_ns() - t0;
 }
 
 /* Median ns per entry of MAP and UNMAP batches against hd. */
@@ -89,7 +54,7 @@ static int measure(struct host_device *hd, double *map_ns, double *unmap_ns)
 	uint8_t *ram = calloc(1, RAM_SIZE);
 	struct guest_mem *gm = guest_mem_create();
 	struct companion *c;
-	static uint64_t map_t[ROUNDS], unmap_t[ROUNDS];
+	static double map_t[ROUNDS], unmap_t[ROUNDS];
 	uint8_t *req = ram + (REQ_GPA - RAM_GPA), *resp = ram + (RESP_GPA - RAM_GPA);
 	uint32_t st;
 
@@ -101,9 +66,9 @@ static int measure(struct host_device *hd, double *map_ns, double *unmap_ns)
 	for (int r = 0; r < ROUNDS; r++) {
 		/* 256 buffers of 4 KiB at a random-ish spread */
 		for (uint32_t i = 0; i < BATCH; i++) {
-			st64(req + i * 16, BUF_GPA + (uint64_t)((i * 37 + (uint32_t)r) % 1024) * 0x1000);
-			st32(req + i * 16 + 8, 0x1000);
-			st32(req + i * 16 + 12, 0);
+			le_store64(req + i * 16, BUF_GPA + (uint64_t)((i * 37 + (uint32_t)r) % 1024) * 0x1000);
+			le_store32(req + i * 16 + 8, 0x1000);
+			le_store32(req + i * 16 + 12, 0);
 		}
 		map_t[r] = ring(c, ram, APPLE_DMA_CMD_MAP, &st);
 		if (st != APPLE_DMA_OK) {
@@ -112,8 +77,8 @@ static int measure(struct host_device *hd, double *map_ns, double *unmap_ns)
 		}
 		/* release in reverse order (what a driver's unmap of a list does) */
 		for (uint32_t i = 0; i < BATCH; i++) {
-			st64(req + i * 16, ld64(resp + (BATCH - 1 - i) * 24));
-			st64(req + i * 16 + 8, 0x1000);
+			le_store64(req + i * 16, le_load64(resp + (BATCH - 1 - i) * 24));
+			le_store64(req + i * 16 + 8, 0x1000);
 		}
 		unmap_t[r] = ring(c, ram, APPLE_DMA_CMD_UNMAP, &st);
 		if (st != APPLE_DMA_OK) {
@@ -121,10 +86,8 @@ static int measure(struct host_device *hd, double *map_ns, double *unmap_ns)
 			return -1;
 		}
 	}
-	qsort(map_t, ROUNDS, sizeof(map_t[0]), cmp_u64);
-	qsort(unmap_t, ROUNDS, sizeof(unmap_t[0]), cmp_u64);
-	*map_ns = (double)map_t[ROUNDS / 2] / BATCH;
-	*unmap_ns = (double)unmap_t[ROUNDS / 2] / BATCH;
+	*map_ns = bench_median(map_t, ROUNDS) / BATCH;
+	*unmap_ns = bench_median(unmap_t, ROUNDS) / BATCH;
 	companion_destroy(c);
 	guest_mem_destroy(gm);
 	free(ram);

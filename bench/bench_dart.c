@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
+#include "bench_util.h"
 #include "sim_dart.h"
 
 #define RUNS 7
@@ -21,14 +21,6 @@ struct figures {
 	double translate_ns, register_ns, unregister_ns;
 };
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 static uint64_t rng_state = 88172645463325252ull;
 
 static uint64_t rng(void)
@@ -37,19 +29,6 @@ static uint64_t rng(void)
 	rng_state ^= rng_state >> 7;
 	rng_state ^= rng_state << 17;
 	return rng_state;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return v[n / 2];
 }
 
 static volatile uintptr_t sink;
@@ -74,25 +53,25 @@ static int run(uint32_t n, uint8_t *mem, struct figures *out)
 	for (uint32_t i = 0; i < LOOKUPS; i++)
 		probe[i] = (uint32_t)(rng() % n);
 
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (uint32_t i = 0; i < LOOKUPS; i++)
 		sink ^= (uintptr_t)sim_dart_translate(d, bus[probe[i]] + 8, 32, false);
-	out->translate_ns = (now_ns() - t0) / LOOKUPS;
+	out->translate_ns = (bench_now_ns() - t0) / LOOKUPS;
 
 	/* Unregister BATCH random live keys, then register them again. */
 	uint32_t *keys = probe; /* reuse: BATCH distinct keys */
 	for (uint32_t i = 0; i < BATCH; i++)
 		keys[i] = (uint32_t)(((uint64_t)i * n) / BATCH + rng() % (n / BATCH));
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (uint32_t i = 0; i < BATCH; i++)
 		if (sim_dart_unmap(d, keys[i]) < 0)
 			goto out;
-	out->unregister_ns = (now_ns() - t0) / BATCH;
-	t0 = now_ns();
+	out->unregister_ns = (bench_now_ns() - t0) / BATCH;
+	t0 = bench_now_ns();
 	for (uint32_t i = 0; i < BATCH; i++)
 		if (sim_dart_map(d, keys[i], mem + (size_t)keys[i] * 64, 64, &bus[keys[i]], &len) < 0)
 			goto out;
-	out->register_ns = (now_ns() - t0) / BATCH;
+	out->register_ns = (bench_now_ns() - t0) / BATCH;
 	ret = 0;
 out:
 	sim_dart_destroy(d);
@@ -123,7 +102,7 @@ int main(void)
 			reg[r] = f.register_ns;
 			unreg[r] = f.unregister_ns;
 		}
-		med[s] = (struct figures){ median(tr, RUNS), median(reg, RUNS), median(unreg, RUNS) };
+		med[s] = (struct figures){ bench_median(tr, RUNS), bench_median(reg, RUNS), bench_median(unreg, RUNS) };
 	}
 	printf("bench_dart: DART model cost per operation (median of %d runs)\n", RUNS);
 	printf("%-12s %12s %12s %12s\n", "live maps", "translate", "register", "unregister");

@@ -11,9 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backends.h"
+#include "bench_util.h"
 
 #define ROUNDS 11
 #define CALLS 20000
@@ -28,26 +28,11 @@ static const char *const verb_names[VERBS] = {
 
 static uint8_t dma_buf[16384] __attribute__((aligned(16384)));
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static double one_round(struct host_device *hd, enum verb v)
 {
 	uint64_t pending[HD_IRQ_WORDS], bus, len, val;
 	uint32_t cfg;
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 	int rc = 0;
 
 	for (int i = 0; i < CALLS && !rc; i++) {
@@ -67,7 +52,7 @@ static double one_round(struct host_device *hd, enum verb v)
 		fprintf(stderr, "bench_darwin: %s failed: %s\n", verb_names[v], host_device_error(hd));
 		exit(1);
 	}
-	return (now_ns() - t0) / CALLS;
+	return (bench_now_ns() - t0) / CALLS;
 }
 
 static struct host_device *open_claimed(const char *spec)
@@ -103,10 +88,9 @@ int main(void)
 			a[r] = one_round(sim, (enum verb)v);
 			b[r] = one_round(dext, (enum verb)v);
 		}
-		qsort(a, ROUNDS, sizeof(a[0]), cmp_double);
-		qsort(b, ROUNDS, sizeof(b[0]), cmp_double);
-		printf("%-28s %12.0f %14.0f %7.1fx\n", verb_names[v], a[ROUNDS / 2], b[ROUNDS / 2],
-		       b[ROUNDS / 2] / a[ROUNDS / 2]);
+		double ma = bench_median(a, ROUNDS), mb = bench_median(b, ROUNDS);
+
+		printf("%-28s %12.0f %14.0f %7.1fx\n", verb_names[v], ma, mb, mb / ma);
 	}
 	sim->ops->destroy(sim);
 	dext->ops->destroy(dext);

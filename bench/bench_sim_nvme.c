@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "backends.h"
+#include "bench_util.h"
 #include "log.h"
 
 #define RUNS 7
@@ -27,21 +27,6 @@ struct bench {
 	uint32_t tail, head;
 	bool phase;
 };
-
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static uint64_t busof(struct bench *b, void *p)
 {
@@ -135,13 +120,13 @@ static double run_reads(struct bench *b, uint32_t blocks)
 	uint64_t prp2 = pages == 2 ? busof(b, data + 4096) : pages > 2 ? busof(b, list) : 0;
 	memcpy(&cmd[8], &prp2, 8);
 	cmd[12] = blocks - 1;
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 	for (uint32_t i = 0; i < COMMANDS; i++) {
 		cmd[10] = (i * blocks) % (100000u);
 		if (exec(b, 1, b->sq, b->cq, DEPTH, &b->tail, &b->head, &b->phase, cmd) != 0)
 			return -1;
 	}
-	return (now_ns() - t0) / COMMANDS;
+	return (bench_now_ns() - t0) / COMMANDS;
 }
 
 int main(void)
@@ -166,8 +151,7 @@ int main(void)
 				b.hd->ops->destroy(b.hd);
 				munmap(b.arena, ARENA);
 			}
-			qsort(v, RUNS, sizeof(double), cmp_double);
-			med[m][s] = v[RUNS / 2];
+			med[m][s] = bench_median(v, RUNS);
 		}
 	}
 	printf("bench_sim_nvme: simulated NVMe read command, doorbell to completion (median of %d runs x %u)\n",

@@ -7,6 +7,7 @@
  */
 #include "vfu_protocol.h"
 #include "vfu_server.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #define RUNS 15
@@ -104,27 +104,6 @@ static void *echo(void *arg)
 	}
 }
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return v[n / 2];
-}
-
 static void die(const char *what)
 {
 	fprintf(stderr, "bench_vfu: %s: %s\n", what, strerror(errno));
@@ -206,25 +185,25 @@ static struct msg_rw rw_msg(uint16_t cmd, uint32_t flags, uint64_t offset)
 static double read_roundtrips(int c, int n)
 {
 	struct msg_rw m = rw_msg(VFU_CMD_REGION_READ, 0, 0x40);
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++) {
 		send_all(c, &m, m.h.size, -1);
 		recv_reply(c);
 	}
-	return (now_ns() - t0) / n;
+	return (bench_now_ns() - t0) / n;
 }
 
 static double write_roundtrips(int c, int n)
 {
 	struct msg_rw m = rw_msg(VFU_CMD_REGION_WRITE, 0, 0x40);
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++) {
 		send_all(c, &m, m.h.size, -1);
 		recv_reply(c);
 	}
-	return (now_ns() - t0) / n;
+	return (bench_now_ns() - t0) / n;
 }
 
 /* n posted writes, then one read that cannot pass them */
@@ -232,13 +211,13 @@ static double posted_writes(int c, int n)
 {
 	struct msg_rw w = rw_msg(VFU_CMD_REGION_WRITE, VFU_FLAG_NO_REPLY, 0x40);
 	struct msg_rw r = rw_msg(VFU_CMD_REGION_READ, 0, 0x40);
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++)
 		send_all(c, &w, w.h.size, -1);
 	send_all(c, &r, r.h.size, -1);
 	recv_reply(c);
-	return (now_ns() - t0) / n;
+	return (bench_now_ns() - t0) / n;
 }
 
 /* n writes in WRITE_MULTI messages of VFU_MULTI_MAX, then one read */
@@ -257,18 +236,18 @@ static double multi_writes(int c, int n)
 	m.count = VFU_MULTI_MAX;
 	for (int i = 0; i < VFU_MULTI_MAX; i++)
 		m.w[i] = (struct vfu_region_write_one){ .offset = (uint64_t)(i % 64) * 4, .region = 0, .count = 4 };
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (int i = 0; i < n; i += VFU_MULTI_MAX)
 		send_all(c, &m, sizeof(m), -1);
 	send_all(c, &r, r.h.size, -1);
 	recv_reply(c);
-	return (now_ns() - t0) / n;
+	return (bench_now_ns() - t0) / n;
 }
 
 static double echo_roundtrips(int c, int n)
 {
 	uint8_t buf[32] = { 0 };
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++) {
 		size_t got = 0;
@@ -283,7 +262,7 @@ static double echo_roundtrips(int c, int n)
 			got += (size_t)k;
 		}
 	}
-	return (now_ns() - t0) / n;
+	return (bench_now_ns() - t0) / n;
 }
 
 /* DMA_MAP of a 2 MiB memfd window, then its DMA_UNMAP: ns per pair */
@@ -304,7 +283,7 @@ static double map_unmap(int c, int memfd, int n)
 		.h = { .command = VFU_CMD_DMA_UNMAP, .size = sizeof(unmap) },
 		.u = { .argsz = sizeof(unmap.u), .addr = 1ull << 32, .size = 2u << 20 },
 	};
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++) {
 		send_all(c, &map, sizeof(map), memfd);
@@ -312,7 +291,7 @@ static double map_unmap(int c, int memfd, int n)
 		send_all(c, &unmap, sizeof(unmap), -1);
 		recv_reply(c);
 	}
-	return (now_ns() - t0) / n;
+	return (bench_now_ns() - t0) / n;
 }
 
 static int connect_to(const char *path)
@@ -382,8 +361,8 @@ int main(void)
 		dma[r] = map_unmap(c, memfd, 200);
 	}
 	{
-		double mr = median(rd, RUNS), mw = median(wr, RUNS), mp = median(post, RUNS);
-		double mm = median(multi, RUNS), md = median(dma, RUNS), me = median(raw, RUNS);
+		double mr = bench_median(rd, RUNS), mw = bench_median(wr, RUNS), mp = bench_median(post, RUNS);
+		double mm = bench_median(multi, RUNS), md = bench_median(dma, RUNS), me = bench_median(raw, RUNS);
 
 		printf("vfio-user server, 4-byte BAR accesses over a UNIX socket (median of %d runs)\n", RUNS);
 		printf("  bare socket echo round trip     %9.0f ns (baseline)\n", me);
