@@ -30,6 +30,26 @@ int cmd_status(int argc, char **argv);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
+ * Option parsing shared by the subcommands.  cli_usage_exit ends each
+ * option switch: for -h/--help it prints usage on stdout and returns 0;
+ * for anything else (getopt has already named the bad option) usage on
+ * stderr and 2.  cli_no_operands returns 0 when argv has nothing past
+ * optind, else says so and returns 2.  Both return exit codes.
+ */
+int cli_usage_exit(int opt, void (*usage)(FILE *out));
+int cli_no_operands(const char *command, int argc, char **argv, int first_operand);
+
+/*
+ * A whole number in [min, max] (min >= 0) in the given strtol base (0: also
+ * 0x hex and 0 octal).  Returns 0, or -EINVAL for a sign, junk, overflow or
+ * a value out of range.
+ */
+int cli_parse_number(const char *text, int base, long min, long max, long *out);
+
+/* --log-level's argument as a VFA_LOG_* level, or -1 after saying why. */
+int cli_parse_log_level(const char *text);
+
+/*
  * Check the syntax of a device string (backends/backends.h lists the forms).
  * Returns 0, or -EINVAL with a one-line reason in err.
  */

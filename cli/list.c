@@ -142,18 +142,12 @@ int cmd_list(int argc, char **argv)
 		case 'p':
 			ids_path = optarg;
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return cli_usage_exit(opt, usage);
 		}
 	}
-	if (optind != argc) {
-		cli_error("list takes no arguments (got '%s'); see `vfio-apple list --help`", argv[optind]);
+	if (cli_no_operands("list", argc, argv, optind))
 		return 2;
-	}
 	if (host_functions_enumerate(&fns, &count, err, sizeof(err)) < 0) {
 		/* Still show what can be used; say why host functions are missing. */
 		cli_error("%s", err);

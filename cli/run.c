@@ -503,10 +503,9 @@ int cmd_run(int argc, char **argv)
 			plan.kernel = optarg;
 			break;
 		case OPT_TIMEOUT: {
-			char *end;
-			long value = strtol(optarg, &end, 10);
+			long value;
 
-			if (*end || value <= 0 || value > 86400) {
+			if (cli_parse_number(optarg, 10, 1, 86400, &value) < 0) {
 				cli_error("bad --timeout '%s': give seconds, 1 to 86400", optarg);
 				return 2;
 			}
@@ -517,18 +516,12 @@ int cmd_run(int argc, char **argv)
 			plan.keep = true;
 			break;
 		case 'l':
-			if (vfa_log_parse_level(optarg) < 0) {
-				cli_error("bad --log-level '%s': use error, warn, info or debug", optarg);
+			if (cli_parse_log_level(optarg) < 0)
 				return 2;
-			}
 			plan.log_level = optarg;
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return cli_usage_exit(opt, usage);
 		}
 	}
 	/* Everything left follows "--" (getopt stops there and at the first

@@ -67,19 +67,6 @@ static int make_dir(const char *dir)
 	return 0;
 }
 
-static int parse_count(const char *text, unsigned long max, unsigned long *out)
-{
-	char *end;
-	unsigned long value;
-
-	errno = 0;
-	value = strtoul(text, &end, 0);
-	if (errno || end == text || *end || value == 0 || value > max || text[0] == '-')
-		return -EINVAL;
-	*out = value;
-	return 0;
-}
-
 int cmd_serve(int argc, char **argv)
 {
 	enum { OPT_PT = 256, OPT_COMP, OPT_CTL, OPT_NO_COMP, OPT_MAX };
@@ -100,7 +87,7 @@ int cmd_serve(int argc, char **argv)
 	const char *pt_sock = NULL, *comp_sock = NULL, *ctl_sock = NULL;
 	const char *guest_addr = "00:05.0";
 	bool companion = true;
-	unsigned long max_entries = 0;
+	long max_entries = 0;
 	int log_level = VFA_LOG_WARN;
 	struct socket_paths paths;
 	char dir[256], err[CLI_ERR_LEN];
@@ -132,30 +119,22 @@ int cmd_serve(int argc, char **argv)
 			guest_addr = optarg;
 			break;
 		case OPT_MAX:
-			if (parse_count(optarg, 65536, &max_entries) < 0) {
+			if (cli_parse_number(optarg, 0, 1, 65536, &max_entries) < 0) {
 				cli_error("bad --max-entries '%s': give a count from 1 to 65536", optarg);
 				return 2;
 			}
 			break;
 		case 'l':
-			log_level = vfa_log_parse_level(optarg);
-			if (log_level < 0) {
-				cli_error("bad --log-level '%s': use error, warn, info or debug", optarg);
+			log_level = cli_parse_log_level(optarg);
+			if (log_level < 0)
 				return 2;
-			}
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return cli_usage_exit(opt, usage);
 		}
 	}
-	if (optind != argc) {
-		cli_error("serve takes no arguments (got '%s'); see `vfio-apple serve --help`", argv[optind]);
+	if (cli_no_operands("serve", argc, argv, optind))
 		return 2;
-	}
 	if (device_spec_check(device, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 2;

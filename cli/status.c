@@ -174,28 +174,21 @@ int cmd_status(int argc, char **argv)
 			control = optarg;
 			break;
 		case 't': {
-			char *end;
-			long value = strtol(optarg, &end, 10);
+			long value;
 
-			if (*end || value <= 0 || value > 600000) {
+			if (cli_parse_number(optarg, 10, 1, 600000, &value) < 0) {
 				cli_error("bad --timeout '%s': give milliseconds, 1 to 600000", optarg);
 				return 2;
 			}
 			timeout_ms = (int)value;
 			break;
 		}
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return cli_usage_exit(opt, usage);
 		}
 	}
-	if (optind != argc) {
-		cli_error("status takes no arguments (got '%s'); see `vfio-apple status --help`", argv[optind]);
+	if (cli_no_operands("status", argc, argv, optind))
 		return 2;
-	}
 	if (!control) {
 		if (socket_paths_from_dir(&paths, dir) < 0) {
 			cli_error("socket directory %s is too long: choose a shorter --socket-dir", dir);

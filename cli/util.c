@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Pure helpers of the vfio-apple command: argument checks and formatting. */
 #include "cli.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -20,6 +21,47 @@ void cli_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+int cli_usage_exit(int opt, void (*usage)(FILE *out))
+{
+	if (opt == 'h') {
+		usage(stdout);
+		return 0;
+	}
+	usage(stderr);
+	return 2;
+}
+
+int cli_no_operands(const char *command, int argc, char **argv, int first_operand)
+{
+	if (first_operand >= argc)
+		return 0;
+	cli_error("%s takes no arguments (got '%s'); see `vfio-apple %s --help`", command, argv[first_operand],
+		  command);
+	return 2;
+}
+
+int cli_parse_number(const char *text, int base, long min, long max, long *out)
+{
+	char *end;
+	long value;
+
+	errno = 0;
+	value = strtol(text, &end, base);
+	if (errno || end == text || *end || value < min || value > max)
+		return -EINVAL;
+	*out = value;
+	return 0;
+}
+
+int cli_parse_log_level(const char *text)
+{
+	int level = vfa_log_parse_level(text);
+
+	if (level < 0)
+		cli_error("bad --log-level '%s': use error, warn, info or debug", text);
+	return level;
 }
 
 static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)

@@ -609,6 +609,48 @@ static void test_list_build(void **state)
 	json_object_put(array);
 }
 
+static FILE *usage_printed_to;
+
+static void record_usage(FILE *out)
+{
+	usage_printed_to = out;
+}
+
+static void test_option_helpers(void **state)
+{
+	char cmd[] = "status", extra[] = "extra";
+	char *args[] = { cmd, extra, NULL };
+	long v = -1;
+
+	(void)state;
+	/* --help: usage on stdout, exit 0; any other option: stderr, exit 2 */
+	assert_int_equal(cli_usage_exit('h', record_usage), 0);
+	assert_ptr_equal(usage_printed_to, stdout);
+	assert_int_equal(cli_usage_exit('?', record_usage), 2);
+	assert_ptr_equal(usage_printed_to, stderr);
+
+	assert_int_equal(cli_no_operands("status", 2, args, 2), 0);
+	assert_int_equal(cli_no_operands("status", 2, args, 1), 2);
+
+	assert_int_equal(cli_parse_number("600000", 10, 1, 600000, &v), 0);
+	assert_int_equal(v, 600000);
+	assert_int_equal(cli_parse_number("0x10", 0, 1, 65536, &v), 0);
+	assert_int_equal(v, 16);
+	v = 7;
+	assert_int_equal(cli_parse_number("600001", 10, 1, 600000, &v), -EINVAL);
+	assert_int_equal(cli_parse_number("0", 10, 1, 600000, &v), -EINVAL);
+	assert_int_equal(cli_parse_number("-1", 0, 1, 65536, &v), -EINVAL);
+	assert_int_equal(cli_parse_number("", 10, 1, 10, &v), -EINVAL);
+	assert_int_equal(cli_parse_number("5s", 10, 1, 10, &v), -EINVAL);
+	assert_int_equal(cli_parse_number("0x10", 10, 1, 100, &v), -EINVAL);
+	assert_int_equal(cli_parse_number("99999999999999999999999", 10, 1, 10, &v), -EINVAL);
+	assert_int_equal(v, 7); /* untouched on error */
+
+	assert_int_equal(cli_parse_log_level("debug"), 3);
+	assert_int_equal(cli_parse_log_level("error"), 0);
+	assert_int_equal(cli_parse_log_level("loud"), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -626,6 +668,7 @@ int main(void)
 		cmocka_unit_test(test_status_print),
 		cmocka_unit_test(test_pciids),
 		cmocka_unit_test(test_list_build),
+		cmocka_unit_test(test_option_helpers),
 	};
 
 	return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
