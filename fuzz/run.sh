@@ -12,14 +12,14 @@ if [ ! -f "$build/build.ninja" ]; then
 		-Db_sanitize=address,undefined -Db_lundef=false \
 		-Dc_args=-fsanitize=fuzzer-no-link >/dev/null
 fi
-ninja -C "$build" fuzz/fuzz_companion >/dev/null
+ninja -C "$build" fuzz/fuzz_companion fuzz/fuzz_vfu >/dev/null
 
 # New inputs go to a scratch directory; the committed corpus is only read.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-for target in fuzz_companion; do
+for target in fuzz_companion fuzz_vfu; do
 	name=${target#fuzz_}
 	mkdir -p "$work/$name"
 	echo "fuzzing $target for ${secs}s (corpus fuzz/corpus/$name)"
