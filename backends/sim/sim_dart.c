@@ -377,6 +377,15 @@ static int dma_copy(struct sim_dart *d, uint64_t bus, void *host, uint64_t len, 
 	return 0;
 }
 
+int sim_dart_dma_check(struct sim_dart *d, uint64_t bus, uint64_t len, bool device_writes)
+{
+	if (!range_mapped(d, bus, len)) {
+		count_fault(d, bus, len, device_writes);
+		return -EFAULT;
+	}
+	return 0;
+}
+
 int sim_dart_dma_read(struct sim_dart *d, uint64_t bus, void *dst, uint64_t len)
 {
 	return dma_copy(d, bus, dst, len, false);

@@ -81,6 +81,12 @@ void *sim_dart_translate(struct sim_dart *d, uint64_t bus, uint64_t len, bool de
  */
 int sim_dart_dma_read(struct sim_dart *d, uint64_t bus, void *dst, uint64_t len);
 int sim_dart_dma_write(struct sim_dart *d, uint64_t bus, const void *src, uint64_t len);
+/*
+ * Whether device DMA to [bus, bus + len) would succeed, for a device that
+ * checks a whole command before moving a byte: 0, or -EFAULT (counted and
+ * logged as one fault, like a faulting dma_read/write).
+ */
+int sim_dart_dma_check(struct sim_dart *d, uint64_t bus, uint64_t len, bool device_writes);
 
 void sim_dart_limits(const struct sim_dart *d, struct hd_dma_limits *out);
 void sim_dart_stats(const struct sim_dart *d, struct hd_dma_stats *out);

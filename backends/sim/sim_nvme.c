@@ -90,6 +90,14 @@ struct nvme_sqe {
 };
 _Static_assert(sizeof(struct nvme_sqe) == 64, "an NVMe command is 64 bytes");
 
+/* One piece of a PRP transfer: at most a memory page. */
+struct prp_seg {
+	uint64_t bus;
+	uint64_t len;
+};
+/* PRP1's piece, then one per page (the smallest page is 4 KiB). */
+#define SIM_NVME_MAX_PRP_SEGS (1u + SIM_NVME_MAX_TRANSFER / 4096u)
+
 struct nvme_sq {
 	bool live;
 	uint64_t base; /* bus address */
@@ -146,6 +154,7 @@ struct sim_nvme {
 	int store_fd; /* -1 for anonymous memory */
 
 	uint64_t *prp_scratch; /* one PRP list page (up to 64 KiB pages) */
+	struct prp_seg *prp_segs; /* the pieces of one transfer, SIM_NVME_MAX_PRP_SEGS */
 	uint8_t *scratch;      /* admin data buffer, SIM_NVME_MAX_TRANSFER bytes */
 
 	struct sim_nvme_stats stats;
@@ -346,12 +355,11 @@ static void post_completion(struct sim_nvme *n, uint16_t sqid, uint16_t cid, uin
 	/* The last dword carries the phase: write it after the rest. */
 	uint32_t dw3 = (uint32_t)cid | (uint32_t)(cq->phase ? 1 : 0) << 16 | (uint32_t)status << 17;
 
-	if (sim_dart_dma_write(n->dart, addr, cqe, 12) < 0) {
-		controller_fatal(n, "completion queue entry not reachable through the DART");
-		return;
-	}
-	uint32_t *last = sim_dart_translate(n->dart, addr + 12, 4, true);
-	if (!last || ((uintptr_t)last & 3)) {
+	/* All of the entry or none of it: check every byte before writing any. */
+	uint32_t *last = NULL;
+	if (sim_dart_dma_check(n->dart, addr, 16, true) < 0 ||
+	    !(last = sim_dart_translate(n->dart, addr + 12, 4, true)) || ((uintptr_t)last & 3) ||
+	    sim_dart_dma_write(n->dart, addr, cqe, 12) < 0) {
 		controller_fatal(n, "completion queue entry not reachable through the DART");
 		return;
 	}
@@ -384,39 +392,40 @@ static uint16_t dma_chunk(struct sim_nvme *n, uint64_t bus, uint8_t *buf, uint64
 }
 
 /*
- * Move len bytes between buf and the guest buffer described by PRP1/PRP2
- * (a data pointer or a PRP list, whose pages chain through their last entry).
+ * Turn PRP1/PRP2 (a data pointer or a PRP list, whose pages chain through
+ * their last entry) into the pieces of a len-byte transfer.  The lists are
+ * copied out of guest memory once, so the guest changing them meanwhile
+ * cannot change what was checked.
  */
-static uint16_t dma_prp(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint8_t *buf, uint64_t len, bool to_guest)
+static uint16_t prp_segments(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint64_t len, unsigned *nseg)
 {
 	uint64_t ps = page_size(n);
-	uint64_t done, rem;
-	uint16_t st;
+	struct prp_seg *seg = n->prp_segs;
+	unsigned count_segs = 0;
 
+	if (len == 0 || len > SIM_NVME_MAX_TRANSFER)
+		return SC_INVALID_FIELD;
 	if (prp1 & 3)
 		return SC_PRP_OFFSET_INVALID;
 	uint64_t first = ps - (prp1 & (ps - 1));
 	if (first > len)
 		first = len;
-	st = dma_chunk(n, prp1, buf, first, to_guest);
-	if (st)
-		return st;
-	done = first;
-	rem = len - first;
-	if (rem == 0)
-		return SC_SUCCESS;
-	if (rem <= ps) {
+	seg[count_segs++] = (struct prp_seg){ prp1, first };
+	uint64_t rem = len - first;
+	if (rem > 0 && rem <= ps) {
 		if (prp2 & (ps - 1))
 			return SC_PRP_OFFSET_INVALID;
-		return dma_chunk(n, prp2, buf + done, rem, to_guest);
+		seg[count_segs++] = (struct prp_seg){ prp2, rem };
+		rem = 0;
 	}
 
+	/* PRP2 points into a list (any qword); a chained list starts a page. */
 	uint64_t list = prp2;
 	uint64_t pages_total = (rem + ps - 1) / ps;
 	uint64_t hops = 0;
+	if (rem && (list & 7))
+		return SC_PRP_OFFSET_INVALID;
 	while (rem) {
-		if (list & 7)
-			return SC_PRP_OFFSET_INVALID;
 		if (++hops > pages_total)
 			return SC_INVALID_FIELD; /* a chain that does not advance */
 		uint64_t slots = (ps - (list & (ps - 1))) / 8;
@@ -424,7 +433,7 @@ static uint16_t dma_prp(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint8_
 		bool chained = pages_left > slots;
 		uint64_t count = chained ? slots : pages_left;
 
-		st = dma_chunk(n, list, (uint8_t *)n->prp_scratch, count * 8, false);
+		uint16_t st = dma_chunk(n, list, (uint8_t *)n->prp_scratch, count * 8, false);
 		if (st)
 			return st;
 		uint64_t data_entries = chained ? count - 1 : count;
@@ -433,14 +442,47 @@ static uint16_t dma_prp(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint8_
 			uint64_t chunk = rem < ps ? rem : ps;
 			if (e & (ps - 1))
 				return SC_PRP_OFFSET_INVALID;
-			st = dma_chunk(n, e, buf + done, chunk, to_guest);
-			if (st)
-				return st;
-			done += chunk;
+			if (count_segs == SIM_NVME_MAX_PRP_SEGS)
+				return SC_INVALID_FIELD; /* cannot happen: len <= MDTS */
+			seg[count_segs++] = (struct prp_seg){ e, chunk };
 			rem -= chunk;
 		}
-		if (chained)
+		if (chained) {
 			list = n->prp_scratch[count - 1];
+			/* A PRP list pointer is a PRP list entry: memory page offset 0. */
+			if (list & (ps - 1))
+				return SC_PRP_OFFSET_INVALID;
+		}
+	}
+	*nseg = count_segs;
+	return SC_SUCCESS;
+}
+
+/*
+ * Move len bytes between buf and the guest buffer described by PRP1/PRP2.
+ * Every entry and every byte's DART translation is checked before the first
+ * byte moves: a command that fails changes neither guest memory nor the
+ * namespace (a failed Write leaves no half-written blocks behind).
+ */
+static uint16_t dma_prp(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint8_t *buf, uint64_t len, bool to_guest)
+{
+	unsigned nseg = 0;
+	uint16_t st = prp_segments(n, prp1, prp2, len, &nseg);
+
+	if (st)
+		return st;
+	for (unsigned i = 0; i < nseg; i++) {
+		if (sim_dart_dma_check(n->dart, n->prp_segs[i].bus, n->prp_segs[i].len, to_guest) < 0) {
+			n->stats.dma_faults++;
+			return SC_DATA_TRANSFER_ERROR;
+		}
+	}
+	for (unsigned i = 0; i < nseg; i++) {
+		/* Cannot fault: the mappings are the host's and did not change since the check. */
+		st = dma_chunk(n, n->prp_segs[i].bus, buf, n->prp_segs[i].len, to_guest);
+		if (st)
+			return st;
+		buf += n->prp_segs[i].len;
 	}
 	return SC_SUCCESS;
 }
@@ -1289,6 +1331,7 @@ static void nvme_destroy(struct host_device *hd)
 	if (n->wakeup_fd >= 0)
 		close(n->wakeup_fd);
 	free(n->prp_scratch);
+	free(n->prp_segs);
 	free(n->scratch);
 	free(n);
 }
@@ -1368,7 +1411,8 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 	n->bar4 = mmap(NULL, SIM_NVME_BAR4_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	n->prp_scratch = malloc((4096u << MPS_MAX) / 8 * sizeof(uint64_t));
 	n->scratch = malloc(SIM_NVME_MAX_TRANSFER);
-	if (n->wakeup_fd < 0 || n->bar4 == MAP_FAILED || !n->prp_scratch || !n->scratch) {
+	n->prp_segs = calloc(SIM_NVME_MAX_PRP_SEGS, sizeof(*n->prp_segs));
+	if (n->wakeup_fd < 0 || n->bar4 == MAP_FAILED || !n->prp_scratch || !n->scratch || !n->prp_segs) {
 		snprintf(err, errlen, "cannot allocate the simulated NVMe's resources: %s", strerror(errno));
 		nvme_destroy(&n->hd);
 		return NULL;

@@ -213,6 +213,16 @@ static void test_dma_across_registrations(void **state)
 	assert_int_equal(b[99], 199);
 	/* One translate cannot span the two. */
 	assert_null(sim_dart_translate(d, 0x100000 + G - 100, 200, false));
+	/* A check spans them like a copy; a byte past b faults, counted once. */
+	struct hd_dma_stats st;
+	assert_int_equal(sim_dart_dma_check(d, 0x100000 + G - 100, 200, false), 0);
+	assert_int_equal(sim_dart_dma_check(d, 0x100000, 2 * G, true), 0);
+	sim_dart_stats(d, &st);
+	uint64_t faults = st.faults;
+	assert_int_equal(sim_dart_dma_check(d, 0x100000, 2 * G + 1, true), -EFAULT);
+	assert_int_equal(sim_dart_dma_check(d, UINT64_MAX - 8, 16, true), -EFAULT);
+	sim_dart_stats(d, &st);
+	assert_int_equal(st.faults, faults + 2);
 	sim_dart_destroy(d);
 	free(a);
 	free(b);

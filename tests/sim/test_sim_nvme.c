@@ -349,9 +349,12 @@ static void test_read_write_prp_lists(void **state)
 	sim_nvme_get_stats(d->hd, &st);
 	assert_int_equal(st.errors, 0);
 	assert_int_equal(st.dma_faults, 0);
-	/* A chained list whose pages start mid-page (few slots per list page). */
+	/*
+	 * A first list that starts mid-page (3 slots, the last one chaining);
+	 * the chained list starts its page, as a PRP list pointer must.
+	 */
 	uint64_t *l1 = drv_alloc(d, 4096), *l2 = drv_alloc(d, 4096);
-	uint64_t *l1s = l1 + 509, *l2s = l2 + 510; /* 3 and 2 slots */
+	uint64_t *l1s = l1 + 509, *l2s = l2;
 	uint8_t *pages = drv_alloc(d, 5 * 4096);
 	fill(pages, 5 * 4096, 99);
 	l1s[0] = drv_bus(d, pages + 4096);
@@ -365,6 +368,115 @@ static void test_read_write_prp_lists(void **state)
 	memset(rbuf, 0, 5 * 4096);
 	assert_int_equal(rw(d, 1, false, 5000, 40, rbuf).status, 0);
 	assert_memory_equal(pages, rbuf, 5 * 4096);
+	/* A chained list pointer with a page offset: PRP Offset Invalid, nothing written. */
+	l1s[2] = drv_bus(d, l2 + 510);
+	l2[510] = drv_bus(d, pages + 3 * 4096);
+	l2[511] = drv_bus(d, pages + 4 * 4096);
+	c.cdw10 = 6000;
+	assert_int_equal(drv_exec(d, 1, &c).status, SC_PRP_OFFSET_INVALID);
+	memset(rbuf, 0xee, 5 * 4096);
+	assert_int_equal(rw(d, 1, false, 6000, 40, rbuf).status, 0);
+	for (size_t i = 0; i < 5 * 4096; i++)
+		if (rbuf[i] != 0)
+			fail_msg("byte %zu of a refused Write reached the namespace", i);
+}
+
+/*
+ * A command that fails part-way through its PRPs moves no byte: a refused
+ * Write leaves the blocks as they were (a later Read must not return half
+ * of it as good data) and a refused Read leaves guest memory alone.
+ */
+static void test_failed_transfer_moves_nothing(void **state)
+{
+	struct drv *d = *state;
+	uint8_t *old = drv_alloc(d, 8 * 4096), *fresh = drv_alloc(d, 8 * 4096), *back = drv_alloc(d, 8 * 4096);
+	uint64_t *list = drv_alloc(d, 4096);
+	struct sim_nvme_stats st;
+
+	drv_enable(d);
+	assert_int_equal(drv_create_io_queue(d, 1, DRV_QDEPTH), 0);
+	fill(old, 8 * 4096, 7);
+	fill(fresh, 8 * 4096, 8);
+	assert_int_equal(rw(d, 1, true, 64, 64, old).status, 0);
+
+	/* PRP1 + a list of 7 pages: the 5th list entry is bad in three ways. */
+	static const struct { uint64_t bad_entry; uint16_t status; } cases[] = {
+		{ 0x1000, SC_DATA_TRANSFER_ERROR },   /* a bus address the DART never handed out */
+		{ 8, SC_PRP_OFFSET_INVALID },         /* an offset inside a page: set below */
+		{ 0, SC_DATA_TRANSFER_ERROR },        /* just past the arena: set below */
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		for (unsigned i = 0; i < 7; i++)
+			list[i] = drv_bus(d, fresh + (i + 1) * 4096);
+		list[4] = k == 0 ? cases[k].bad_entry
+			: k == 1 ? drv_bus(d, fresh + 5 * 4096) + cases[k].bad_entry
+				 : d->arena_bus + DRV_ARENA_SIZE;
+		struct drv_cmd c = { .opcode = 0x01, .nsid = 1, .cdw10 = 64, .cdw12 = 63, .prp1 = drv_bus(d, fresh),
+				     .prp2 = drv_bus(d, list) };
+		assert_int_equal(drv_exec(d, 1, &c).status, cases[k].status);
+		memset(back, 0, 8 * 4096);
+		assert_int_equal(rw(d, 1, false, 64, 64, back).status, 0);
+		if (memcmp(back, old, 8 * 4096) != 0)
+			fail_msg("case %zu: a refused Write changed the namespace", k);
+
+		/* The same PRPs for a Read: the guest buffer stays as it was. */
+		memset(fresh, 0x5a, 8 * 4096);
+		c.opcode = 0x02;
+		assert_int_equal(drv_exec(d, 1, &c).status, cases[k].status);
+		for (size_t i = 0; i < 8 * 4096; i++)
+			if (fresh[i] != 0x5a)
+				fail_msg("case %zu: a refused Read wrote guest byte %zu", k, i);
+		fill(fresh, 8 * 4096, 8);
+	}
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.dma_faults, 4);
+	assert_false(st.fatal);
+}
+
+/* A completion entry the DART maps only in part is not written at all. */
+static void test_partly_mapped_cqe(void **state)
+{
+	struct drv *d = *state;
+	uint8_t *cqmem = aligned_alloc(16384, 16384);
+	const uint64_t mapped = 2 * 16 + 12; /* entries 0 and 1, and 12 bytes of entry 2 */
+	uint64_t bus, len;
+	struct drv_cmd c;
+	struct sim_nvme_stats st;
+
+	assert_non_null(cqmem);
+	memset(cqmem, 0xee, 16384);
+	assert_int_equal(d->hd->ops->dma_register(d->hd, 0x9000000, cqmem, mapped, &bus, &len), 0);
+	assert_int_equal(bus & 4095, 0);
+	drv_enable(d);
+	/* CQ 2 of 4 entries in cqmem, no interrupts; SQ 2 in the arena. */
+	c = (struct drv_cmd){ .opcode = 0x05, .prp1 = bus, .cdw10 = (3u << 16) | 2, .cdw11 = 1 };
+	assert_int_equal(drv_exec(d, 0, &c).status, 0);
+	struct drv_queue *q = &d->q[2];
+	memset(q, 0, sizeof(*q));
+	q->depth = 4;
+	q->sq = drv_alloc(d, 4 * 64);
+	q->cq = cqmem;
+	q->phase = true;
+	c = (struct drv_cmd){ .opcode = 0x01, .prp1 = drv_bus(d, q->sq), .cdw10 = (3u << 16) | 2,
+			      .cdw11 = (2u << 16) | 1 };
+	assert_int_equal(drv_exec(d, 0, &c).status, 0);
+	c = (struct drv_cmd){ .opcode = 0x00, .nsid = 1 }; /* Flush */
+	assert_int_equal(drv_exec(d, 2, &c).status, 0);
+	assert_int_equal(drv_exec(d, 2, &c).status, 0);
+	drv_queue_cmd(d, 2, &c);
+	drv_ring(d, 2);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_true(st.fatal);
+	for (size_t i = 32; i < 16384; i++)
+		if (cqmem[i] != 0xee)
+			fail_msg("byte %zu of a partly mapped completion entry was written", i);
+	/* The host's reset brings the controller back. */
+	assert_int_equal(d->hd->ops->reset(d->hd), 0);
+	drv_enable(d);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_false(st.fatal);
+	assert_int_equal(d->hd->ops->dma_unregister(d->hd, 0x9000000), 0);
+	free(cqmem);
 }
 
 static void test_dma_faults(void **state)
@@ -510,11 +622,21 @@ static void test_malformed_commands(void **state)
 	list[1] = drv_bus(d, buf + 2 * 4096) + 8;
 	c = (struct drv_cmd){ .opcode = 0x02, .nsid = 1, .cdw12 = 23, .prp1 = drv_bus(d, buf), .prp2 = drv_bus(d, list) };
 	assert_int_equal(drv_exec(d, 1, &c).status, SC_PRP_OFFSET_INVALID);
-	/* A chain pointing back at itself does not loop forever. */
+	/*
+	 * A chain pointing back at itself: refused, as a list pointer must start
+	 * a page.  Pointing at the start of its own page it is a plain list
+	 * (a page-aligned 4 KiB list holds every entry MDTS allows): no loop.
+	 */
 	uint64_t *self = (uint64_t *)drv_alloc(d, 4096) + 511;
 	*self = drv_bus(d, self);
 	c = (struct drv_cmd){ .opcode = 0x02, .nsid = 1, .cdw12 = 31, .prp1 = drv_bus(d, buf), .prp2 = drv_bus(d, self) };
-	assert_int_equal(drv_exec(d, 1, &c).status, SC_INVALID_FIELD);
+	assert_int_equal(drv_exec(d, 1, &c).status, SC_PRP_OFFSET_INVALID);
+	*self = drv_bus(d, self - 511);
+	self[-511] = drv_bus(d, buf + 4096);
+	for (unsigned i = 1; i < 511; i++)
+		self[-511 + (int)i] = drv_bus(d, buf);
+	c.cdw12 = 4095; /* 2 MiB */
+	assert_int_equal(drv_exec(d, 1, &c).status, 0);
 	/* Above MDTS (2 MiB): 4097 blocks... the count field tops out at 65536. */
 	c = (struct drv_cmd){ .opcode = 0x02, .nsid = 1, .cdw12 = 4096, .prp1 = drv_bus(d, buf) };
 	assert_int_equal(drv_exec(d, 1, &c).status, SC_INVALID_FIELD);
@@ -736,6 +858,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_features_logs_and_queues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_write_prp_lists, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_faults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_transfer_moves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partly_mapped_cqe, setup, teardown),
 		cmocka_unit_test(test_dart_limits_through_device),
 		cmocka_unit_test_setup_teardown(test_interrupts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_commands, setup, teardown),
