@@ -10,13 +10,13 @@
  * Prints medians over several runs.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +24,8 @@
 #include "backends.h"
 #include "bench_util.h"
 #include "broker.h"
+#include "compat.h"
+#include "le.h"
 #include "passthrough.h"
 #include "vfu_client.h"
 
@@ -137,27 +139,27 @@ static int wr(int fd, uint32_t region, uint64_t off, uint64_t v, uint32_t count)
 	return request(fd, VFU_CMD_REGION_WRITE, msg, sizeof(rw) + count, NULL, 0);
 }
 
-static void put_le(uint8_t *p, uint64_t v, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* Admin queue in shared RAM (identity DMA), vector 0 on an eventfd. */
-static int nvme_setup(int fd, uint8_t **ram_out, int *efd_out)
+/* Admin queue in shared RAM (identity DMA), vector 0 on a notifier
+ * (an eventfd on Linux, a pipe elsewhere: see common/compat.h). */
+static int nvme_setup(int fd, uint8_t **ram_out, int irq[2])
 {
 	struct vfu_dma_map m = { .argsz = sizeof(m), .flags = 3, .addr = RAM_GPA, .size = RAM_SIZE };
 	struct vfu_irq_set is = { .argsz = sizeof(is), .flags = VFU_IRQ_SET_DATA_EVENTFD | VFU_IRQ_SET_ACTION_TRIGGER,
 				  .index = VFU_PCI_MSIX_IRQ, .count = 1 };
-	int mfd = memfd_create("ram", MFD_CLOEXEC), efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int mfd = vfa_shared_memory_fd("ram", RAM_SIZE);
 	uint32_t csts = 0;
 	uint8_t *ram;
 
-	if (mfd < 0 || efd < 0 || ftruncate(mfd, RAM_SIZE) < 0)
+	if (mfd < 0 || vfa_notifier_open(irq) < 0)
 		return -EIO;
+#ifdef F_ADD_SEALS
+	/* sealed as QEMU's memfd guest RAM is (the broker warns otherwise) */
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+		return -EIO;
+#endif
 	ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	if (ram == MAP_FAILED || request(fd, VFU_CMD_DMA_MAP, &m, sizeof(m), &mfd, 1) < 0 ||
-	    request(fd, VFU_CMD_DEVICE_SET_IRQS, &is, sizeof(is), &efd, 1) < 0)
+	    request(fd, VFU_CMD_DEVICE_SET_IRQS, &is, sizeof(is), &irq[1], 1) < 0)
 		return -EIO;
 	close(mfd);
 	if (wr(fd, 0, 0x14, 0, 4) < 0 || wr(fd, 0, 0x24, (QDEPTH - 1) | (QDEPTH - 1) << 16, 4) < 0 ||
@@ -170,7 +172,6 @@ static int nvme_setup(int fd, uint8_t **ram_out, int *efd_out)
 	if (!(csts & 1))
 		return -EIO;
 	*ram_out = ram;
-	*efd_out = efd;
 	return 0;
 }
 
@@ -180,7 +181,7 @@ static int bench_broker(void)
 	struct broker_config cfg = { .device_spec = "sim:nvme,size=16M,dart=identity" };
 	double bar_rt[RUNS], cfg_rt[RUNS], irq_lat[RUNS];
 	uint8_t *ram = NULL;
-	int fd = -1, efd = -1, status, rc = -1;
+	int fd = -1, irq[2] = { -1, -1 }, status, rc = -1;
 	pid_t pid;
 
 	if (!mkdtemp(dir))
@@ -206,7 +207,7 @@ static int bench_broker(void)
 	}
 	uint8_t ver[256];
 	size_t vlen = vfuc_version_payload(ver, sizeof(ver), 0, 0, "{\"capabilities\":{\"max_msg_fds\":16}}");
-	if (fd < 0 || request(fd, VFU_CMD_VERSION, ver, vlen, NULL, 0) < 0 || nvme_setup(fd, &ram, &efd) < 0) {
+	if (fd < 0 || request(fd, VFU_CMD_VERSION, ver, vlen, NULL, 0) < 0 || nvme_setup(fd, &ram, irq) < 0) {
 		fprintf(stderr, "bench_broker: could not set up the broker conversation\n");
 		goto out;
 	}
@@ -228,19 +229,20 @@ static int bench_broker(void)
 
 		for (unsigned i = 0; i < IRQ_OPS; i++) {
 			uint8_t *sqe = ram + 0x1000 + 64 * slot;
-			struct pollfd p = { .fd = efd, .events = POLLIN };
-			uint64_t n;
+			struct pollfd p = { .fd = irq[0], .events = POLLIN };
 
 			memset(sqe, 0, 64);
 			sqe[0] = 0x06;
-			put_le(sqe + 2, slot, 2);
-			put_le(sqe + 24, RAM_GPA + 0x10000, 8);
-			put_le(sqe + 40, 1, 4);
+			le_store16(sqe + 2, (uint16_t)slot);
+			le_store64(sqe + 24, RAM_GPA + 0x10000);
+			le_store32(sqe + 40, 1);
 			slot = (slot + 1) % QDEPTH;
 			t0 = bench_now_ns();
-			if (wr(fd, 0, 0x1000, slot, 4) < 0 || poll(&p, 1, 5000) != 1 || read(efd, &n, 8) != 8)
+			if (wr(fd, 0, 0x1000, slot, 4) < 0 || poll(&p, 1, 5000) != 1)
 				goto out;
 			lat[i] = (bench_now_ns() - t0) / 1000;
+			if (vfa_notifier_drain(irq[0]) != 1)
+				goto out;
 			if (wr(fd, 0, 0x1004, slot, 4) < 0) /* CQ head */
 				goto out;
 		}
@@ -261,8 +263,7 @@ out:
 		fprintf(stderr, "bench_broker: the broker did not exit cleanly\n");
 		rc = -1;
 	}
-	if (efd >= 0)
-		close(efd);
+	vfa_notifier_close(irq);
 	if (ram)
 		munmap(ram, RAM_SIZE);
 	rmdir(dir);

@@ -8,6 +8,7 @@
 #include "vfu_protocol.h"
 #include "vfu_server.h"
 #include "bench_util.h"
+#include "compat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -344,9 +345,14 @@ int main(void)
 		die("thread");
 	c = connect_to(path);
 	handshake(c);
-	memfd = memfd_create("bench-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (memfd < 0 || ftruncate(memfd, 2u << 20) < 0 || fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+	memfd = vfa_shared_memory_fd("bench-ram", 2u << 20);
+	if (memfd < 0)
 		die("memfd");
+#ifdef F_ADD_SEALS
+	/* sealed as QEMU's memfd guest RAM is (the server warns otherwise) */
+	if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+		die("memfd seal");
+#endif
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) < 0 || pthread_create(&echo_th, NULL, echo, &pair[1]) != 0)
 		die("echo thread");
 
