@@ -504,6 +504,22 @@ static int irq_fire(struct vfu_server *s, struct vfu_vector *v)
 	return irq_signal(s, v);
 }
 
+/*
+ * An fd the client offers as an interrupt must be one whose write cannot
+ * block the event loop: a Linux eventfd (an anonymous inode, no file type)
+ * or a pipe (QEMU's event notifier where eventfd does not exist).  A
+ * regular file ignores O_NONBLOCK (one on a FUSE mount the VMM serves could
+ * hang every signal), and devices and sockets are no interrupts either.
+ */
+static bool is_event_fd(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return false;
+	return (st.st_mode & S_IFMT) == 0 || S_ISFIFO(st.st_mode);
+}
+
 static int handle_set_irqs(struct vfu_server *s, const uint8_t *p, uint32_t len)
 {
 	struct vfu_irq_set is;
@@ -551,6 +567,9 @@ static int handle_set_irqs(struct vfu_server *s, const uint8_t *p, uint32_t len)
 			return -EINVAL;
 		if (s->rx_nfds != 0 && s->rx_nfds != is.count)
 			return -EINVAL;
+		for (unsigned i = 0; i < s->rx_nfds; i++)
+			if (!is_event_fd(s->rx_fds[i]))
+				return -EINVAL;
 	}
 	t = irq_table(s, is.index, n);
 	if (!t)

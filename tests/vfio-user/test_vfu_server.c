@@ -1058,6 +1058,20 @@ static void test_irqs_eventfd(void **state)
 	set_irqs(f, EVT, VFU_PCI_MSI_IRQ, 0, 1, NULL, efd, 1, 0);
 	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSI_IRQ, 0), 0);
 	assert_int_equal(drain(efd[0]), 1);
+	/* a pipe is an interrupt too (QEMU's notifier where eventfd is missing) */
+	{
+		int pfd[2];
+		uint64_t v = 0;
+
+		assert_int_equal(pipe(pfd), 0);
+		set_irqs(f, EVT, VFU_PCI_MSI_IRQ, 0, 1, NULL, &pfd[1], 1, 0);
+		close(pfd[1]);
+		assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSI_IRQ, 0), 0);
+		assert_int_equal(read(pfd[0], &v, sizeof(v)), (ssize_t)sizeof(v));
+		assert_int_equal(v, 1);
+		set_irqs(f, EVT, VFU_PCI_MSI_IRQ, 0, 1, NULL, NULL, 0, 0);
+		close(pfd[0]);
+	}
 	for (int i = 0; i < 4; i++)
 		close(efd[i]);
 }
@@ -1092,6 +1106,28 @@ static void test_irqs_errors(void **state)
 		 EINVAL);
 	/* count 0 with data */
 	set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 0, 0, NULL, efd, 1, EINVAL);
+	/*
+	 * Only eventfds and pipes are interrupts: a regular file (whose write
+	 * may block whatever O_NONBLOCK says) or a socket is refused, even
+	 * next to a good eventfd, and never written.
+	 */
+	{
+		int mfd = make_memfd(4096), sv[2], bad[2];
+		struct stat st;
+
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		bad[0] = efd[0];
+		bad[1] = mfd;
+		set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 0, 2, NULL, bad, 2, EINVAL);
+		set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 0, 1, NULL, &sv[0], 1, EINVAL);
+		assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 1), -ENOENT);
+		assert_int_equal(fstat(mfd, &st), 0);
+		assert_int_equal(st.st_size, 4096);
+		assert_int_equal(lseek(mfd, 0, SEEK_CUR), 0);
+		close(mfd);
+		close(sv[0]);
+		close(sv[1]);
+	}
 	/* bools missing */
 	{
 		struct vfu_irq_set is = { .argsz = sizeof(is) + 4, .flags = VFU_IRQ_SET_DATA_BOOL |
