@@ -109,13 +109,33 @@ static int cfg_read(struct passthrough *pt, uint32_t off, unsigned width, uint32
 	return pt->hd->ops->config_read(pt->hd, off, width, v);
 }
 
-static void add_drop(struct passthrough *pt, uint32_t start, uint32_t len)
+/*
+ * Keep guest writes to [start, start + len) from the host.  A full table is
+ * an error, never a rule silently left out (the table holds every rule the
+ * policy makes: one each for MSI, MSI-X, DEVCTL, DEVCTL2 and ReBAR).
+ */
+static int add_drop(struct passthrough *pt, uint32_t start, uint32_t len)
 {
-	if (pt->ndrop < MAX_DROP_RANGES && start < pt->config_size) {
-		if (len > pt->config_size - start)
-			len = pt->config_size - start;
-		pt->drop[pt->ndrop++] = (struct drop_range){ start, len };
-	}
+	if (start >= pt->config_size)
+		return 0;
+	if (pt->ndrop == MAX_DROP_RANGES)
+		return -ENOSPC;
+	if (len > pt->config_size - start)
+		len = pt->config_size - start;
+	pt->drop[pt->ndrop++] = (struct drop_range){ start, len };
+	return 0;
+}
+
+/* Marks dword off as visited; false when it was already (a capability list loop). */
+static bool first_visit(uint64_t *seen, uint32_t off)
+{
+	uint32_t dw = off / 4;
+	uint64_t bit = 1ULL << (dw % 64);
+
+	if (seen[dw / 64] & bit)
+		return false;
+	seen[dw / 64] |= bit;
+	return true;
 }
 
 static uint32_t msi_cap_len(uint16_t ctrl)
@@ -131,6 +151,7 @@ static uint32_t msi_cap_len(uint16_t ctrl)
 static int scan_caps(struct passthrough *pt)
 {
 	uint32_t status, ptr, link = CFG_CAP_PTR;
+	uint64_t seen[CFG_SPACE_LEGACY / 4 / 64] = { 0 };
 	int rc;
 
 	rc = cfg_read(pt, CFG_STATUS, 2, &status);
@@ -145,7 +166,7 @@ static int scan_caps(struct passthrough *pt)
 		uint32_t hdr;
 
 		ptr &= 0xFC;
-		if (ptr < 0x40)
+		if (ptr < 0x40 || !first_visit(seen, ptr))
 			break;
 		rc = cfg_read(pt, ptr, 2, &hdr);
 		if (rc < 0)
@@ -175,21 +196,30 @@ static int scan_caps(struct passthrough *pt)
 	return 0;
 }
 
-/* Walk the extended capability list for Resizable BAR. */
-static int scan_ext_caps(struct passthrough *pt)
+/*
+ * Walk the extended capability list for Resizable BAR (the first one: a
+ * function has at most one).  The list comes from the host: a loop ends the
+ * walk, it does not repeat it.
+ */
+static int scan_ext_caps(struct passthrough *pt, uint32_t *rebar_pos)
 {
 	uint32_t off = CFG_SPACE_LEGACY;
+	uint64_t seen[CFG_SPACE_EXPRESS / 4 / 64] = { 0 };
 
+	*rebar_pos = 0;
 	for (unsigned n = 0; n < MAX_CAPS && off >= CFG_SPACE_LEGACY && off + 4 <= pt->config_size; n++) {
 		uint32_t hdr;
-		int rc = cfg_read(pt, off, 4, &hdr);
+		int rc;
 
+		if (!first_visit(seen, off))
+			break;
+		rc = cfg_read(pt, off, 4, &hdr);
 		if (rc < 0)
 			return rc;
 		if (hdr == 0 || hdr == 0xFFFFFFFF)
 			break;
-		if ((hdr & 0xFFFF) == EXT_CAP_ID_REBAR)
-			add_drop(pt, off + 4, REBAR_CAP_LEN - 4);
+		if ((hdr & 0xFFFF) == EXT_CAP_ID_REBAR && !*rebar_pos)
+			*rebar_pos = off;
 		off = (hdr >> 20) & 0xFFC;
 	}
 	return 0;
@@ -308,9 +338,10 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 		goto fail;
 	}
 	/* Extended config space only if the host lets us read it. */
+	uint32_t rebar_pos = 0;
 	if (pt->exp_pos && cfg_read(pt, CFG_SPACE_LEGACY, 4, &value) == 0) {
 		pt->config_size = CFG_SPACE_EXPRESS;
-		rc = scan_ext_caps(pt);
+		rc = scan_ext_caps(pt, &rebar_pos);
 		if (rc < 0) {
 			set_err(err, errlen, "extended capability list: %s", host_device_error(hd));
 			goto fail;
@@ -344,7 +375,9 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 			goto fail;
 		}
 		pt->msix_host_ctrl_size = (uint16_t)((value & MSIX_TABLE_SIZE) + 1);
-		add_drop(pt, pt->msix_pos, MSIX_CAP_LEN);
+		rc = add_drop(pt, pt->msix_pos, MSIX_CAP_LEN);
+		if (rc < 0)
+			goto full;
 	}
 	if (pt->msi_pos) {
 		rc = cfg_read(pt, pt->msi_pos + MSI_CTRL, 2, &value);
@@ -352,11 +385,31 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 			set_err(err, errlen, "MSI capability: %s", host_device_error(hd));
 			goto fail;
 		}
-		add_drop(pt, pt->msi_pos, msi_cap_len((uint16_t)value));
+		rc = add_drop(pt, pt->msi_pos, msi_cap_len((uint16_t)value));
+		if (rc < 0)
+			goto full;
 	}
 	if (pt->exp_pos) {
-		add_drop(pt, pt->exp_pos + EXP_DEVCTL, 2);
-		add_drop(pt, pt->exp_pos + EXP_DEVCTL2, 2);
+		rc = add_drop(pt, pt->exp_pos + EXP_DEVCTL, 2);
+		if (rc == 0)
+			rc = add_drop(pt, pt->exp_pos + EXP_DEVCTL2, 2);
+		if (rc < 0)
+			goto full;
+	}
+	if (rebar_pos) {
+		/*
+		 * Its length follows the number of resizable BARs (first control
+		 * register, bits 7:5): dropping a fixed 6 entries would also drop
+		 * writes to a capability placed right after a shorter one.
+		 */
+		uint32_t nbars = 0, len = REBAR_CAP_LEN;
+		if (cfg_read(pt, rebar_pos + 8, 4, &value) == 0)
+			nbars = (value >> 5) & 7;
+		if (nbars >= 1 && nbars <= HD_NUM_BARS)
+			len = 4 + 8 * nbars;
+		rc = add_drop(pt, rebar_pos + 4, len - 4);
+		if (rc < 0)
+			goto full;
 	}
 
 	/* Nothing may become pending before the VMM asks for a vector. */
@@ -368,6 +421,8 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 	}
 	pt->stats.host_vectors = pt->nvectors;
 	return pt;
+full:
+	set_err(err, errlen, "config policy: more protected ranges than the %d the table holds", MAX_DROP_RANGES);
 fail:
 	free(pt);
 	return NULL;

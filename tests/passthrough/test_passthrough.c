@@ -706,6 +706,93 @@ static void test_create_checks_the_host(void **state)
 	fake_free(f);
 }
 
+/* After create: none of the policy's protected writes reach the host. */
+static void expect_policy_intact(struct fake *f, struct passthrough *pt)
+{
+	uint8_t ones[24];
+
+	memset(ones, 0xFF, sizeof(ones));
+	f->ncalls = 0;
+	assert_int_equal(passthrough_config_write(pt, MSI_POS, ones, 24), 0);
+	assert_int_equal(passthrough_config_write(pt, MSIX_POS, ones, 12), 0);
+	cfg_write16(pt, EXP_POS + 0x08, 0x8000); /* initiate FLR */
+	cfg_write16(pt, EXP_POS + 0x28, 0xFFFF);
+	cfg_write32(pt, REBAR_POS + 8, 0x00000700);
+	assert_int_equal(f->ncalls, 0);
+	/* And the hidden MSI stays hidden. */
+	uint8_t b;
+	assert_int_equal(passthrough_config_read(pt, 0x34, &b, 1), 0);
+	assert_int_equal(b, MSIX_POS);
+}
+
+/*
+ * Capability lists are the host's: loops (self, back to the start, between
+ * extended capabilities) end the walk without costing the policy any of its
+ * rules.  A ReBAR capability that points at itself used to fill the rule
+ * table, so MSI-X, MSI and DEVCTL writes (FLR!) reached the host.
+ */
+static void test_capability_list_loops(void **state)
+{
+	static const struct { uint32_t at; uint32_t hdr; uint32_t at2; uint32_t hdr2; uint8_t exp_next; } cases[] = {
+		{ REBAR_POS, 0x0015 | 1u << 16 | (uint32_t)REBAR_POS << 20, 0, 0, 0 },        /* ReBAR -> itself */
+		{ REBAR_POS, 0x0015 | 1u << 16 | 0x140u << 20, 0x140, 0x0001 | 1u << 16 | (uint32_t)REBAR_POS << 20,
+		  0 },                                                                         /* ReBAR <-> AER */
+		{ REBAR_POS, 0x0015 | 1u << 16, 0, 0, MSI_POS },                               /* PCIe -> MSI: loop */
+		{ REBAR_POS, 0x0015 | 1u << 16, 0, 0, EXP_POS },                               /* PCIe -> itself */
+		{ REBAR_POS, 0x0015 | 1u << 16 | 0xFFCu << 20, 0xFFC, 0x0015 | 1u << 16 | 0x100u << 20,
+		  0xFF },                                                                      /* end of space; 0xFF */
+	};
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct fake *f = fake_new(true);
+
+		put32(f->cfg + cases[i].at, cases[i].hdr);
+		if (cases[i].at2)
+			put32(f->cfg + cases[i].at2, cases[i].hdr2);
+		f->cfg[EXP_POS + 1] = cases[i].exp_next;
+		struct passthrough *pt = passthrough_create(&f->hd, err, sizeof(err));
+		if (!pt)
+			fail_msg("case %zu: passthrough_create: %s", i, err);
+		expect_policy_intact(f, pt);
+		assert_int_equal(passthrough_irq_count(pt, PT_IRQ_MSIX), NVEC);
+		passthrough_destroy(pt);
+		fake_free(f);
+	}
+}
+
+/*
+ * ReBAR's length follows its number of BARs: writes to a capability right
+ * after a one-BAR ReBAR reach the host; an impossible count drops all six.
+ */
+static void test_rebar_length(void **state)
+{
+	char err[256];
+
+	(void)state;
+	for (uint32_t nbars = 0; nbars < 8; nbars++) {
+		struct fake *f = fake_new(true);
+		uint32_t len = nbars >= 1 && nbars <= 6 ? 4 + 8 * nbars : 52;
+
+		put32(f->cfg + REBAR_POS + 8, nbars << 5);
+		struct passthrough *pt = passthrough_create(&f->hd, err, sizeof(err));
+		assert_non_null(pt);
+		for (uint32_t off = REBAR_POS + 4; off < REBAR_POS + 64; off += 4) {
+			f->ncalls = 0;
+			cfg_write32(pt, off, 0x12345678);
+			if (off < REBAR_POS + len) {
+				assert_int_equal(f->ncalls, 0);
+			} else {
+				assert_int_equal(f->ncalls, 1);
+				expect_call(f, 0, 'w', off, 4, 0x12345678);
+			}
+		}
+		passthrough_destroy(pt);
+		fake_free(f);
+	}
+}
+
 /* Bytes the policy must keep from the host (with the fake's layout). */
 static bool protected_byte(uint32_t off)
 {
@@ -771,6 +858,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_interrupt_routing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_forwarded, setup, teardown),
 		cmocka_unit_test(test_create_checks_the_host),
+		cmocka_unit_test(test_capability_list_loops),
+		cmocka_unit_test(test_rebar_length),
 		cmocka_unit_test_setup_teardown(test_random_writes_follow_the_policy, setup, teardown),
 	};
 
