@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
+#endif
+#ifdef __APPLE__
+#include <mach-o/dyld.h>
 #endif
 
 static int signal_pipe[2] = { -1, -1 };
@@ -237,6 +241,18 @@ int cli_self_path(char *buf, size_t len)
 
 	if (n > 0) {
 		buf[n] = '\0';
+		return 0;
+	}
+#endif
+#ifdef __APPLE__
+	/* macOS has no /proc; dyld knows the path (maybe through symlinks). */
+	char raw[PATH_MAX], resolved[PATH_MAX];
+	uint32_t rawlen = sizeof(raw);
+
+	if (_NSGetExecutablePath(raw, &rawlen) == 0 && realpath(raw, resolved)) {
+		if (strlen(resolved) >= len)
+			return -ENAMETOOLONG;
+		memcpy(buf, resolved, strlen(resolved) + 1);
 		return 0;
 	}
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 void cli_error(const char *fmt, ...)
@@ -342,8 +343,11 @@ void socket_paths_default_dir(char *buf, size_t len)
 
 int socket_paths_from_dir(struct socket_paths *paths, const char *dir)
 {
-	/* sun_path holds 108 bytes: refuse what bind() would refuse later. */
-	if (strlen(dir) + strlen("/passthrough.sock") >= 108)
+	struct sockaddr_un addr;
+
+	/* Refuse what bind() would refuse later: sun_path holds 108 bytes on
+	 * Linux, 104 on macOS. */
+	if (strlen(dir) + strlen("/passthrough.sock") >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
 	snprintf(paths->dir, sizeof(paths->dir), "%s", dir);
 	snprintf(paths->passthrough, sizeof(paths->passthrough), "%s/passthrough.sock", dir);

@@ -232,6 +232,18 @@ static void test_socket_paths(void **state)
 	longdir[0] = '/';
 	longdir[sizeof(longdir) - 1] = '\0';
 	assert_int_equal(socket_paths_from_dir(&paths, longdir), -ENAMETOOLONG);
+
+	/* The limit is this platform's sun_path (108 on Linux, 104 on macOS):
+	 * the longest directory accepted makes a passthrough path that fits. */
+	struct sockaddr_un addr;
+	size_t fits = sizeof(addr.sun_path) - 1 - strlen("/passthrough.sock");
+
+	longdir[fits] = '\0';
+	assert_int_equal(socket_paths_from_dir(&paths, longdir), 0);
+	assert_int_equal(strlen(paths.passthrough), sizeof(addr.sun_path) - 1);
+	longdir[fits] = 'a';
+	longdir[fits + 1] = '\0';
+	assert_int_equal(socket_paths_from_dir(&paths, longdir), -ENAMETOOLONG);
 }
 
 /* ---- QEMU's command line --------------------------------------------------- */
