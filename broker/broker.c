@@ -179,6 +179,17 @@ static int pt_dma_map(void *opaque, uint64_t gpa, uint64_t len, void *va, bool w
 
 	if (!b->hd->identity_dma || !va)
 		return 0; /* DART mode: the companion maps on request; no fd: unreachable */
+	/*
+	 * The platform has no DMA direction: a registered window is writable
+	 * by the device, and a read-only one is mapped read-only here (a
+	 * device write would fault in the broker).  Like a map without fd, it
+	 * stays unreachable; the companion refuses read-only windows too.
+	 */
+	if (!writable) {
+		log_info("identity DMA: read-only guest memory 0x%llx+0x%llx is not registered (the "
+			 "device could write it)", (unsigned long long)gpa, (unsigned long long)len);
+		return 0;
+	}
 	rc = b->hd->ops->dma_register(b->hd, gpa, va, len, &bus, &bus_len);
 	if (rc < 0) {
 		b->identity_register_failures++;

@@ -712,6 +712,60 @@ static void test_interrupt_reaches_the_vmm_eventfd(void **state)
 }
 
 /*
+ * Identity mode registers only windows the device may write: the platform
+ * has no DMA direction, so a registered read-only window would let the
+ * device write where the broker mapped read-only memory (the simulator's
+ * write would kill the broker with SIGSEGV).  A read-only window is known
+ * but unreachable, like a map without fd: the device's access to it faults.
+ */
+#define RO_GPA 0x4000000ULL
+#define RO_SIZE 0x10000u
+
+static void test_identity_mode_read_only_window_not_registered(void **state)
+{
+	struct env *e = *state;
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int rofd = memfd_create("rom", MFD_CLOEXEC);
+	uint32_t err;
+
+	assert_true(efd >= 0 && rofd >= 0);
+	assert_int_equal(ftruncate(rofd, RO_SIZE), 0);
+	start_broker(e, "sim:nvme,size=16M,dart=identity");
+	int fd = client_connect(e, e->pt_sock);
+	uint8_t *ram = dma_map_ram(e, fd);
+	struct vfu_dma_map ro = { .argsz = sizeof(ro), .flags = VFU_DMA_MAP_FLAG_READ, .addr = RO_GPA, .size = RO_SIZE };
+
+	request(e, fd, VFU_CMD_DMA_MAP, &ro, sizeof(ro), &rofd, 1, &err);
+	assert_int_equal(err, 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1); /* the RAM only */
+	assert_int_equal(jint(s, "dma.live_bytes"), RAM_SIZE);
+	json_object_put(s);
+
+	/* The device writes Identify data into the read-only window: refused. */
+	assert_int_equal(set_irq_vector0(e, fd, efd, VFU_IRQ_SET_ACTION_TRIGGER), 0);
+	nvme_enable(e, fd, RAM_GPA + ASQ_OFF, RAM_GPA + ACQ_OFF);
+	nvme_identify(e, fd, ram + ASQ_OFF, 0, RO_GPA);
+	efd_wait(efd, 500);
+	s = status(e); /* the broker is still serving */
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+	/* still serving the VMM too: an Identify into RAM completes */
+	nvme_identify(e, fd, ram + ASQ_OFF, 1, RAM_GPA + IDENTIFY_OFF);
+	efd_wait(efd, TIMEOUT_MS);
+	assert_int_equal(get_le(ram + IDENTIFY_OFF, 2), 0x1b36);
+
+	struct vfu_dma_unmap um = { .argsz = sizeof(um), .addr = RO_GPA, .size = RO_SIZE };
+	request(e, fd, VFU_CMD_DMA_UNMAP, &um, sizeof(um), NULL, 0, &err);
+	assert_int_equal(err, 0);
+	assert_int_equal(stop_broker(e), 0);
+	close(fd);
+	close(efd);
+	close(rofd);
+	munmap(ram, RAM_SIZE);
+}
+
+/*
  * The product's path (DART mode): the companion maps the queues and the
  * buffer, the function is programmed with the bus addresses that came back,
  * its DMA lands in guest RAM and its interrupt reaches the VMM.  Also over
@@ -851,6 +905,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_passthrough_function, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_companion_map_disconnect_and_sigterm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_mode_registers_passthrough_ram, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_identity_mode_read_only_window_not_registered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_reaches_the_vmm_eventfd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_sim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_darwin_backend, setup, teardown),
