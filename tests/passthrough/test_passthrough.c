@@ -741,6 +741,7 @@ static void test_capability_list_loops(void **state)
 		{ REBAR_POS, 0x0015 | 1u << 16, 0, 0, EXP_POS },                               /* PCIe -> itself */
 		{ REBAR_POS, 0x0015 | 1u << 16 | 0xFFCu << 20, 0xFFC, 0x0015 | 1u << 16 | 0x100u << 20,
 		  0xFF },                                                                      /* end of space; 0xFF */
+		{ REBAR_POS, 0x0015 | 1u << 16 | 0x0F0u << 20, 0, 0, 0 },                      /* into the legacy space */
 	};
 	char err[256];
 
