@@ -12,6 +12,7 @@
 
 #include "backends.h"
 #include "bench_util.h"
+#include "le.h"
 #include "log.h"
 
 #define RUNS 7
@@ -108,12 +109,12 @@ static int setup(struct bench *b, uint32_t extra_maps, uint8_t *extra)
 static double run_reads(struct bench *b, uint32_t blocks)
 {
 	uint8_t *data = b->arena + (1u << 20);
-	uint64_t *list = (uint64_t *)(b->arena + 64 * 1024);
+	uint8_t *list = b->arena + 64 * 1024; /* PRP list: little-endian 64-bit entries */
 	uint32_t cmd[16] = { 0 };
 	uint32_t pages = blocks * 512 / 4096;
 
 	for (uint32_t i = 1; i < pages; i++)
-		list[i - 1] = busof(b, data + (size_t)i * 4096);
+		le_store64(list + (size_t)(i - 1) * 8, busof(b, data + (size_t)i * 4096));
 	cmd[0] = 0x02;
 	cmd[1] = 1;
 	memcpy(&cmd[6], &(uint64_t){ busof(b, data) }, 8);
