@@ -1218,9 +1218,16 @@ static int nvme_mmio_write(struct host_device *hd, unsigned bar, uint64_t offset
 		}
 		uint32_t shift = (uint32_t)(offset & 3) * 8;
 		uint32_t mask = ((1u << (8 * width)) - 1) << shift;
-		uint32_t dword = reg_read32(n, offset & ~3ull);
-		dword = (dword & ~mask) | (((uint32_t)value << shift) & mask);
-		reg_write32(n, offset & ~3ull, dword);
+		uint64_t reg = offset & ~3ull;
+		uint32_t dword = ((uint32_t)value << shift) & mask;
+		/*
+		 * Write-1-to-set/clear registers take only the written bytes; the
+		 * others merge with the current value (a read-modify-write of
+		 * INTMC would clear every bit set in the bytes not written).
+		 */
+		if (reg != REG_INTMS && reg != REG_INTMC)
+			dword |= reg_read32(n, reg) & ~mask;
+		reg_write32(n, reg, dword);
 		return 0;
 	}
 	reg_write32(n, offset, (uint32_t)value);

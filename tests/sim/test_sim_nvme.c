@@ -791,6 +791,26 @@ static void test_invalid_enable(void **state)
 	assert_int_equal(drv_create_io_queue(d, 1, 8), 0);
 }
 
+/* Byte and word writes: registers merge, INTMS/INTMC act on the written bytes only. */
+static void test_narrow_register_writes(void **state)
+{
+	struct drv *d = *state;
+	struct host_device *hd = d->hd;
+
+	drv_wreg32(d, 0x0c, 0x00010101); /* INTMS: set bits 0, 8, 16 */
+	assert_int_equal(drv_reg32(d, 0x0c), 0x00010101);
+	assert_int_equal(hd->ops->mmio_write(hd, 0, 0x10, 1, 0x01), 0); /* INTMC, byte 0: clear bit 0 */
+	assert_int_equal(drv_reg32(d, 0x0c), 0x00010100);
+	assert_int_equal(hd->ops->mmio_write(hd, 0, 0x0e, 2, 0x0002), 0); /* INTMS, bytes 2-3: set bit 17 */
+	assert_int_equal(drv_reg32(d, 0x0c), 0x00030100);
+	assert_int_equal(hd->ops->mmio_write(hd, 0, 0x11, 1, 0x01), 0); /* INTMC, byte 1: clear bit 8 */
+	assert_int_equal(drv_reg32(d, 0x10), 0x00030000);
+	/* AQA written a byte at a time keeps the other bytes. */
+	drv_wreg32(d, 0x24, 0x001f001f);
+	assert_int_equal(hd->ops->mmio_write(hd, 0, 0x26, 1, 0x07), 0);
+	assert_int_equal(drv_reg32(d, 0x24), 0x0007001f);
+}
+
 static void test_identity_dart(void **state)
 {
 	struct drv d;
@@ -867,6 +887,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reset_mid_traffic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cq_full_stalls, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_enable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_narrow_register_writes, setup, teardown),
 		cmocka_unit_test(test_identity_dart),
 		cmocka_unit_test(test_file_backing),
 	};
