@@ -265,6 +265,13 @@ static void pt_client_gone(void *opaque)
 	if (passthrough_client_gone(b->pt) < 0)
 		log_warn("passthrough: reset after disconnect: %s", host_device_error(b->hd));
 	release_identity_ranges(b);
+	/*
+	 * The companion's mappings exist for this function only and point
+	 * into the leaving VM's RAM: a VMM attaching to the passthrough
+	 * socket next must not inherit them.
+	 */
+	if (b->comp)
+		companion_release_mappings(b->comp);
 }
 
 static const struct vfu_device_ops passthrough_vfu_ops = {

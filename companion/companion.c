@@ -603,6 +603,13 @@ void companion_reset(struct companion *c)
 	/* next_id is NOT reset: ids from before the reset stay unknown. */
 }
 
+void companion_release_mappings(struct companion *c)
+{
+	if (c->live > 0)
+		log_info("apple-dma: releasing %zu mappings: the managed function was reset", c->live);
+	forget_mappings(c, true, 0, 0);
+}
+
 void companion_guest_ram_removed(struct companion *c, uint64_t gpa, uint64_t len)
 {
 	if (len == 0)

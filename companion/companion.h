@@ -129,6 +129,14 @@ int companion_config_write(struct companion *c, uint32_t offset, const void *buf
 void companion_reset(struct companion *c);
 
 /*
+ * The managed function was reset with no VMM driving it (its passthrough
+ * client left): unregister every mapping, as nothing may reach the guest's
+ * RAM through them any more.  Registers and config space are the
+ * companion's own client's and stay; its old ids become unknown.
+ */
+void companion_release_mappings(struct companion *c);
+
+/*
  * The VMM is about to remove [gpa, gpa + len) from guest RAM: unregister
  * every mapping that overlaps it.  Call BEFORE the range is munmapped.
  */

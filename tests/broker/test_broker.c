@@ -828,6 +828,56 @@ static void dart_mode_io(struct env *e, const char *spec, bool faults_counted)
 	munmap(ram, RAM_SIZE);
 }
 
+/*
+ * The passthrough client leaves while the companion's stays: the function
+ * is reset and the companion's mappings (DART registrations into the
+ * leaving VM's RAM) go with it, so a VMM that attaches to the passthrough
+ * socket next cannot reach that RAM through them.  The companion keeps
+ * serving its client.
+ */
+static void test_passthrough_gone_drops_companion_mappings(void **state)
+{
+	struct env *e = *state;
+	uint64_t id, bus;
+	int mfd;
+	uint8_t *ram = new_ram(&mfd);
+
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	int pt = client_connect(e, e->pt_sock), comp = client_connect(e, e->comp_sock);
+	dma_map_fd(e, pt, mfd);
+	dma_map_fd(e, comp, mfd);
+	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+
+	close(pt);
+	for (int i = 0; i < 200; i++) {
+		s = status(e);
+		bool connected = jbool(s, "clients.passthrough.connected");
+		json_object_put(s);
+		if (!connected)
+			break;
+		usleep(10000);
+	}
+	s = status(e);
+	assert_false(jbool(s, "clients.passthrough.connected"));
+	assert_true(jbool(s, "clients.companion.connected"));
+	assert_int_equal(jint(s, "dma.live_mappings"), 0);
+	assert_int_equal(jint(s, "companion.live_ids"), 0);
+	json_object_put(s);
+	/* the companion still answers: its old id is gone, a new MAP works */
+	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+
+	assert_int_equal(stop_broker(e), 0);
+	close(comp);
+	close(mfd);
+	munmap(ram, RAM_SIZE);
+}
+
 static void test_dart_mode_io_sim(void **state)
 {
 	dart_mode_io(*state, "sim:nvme,size=16M,dart=apple", true);
@@ -906,6 +956,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_companion_map_disconnect_and_sigterm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_mode_registers_passthrough_ram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_mode_read_only_window_not_registered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_passthrough_gone_drops_companion_mappings, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_reaches_the_vmm_eventfd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_sim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_darwin_backend, setup, teardown),

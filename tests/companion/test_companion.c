@@ -790,6 +790,29 @@ static void test_reset(void **state)
 	assert_true(map1(fx, BUF_GPA, 0x1000) > id);
 }
 
+/* The managed function was reset: every mapping goes, the registers stay. */
+static void test_release_mappings(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t id;
+
+	for (int i = 0; i < 10; i++)
+		assert_int_not_equal(map1(fx, BUF_GPA + (uint64_t)i * 0x1000, 0x1000), 0);
+	id = map_id(fx, 0);
+	companion_mmio_write(fx->c, 0x3c, 4, APPLE_DMA_FEAT_BUDGET);
+	assert_int_equal(fx->f->nregs, 10);
+	companion_release_mappings(fx->c);
+	assert_int_equal(fx->f->nregs, 0);
+	assert_int_equal(companion_mmio_read(fx->c, 0x38, 4), 0); /* LIVE_MAPPINGS */
+	assert_int_equal(companion_mmio_read(fx->c, 0x30, 4), 0); /* LIVE_BYTES */
+	assert_int_equal(companion_mmio_read(fx->c, 0x3c, 4), APPLE_DMA_FEAT_BUDGET);
+	/* the old id is unknown; the command page address was kept */
+	assert_int_equal(unmap1(fx, id, 0x1000), APPLE_DMA_IOERR);
+	companion_release_mappings(fx->c); /* nothing left: harmless */
+	assert_true(map1(fx, BUF_GPA, 0x1000) > id);
+	assert_int_equal(fx->f->nregs, 1);
+}
+
 static void test_guest_ram_removed(void **state)
 {
 	struct fixture *fx = *state;
@@ -918,6 +941,7 @@ int main(void)
 		T(test_overlapping_req_resp),
 		T(test_unmap_all),
 		T(test_reset),
+		T(test_release_mappings),
 		T(test_guest_ram_removed),
 		T(test_destroy_unregisters),
 		T(test_identity_mode),
