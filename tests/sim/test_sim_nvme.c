@@ -273,6 +273,19 @@ static void test_features_logs_and_queues(void **state)
 	c.cdw12 = 512;
 	assert_int_equal(drv_exec(d, 0, &c).status, SC_INVALID_FIELD);
 	c.cdw12 = 0;
+	/* NUMD above MDTS (through NUMDU too) and an unaligned offset: Invalid Field, nothing written. */
+	memset(log, 0xff, 4096);
+	c.cdw10 = (0xffffu << 16) | 0x02;
+	c.cdw11 = 0x0008; /* 0x90000 dwords */
+	assert_int_equal(drv_exec(d, 0, &c).status, SC_INVALID_FIELD);
+	c.cdw11 = 0xffff;
+	assert_int_equal(drv_exec(d, 0, &c).status, SC_INVALID_FIELD);
+	c.cdw10 = ((512 / 4 - 1) << 16) | 0x02;
+	c.cdw11 = 0;
+	c.cdw12 = 2;
+	assert_int_equal(drv_exec(d, 0, &c).status, SC_INVALID_FIELD);
+	c.cdw12 = 0;
+	assert_int_equal(log[0], 0xff);
 
 	/* Queue creation and its errors. */
 	assert_int_equal(drv_create_io_queue(d, 1, DRV_QDEPTH), 0);
