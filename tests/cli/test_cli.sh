@@ -12,6 +12,13 @@ VFA=$1
 [ -x "$VFA" ] || { echo "usage: $0 PATH/TO/vfio-apple"; exit 2; }
 VFA=$(cd "$(dirname "$VFA")" && pwd)/$(basename "$VFA")
 MAN=${2:-}
+# The JSON and man-page checks below need these; never skip them silently.
+for tool in python3 groff; do
+	command -v "$tool" >/dev/null || {
+		echo "test_cli.sh: $tool is required (scripts/install-deps.sh installs it)" >&2
+		exit 1
+	}
+done
 WRAP=(${CLI_WRAPPER:-})
 # by absolute path: some cases run with a PATH that has no wrapper on it
 [ ${#WRAP[@]} -gt 0 ] && WRAP[0]=$(command -v "${WRAP[0]}")
