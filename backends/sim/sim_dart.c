@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "compat.h"
 #include "log.h"
 
 /* Faults past this many are logged at debug level only (a looping guest). */
@@ -113,7 +113,7 @@ struct sim_dart *sim_dart_create(const struct sim_dart_config *cfg, char *err, s
 	while (d->window < most_live * 16)
 		d->window <<= 1;
 
-	if (!cfg->seeded && getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+	if (!cfg->seeded && vfa_random_bytes(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)(uintptr_t)d ^ 0x5a5a5a5a12345678ull;
 	/* Base in [4 GiB, 4 GiB + 2^43), granule aligned: never identity-like. */
 	d->base = (1ull << 32) + (splitmix64(&seed) & ((1ull << 43) - 1) & ~(uint64_t)(SIM_DART_GRANULE - 1));
@@ -124,11 +124,6 @@ struct sim_dart *sim_dart_create(const struct sim_dart_config *cfg, char *err, s
 static void free_mapping(void *node)
 {
 	free(node);
-}
-
-static void keep_mapping(void *node)
-{
-	(void)node;
 }
 
 void sim_dart_destroy(struct sim_dart *d)
@@ -142,8 +137,9 @@ void sim_dart_destroy(struct sim_dart *d)
 void sim_dart_unmap_all(struct sim_dart *d)
 {
 	d->last_hit = NULL;
-	tdestroy(d->by_bus, keep_mapping);
-	tdestroy(d->by_key, free_mapping);
+	/* Both trees hold the same mappings: free them once, with the key tree. */
+	vfa_tdestroy(&d->by_bus, cmp_span, NULL);
+	vfa_tdestroy(&d->by_key, cmp_key, free_mapping);
 	d->by_bus = NULL;
 	d->by_key = NULL;
 	d->stats.unregisters += d->stats.live_mappings;

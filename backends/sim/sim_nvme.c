@@ -15,11 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "log.h"
 
 /* Controller registers (BAR0). */
@@ -146,7 +146,7 @@ struct sim_nvme {
 	bool irq_ready;
 	uint64_t irq_mask[HD_IRQ_WORDS];
 	uint64_t irq_pending[HD_IRQ_WORDS];
-	int wakeup_fd;
+	int wakeup_fds[2]; /* [0] polled by the broker, [1] written (an eventfd on Linux, else a pipe) */
 
 	/* Backing store. */
 	uint8_t *store;
@@ -265,9 +265,8 @@ static void raise_vector(struct sim_nvme *n, unsigned vector)
 	}
 	n->irq_pending[word] |= bit;
 	n->stats.interrupts++;
-	uint64_t one = 1;
-	if (write(n->wakeup_fd, &one, sizeof(one)) != sizeof(one))
-		log_debug("sim nvme: wake-up eventfd write failed (already signalled)");
+	if (vfa_notifier_signal(n->wakeup_fds[1]) < 0)
+		log_debug("sim nvme: wake-up notifier write failed");
 }
 
 /* ----------------------------------------------------------- queues */
@@ -1286,7 +1285,7 @@ static int nvme_irq_read_pending(struct host_device *hd, uint64_t pending[HD_IRQ
 
 static int nvme_irq_wakeup_fd(struct host_device *hd)
 {
-	return to_nvme(hd)->wakeup_fd;
+	return to_nvme(hd)->wakeup_fds[0];
 }
 
 /* Function-level reset: the device returns to power-on state; data stays. */
@@ -1335,8 +1334,7 @@ static void nvme_destroy(struct host_device *hd)
 		close(n->store_fd);
 	if (n->bar4 && n->bar4 != MAP_FAILED)
 		munmap(n->bar4, SIM_NVME_BAR4_SIZE);
-	if (n->wakeup_fd >= 0)
-		close(n->wakeup_fd);
+	vfa_notifier_close(n->wakeup_fds);
 	free(n->prp_scratch);
 	free(n->prp_segs);
 	free(n->scratch);
@@ -1414,12 +1412,15 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 	}
 	n->hd.ops = &sim_nvme_ops;
 	n->store_fd = -1;
-	n->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	n->wakeup_fds[0] = n->wakeup_fds[1] = -1;
+	int notifier_rc = vfa_notifier_open(n->wakeup_fds);
 	n->bar4 = mmap(NULL, SIM_NVME_BAR4_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	n->prp_scratch = malloc((4096u << MPS_MAX) / 8 * sizeof(uint64_t));
 	n->scratch = malloc(SIM_NVME_MAX_TRANSFER);
 	n->prp_segs = calloc(SIM_NVME_MAX_PRP_SEGS, sizeof(*n->prp_segs));
-	if (n->wakeup_fd < 0 || n->bar4 == MAP_FAILED || !n->prp_scratch || !n->scratch || !n->prp_segs) {
+	if (notifier_rc < 0)
+		errno = -notifier_rc;
+	if (notifier_rc < 0 || n->bar4 == MAP_FAILED || !n->prp_scratch || !n->scratch || !n->prp_segs) {
 		snprintf(err, errlen, "cannot allocate the simulated NVMe's resources: %s", strerror(errno));
 		nvme_destroy(&n->hd);
 		return NULL;
