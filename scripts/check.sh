@@ -46,6 +46,9 @@ stage guest-x86 timeout 720 ./guest/linux/test-guest.sh -k 6_1 apple rebind pres
 stage guest-arm64 timeout 720 ./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure
 # The README's first command, exactly as a user runs it.
 stage demo timeout 600 make -s demo
+# The same demo through the macOS backend's code path: the darwin backend
+# over the dext TEST MODEL (tests/darwin/), carrying verified guest I/O.
+stage demo-sim-dext timeout 600 ./build/cli/vfio-apple run --device sim-dext:nvme,size=256M
 
 echo
 if [ "$failed" -ne 0 ]; then
