@@ -153,7 +153,7 @@ MODULE_PARM_DESC(v2_only, "Ignore the version 3 features and use only protocol v
 
 static bool selftest;
 module_param(selftest, bool, 0444);
-MODULE_PARM_DESC(selftest, "At probe, check batching, atomic mapping and coherent buffers through the managed function's ops; result in debugfs (default N)");
+MODULE_PARM_DESC(selftest, "At probe, check batching, atomic mapping, coherent buffers and (with max_windows <= 32) bouncing through the managed function's ops; result in debugfs (default N)");
 
 static bool rebind = true;
 module_param(rebind, bool, 0444);
@@ -1421,6 +1421,82 @@ static u64 ad_doorbell_count(struct apple_dma *ad)
  * a mapping with interrupts off works; a coherent buffer is zeroed and its
  * sg table names its page.  Returns NULL or the name of the failed check.
  */
+#define AD_ST_MAX_HOLD 32
+
+/*
+ * Only with a tiny window table (max_windows <= AD_ST_MAX_HOLD): hold a
+ * mapping in every slot, so that the next map must come from the bounce
+ * pool; the pool must carry the buffer's bytes, and the unmap must bring
+ * what the "device" wrote there back into the buffer.
+ */
+static const char *ad_selftest_bounce(struct apple_dma *ad, struct device *dev)
+{
+	dma_addr_t held[AD_ST_MAX_HOLD];
+	unsigned int nr = ad->nr_windows, order, i, mapped = 0;
+	const char *failed = NULL;
+	struct page *block, *page;
+	unsigned long flags;
+	phys_addr_t base;
+	dma_addr_t bus;
+	u8 *pool = NULL;
+	long head = -1;
+	u64 off = 0;
+	u8 *cpu;
+
+	if (nr > AD_ST_MAX_HOLD || !ad->bounce_pages)
+		return NULL;
+	order = get_order((u64)(nr + 2) * ad->window);
+	if (order > AD_MAX_ORDER)
+		return NULL;
+	block = alloc_pages(GFP_KERNEL | __GFP_NOWARN, order);
+	if (!block)
+		return "memory";
+	base = ALIGN(page_to_phys(block), ad->window);
+
+	for (i = 0; i < nr && !failed; i++) {
+		page = pfn_to_page(PHYS_PFN(base + (u64)i * ad->window));
+		held[i] = dma_map_page(dev, page, 0, PAGE_SIZE, DMA_BIDIRECTIONAL);
+		if (dma_mapping_error(dev, held[i]))
+			failed = "bounce_hold";
+		else
+			mapped++;
+	}
+	if (failed)
+		goto out;
+
+	page = pfn_to_page(PHYS_PFN(base + (u64)nr * ad->window));
+	cpu = page_address(page);
+	memset(cpu, 0x5a, PAGE_SIZE);
+	bus = dma_map_page(dev, page, 0, PAGE_SIZE, DMA_BIDIRECTIONAL);
+	if (dma_mapping_error(dev, bus)) {
+		failed = "bounce_map";
+		goto out;
+	}
+	spin_lock_irqsave(&ad->lock, flags);
+	if (ad_is_bounce(ad, bus))
+		head = ad_bounce_head(ad, bus, &off);
+	if (head >= 0 && !off)
+		pool = ad_bounce_va(ad, head);
+	spin_unlock_irqrestore(&ad->lock, flags);
+	if (!pool) {
+		failed = "bounce_not_bounced";
+	} else if (memchr_inv(pool, 0x5a, PAGE_SIZE)) {
+		failed = "bounce_copy_in";
+	} else {
+		/* What the device would write lands in the pool... */
+		memset(pool, 0xa5, PAGE_SIZE);
+	}
+	dma_unmap_page(dev, bus, PAGE_SIZE, DMA_BIDIRECTIONAL);
+	/* ...and the unmap copies it back into the buffer. */
+	if (!failed && memchr_inv(cpu, 0xa5, PAGE_SIZE))
+		failed = "bounce_copy_back";
+out:
+	for (i = 0; i < mapped; i++)
+		dma_unmap_page(dev, held[i], PAGE_SIZE, DMA_BIDIRECTIONAL);
+	__free_pages(block, order);
+	return failed;
+}
+
 static const char *ad_selftest_run(struct apple_dma *ad, struct device *dev)
 {
 	unsigned int order = get_order(2 * ad->window);
@@ -1495,6 +1571,8 @@ static const char *ad_selftest_run(struct apple_dma *ad, struct device *dev)
 		sg_free_table(&sgt);
 	}
 	dma_free_coherent(dev, PAGE_SIZE, cpu, bus);
+	if (!failed)
+		failed = ad_selftest_bounce(ad, dev);
 out:
 	for (i = 0; i < AD_ST_BLOCKS; i++)
 		if (blocks[i])

@@ -288,3 +288,4 @@ show_context() {
 # Assertion helpers for check().
 eq() { [ "$1" = "$2" ]; }
 gt() { [ -n "$1" ] && [ "$1" -gt "$2" ] 2>/dev/null; }
+ge() { [ -n "$1" ] && [ "$1" -ge "$2" ] 2>/dev/null; }
