@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "le.h"
 #include "log.h"
 
 /* Live-id cap when the platform reports no mapping limit (identity mode). */
@@ -55,32 +56,6 @@ struct companion {
 
 	struct companion_stats stats;
 };
-
-/* ---- little-endian helpers: the wire format is LE on every host ---- */
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	put_le32(p, (uint32_t)v);
-	put_le32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* ---- the id table ---- */
 
@@ -218,8 +193,8 @@ static unsigned forget_mappings(struct companion *c, bool all, uint64_t gpa, uin
 
 static uint32_t map_one(struct companion *c, const uint8_t *req, uint8_t *resp)
 {
-	uint64_t gpa = get_le64(req);
-	uint32_t len = get_le32(req + 8);
+	uint64_t gpa = le_load64(req);
+	uint32_t len = le_load32(req + 8);
 	/* flags (req + 12) are reserved: ignored, see docs/apple-dma-v3.md */
 	struct mapping m = { 0 };
 	uint64_t bus_len = 0;
@@ -268,21 +243,21 @@ static uint32_t map_one(struct companion *c, const uint8_t *req, uint8_t *resp)
 		host_unregister(c, &m);
 		return APPLE_DMA_IOERR;
 	}
-	put_le64(resp, m.id);
-	put_le64(resp + 8, m.bus);
-	put_le32(resp + 16, len);
+	le_store64(resp, m.id);
+	le_store64(resp + 8, m.bus);
+	le_store32(resp + 16, len);
 	return APPLE_DMA_OK;
 }
 
 static uint32_t unmap_one(struct companion *c, const uint8_t *req, uint8_t *resp)
 {
-	uint64_t id = get_le64(req);
-	uint64_t size = get_le64(req + 8);
+	uint64_t id = le_load64(req);
+	uint64_t size = le_load64(req + 8);
 	struct mapping *m = lookup(c, id);
 	int rc;
 
 	memset(resp, 0, APPLE_DMA_UNMAP_RESP_SIZE);
-	put_le64(resp, id);
+	le_store64(resp, id);
 	if (!m) {
 		log_debug("apple-dma: UNMAP id %#llx: unknown id", (unsigned long long)id);
 		return APPLE_DMA_IOERR;
@@ -348,11 +323,11 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 		if (type == APPLE_DMA_CMD_MAP) {
 			st = map_one(c, rq, rs);
 			c->stats.map_entries++;
-			put_le32(rs + 20, st);
+			le_store32(rs + 20, st);
 		} else {
 			st = unmap_one(c, rq, rs);
 			c->stats.unmap_entries++;
-			put_le32(rs + 8, st);
+			le_store32(rs + 8, st);
 		}
 		if (st != APPLE_DMA_OK) {
 			c->stats.failed_entries++;
@@ -381,7 +356,7 @@ static void doorbell(struct companion *c)
 		return;
 	}
 	memcpy(page, src, sizeof(page));
-	st = run_batch(c, get_le32(page), get_le32(page + 4), get_le64(page + 16), get_le64(page + 24));
+	st = run_batch(c, le_load32(page), le_load32(page + 4), le_load64(page + 16), le_load64(page + 24));
 	/* 8: the page's status field (if the page is writable) and STATUS */
 	dst = guest_mem_translate(c->gm, c->cmd_gpa, sizeof(page), true);
 	if (dst)

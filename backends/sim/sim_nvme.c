@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "le.h"
 #include "log.h"
 
 /* Controller registers (BAR0). */
@@ -166,24 +167,6 @@ struct sim_nvme {
 static struct sim_nvme *to_nvme(struct host_device *hd)
 {
 	return (struct sim_nvme *)hd;
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
 }
 
 /* Space-padded ASCII field of an Identify structure. */
@@ -347,10 +330,10 @@ static void post_completion(struct sim_nvme *n, uint16_t sqid, uint16_t cid, uin
 		status |= STATUS_DNR;
 		n->stats.errors++;
 	}
-	put32(cqe, result);
-	put32(cqe + 4, 0);
-	put16(cqe + 8, (uint16_t)sq->head);
-	put16(cqe + 10, sqid);
+	le_store32(cqe, result);
+	le_store32(cqe + 4, 0);
+	le_store16(cqe + 8, (uint16_t)sq->head);
+	le_store16(cqe + 10, sqid);
 	/* The last dword carries the phase: write it after the rest. */
 	uint32_t dw3 = (uint32_t)cid | (uint32_t)(cq->phase ? 1 : 0) << 16 | (uint32_t)status << 17;
 
@@ -363,7 +346,7 @@ static void post_completion(struct sim_nvme *n, uint16_t sqid, uint16_t cid, uin
 		return;
 	}
 	uint8_t le[4];
-	put32(le, dw3);
+	le_store32(le, dw3);
 	uint32_t dw3_le;
 	memcpy(&dw3_le, le, 4);
 	atomic_thread_fence(memory_order_release);
@@ -490,27 +473,27 @@ static uint16_t dma_prp(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint8_
 
 static void identify_controller(struct sim_nvme *n, uint8_t *id)
 {
-	put16(id + 0, SIM_NVME_VENDOR_ID);
-	put16(id + 2, SIM_NVME_VENDOR_ID);
+	le_store16(id + 0, SIM_NVME_VENDOR_ID);
+	le_store16(id + 2, SIM_NVME_VENDOR_ID);
 	put_ascii(id + 4, 20, SERIAL);
 	put_ascii(id + 24, 40, "vfio-apple simulated NVMe");
 	put_ascii(id + 64, 8, "1.0");
 	id[72] = 6;                   /* RAB */
 	id[77] = SIM_NVME_MDTS_SHIFT; /* MDTS */
-	put16(id + 78, 1);            /* CNTLID */
-	put32(id + 80, NVME_VERSION);
+	le_store16(id + 78, 1);            /* CNTLID */
+	le_store32(id + 80, NVME_VERSION);
 	id[111] = 1;                  /* CNTRLTYPE: I/O controller */
 	id[258] = 3;                  /* ACL: four Aborts */
 	id[259] = AERL;
 	id[260] = 0x03;               /* FRMW: one slot, read-only */
-	put16(id + 266, 0x0157);      /* WCTEMP 343 K */
-	put16(id + 268, 0x0175);      /* CCTEMP 373 K */
+	le_store16(id + 266, 0x0157);      /* WCTEMP 343 K */
+	le_store16(id + 268, 0x0175);      /* CCTEMP 373 K */
 	id[512] = 0x66;               /* SQES: 64 bytes */
 	id[513] = 0x44;               /* CQES: 16 bytes */
-	put32(id + 516, 1);           /* NN */
+	le_store32(id + 516, 1);           /* NN */
 	id[525] = 1;                  /* VWC present */
 	snprintf((char *)id + 768, 256, "nqn.2026-01.io.vfio-apple:sim-nvme:%s", SERIAL);
-	put16(id + 2048, 2500);       /* PSD0: 25 W */
+	le_store16(id + 2048, 2500);       /* PSD0: 25 W */
 	(void)n;
 }
 
@@ -525,13 +508,13 @@ static void identify_namespace(struct sim_nvme *n, uint8_t *id)
 {
 	uint64_t blocks = n->store_size / SIM_NVME_LBA_SIZE;
 
-	put64(id + 0, blocks);  /* NSZE */
-	put64(id + 8, blocks);  /* NCAP */
-	put64(id + 16, blocks); /* NUSE */
+	le_store64(id + 0, blocks);  /* NSZE */
+	le_store64(id + 8, blocks);  /* NCAP */
+	le_store64(id + 16, blocks); /* NUSE */
 	id[25] = 0;             /* NLBAF: one format */
 	id[26] = 0;             /* FLBAS: format 0 */
 	namespace_guid(id + 104);
-	put32(id + 128, 9u << 16); /* LBAF0: 512-byte data, no metadata */
+	le_store32(id + 128, 9u << 16); /* LBAF0: 512-byte data, no metadata */
 }
 
 static uint16_t admin_identify(struct sim_nvme *n, const struct nvme_sqe *c)
@@ -554,7 +537,7 @@ static uint16_t admin_identify(struct sim_nvme *n, const struct nvme_sqe *c)
 		if (c->nsid >= 0xfffffffe)
 			return SC_INVALID_NS;
 		if (c->nsid < 1)
-			put32(id, 1);
+			le_store32(id, 1);
 		break;
 	case 0x03: /* namespace identification descriptors */
 		if (c->nsid != 1)
@@ -745,21 +728,21 @@ static uint16_t admin_get_log_page(struct sim_nvme *n, const struct nvme_sqe *c)
 		log_len = 1024;
 		for (unsigned l = 0; l <= 5; l++)
 			if (l != 4)
-				put32(log + 4 * l, 1);
+				le_store32(log + 4 * l, 1);
 		break;
 	case 0x01: /* error information: one empty entry */
 		log_len = 64;
 		break;
 	case 0x02: { /* SMART / health */
 		log_len = 512;
-		put16(log + 1, 310); /* composite temperature, K */
+		le_store16(log + 1, 310); /* composite temperature, K */
 		log[3] = 100;        /* available spare % */
 		log[4] = 10;         /* spare threshold */
-		put64(log + 32, n->units_read);
-		put64(log + 48, n->units_written);
-		put64(log + 64, n->host_reads);
-		put64(log + 80, n->host_writes);
-		put64(log + 112, 1); /* power cycles */
+		le_store64(log + 32, n->units_read);
+		le_store64(log + 48, n->units_written);
+		le_store64(log + 64, n->host_reads);
+		le_store64(log + 80, n->host_writes);
+		le_store64(log + 112, 1); /* power cycles */
 		break;
 	}
 	case 0x03: /* firmware slots */
@@ -772,9 +755,9 @@ static uint16_t admin_get_log_page(struct sim_nvme *n, const struct nvme_sqe *c)
 		static const uint8_t io_ops[] = { 0x00, 0x01, 0x02 };
 		log_len = 4096;
 		for (size_t i = 0; i < sizeof(admin_ops); i++)
-			put32(log + 4 * admin_ops[i], 1);
+			le_store32(log + 4 * admin_ops[i], 1);
 		for (size_t i = 0; i < sizeof(io_ops); i++)
-			put32(log + 1024 + 4 * io_ops[i], io_ops[i] == 0x01 ? 3 : 1); /* write: LBCC */
+			le_store32(log + 1024 + 4 * io_ops[i], io_ops[i] == 0x01 ? 3 : 1); /* write: LBCC */
 		break;
 	}
 	default:
@@ -1299,7 +1282,7 @@ static void nvme_flr(struct sim_nvme *n)
 	n->config[0x04] = command;
 	memset(n->bar4, 0, SIM_NVME_BAR4_SIZE);
 	for (unsigned v = 0; v < SIM_NVME_VECTORS; v++)
-		put32(n->bar4 + 16 * v + 12, 1); /* vector control: masked */
+		le_store32(n->bar4 + 16 * v + 12, 1); /* vector control: masked */
 	memset(n->irq_pending, 0, sizeof(n->irq_pending));
 	n->stats.fatal = false;
 }
