@@ -36,7 +36,10 @@
 #define MSI_CTRL_MMC 0x000E /* Multiple Message Capable: log2(vectors) */
 #define MSI_CTRL_64BIT 0x0080
 #define MSI_CTRL_MASKING 0x0100
+#define EXP_DEVCAP 0x04
+#define EXP_DEVCAP_FLR 0x10000000u
 #define EXP_DEVCTL 0x08
+#define EXP_DEVCTL_BCR_FLR 0x8000u /* Initiate Function Level Reset */
 #define EXP_DEVCTL2 0x28
 #define REBAR_CAP_LEN (4 + 8 * HD_NUM_BARS)
 
@@ -73,6 +76,7 @@ struct passthrough {
 
 	/* Capabilities (0: absent). */
 	uint8_t msi_pos, msix_pos, exp_pos;
+	bool flr_capable; /* the host's DEVCAP offers FLR: emulated on DEVCTL writes */
 	uint16_t msix_host_ctrl_size; /* host table size (N), to clamp */
 	bool hide_msi;
 	uint8_t msi_link_off; /* byte that points to the MSI cap (0x34 or prev + 1) */
@@ -390,6 +394,8 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 			goto full;
 	}
 	if (pt->exp_pos) {
+		if (cfg_read(pt, pt->exp_pos + EXP_DEVCAP, 4, &value) == 0)
+			pt->flr_capable = (value & EXP_DEVCAP_FLR) != 0;
 		rc = add_drop(pt, pt->exp_pos + EXP_DEVCTL, 2);
 		if (rc == 0)
 			rc = add_drop(pt, pt->exp_pos + EXP_DEVCTL2, 2);
@@ -626,6 +632,17 @@ int passthrough_config_write(struct passthrough *pt, uint32_t offset, const void
 			normalize_bar(pt, b);
 	if (touched[HD_NUM_BARS])
 		pt->rom_reg = 0; /* no expansion ROM is offered: the register reads 0 */
+	/*
+	 * DEVCTL never reaches the host, but its Initiate-FLR bit is the
+	 * guest's way to reset the function (Linux's pcie_flr): do that reset
+	 * through the host's verb, as Linux VFIO does for its guests.
+	 */
+	if (rc == 0 && pt->flr_capable) {
+		uint32_t flr_byte = pt->exp_pos + EXP_DEVCTL + 1u;
+
+		if (offset <= flr_byte && flr_byte - offset < len && (src[flr_byte - offset] & (EXP_DEVCTL_BCR_FLR >> 8)))
+			rc = passthrough_reset(pt);
+	}
 	return rc;
 }
 

@@ -13,8 +13,10 @@
  *      MSI / MSI-X capability writes dropped: the VMM emulates MSI/MSI-X
  *                             and asks for vectors with SET_IRQS; on macOS
  *                             the dext programs the vectors itself
- *      PCIe DEVCTL, DEVCTL2   writes dropped (payload sizes, FLR-initiate and
- *                             completion timeouts belong to the host fabric)
+ *      PCIe DEVCTL, DEVCTL2   writes dropped (payload sizes and completion
+ *                             timeouts belong to the host fabric); a write
+ *                             setting Initiate-FLR, when the host offers
+ *                             FLR, becomes the host's reset verb instead
  *      Resizable BAR control  writes dropped (BAR sizes are fixed by the host)
  *      everything else        forwarded, in naturally aligned 1/2/4-byte writes
  *    When the host serves MSI-X, the MSI capability is hidden from the

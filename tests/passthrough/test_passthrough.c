@@ -675,6 +675,46 @@ static void test_reset_forwarded(void **state)
 		close(vmm.efd[i]);
 }
 
+/*
+ * DEVCTL never reaches the host, but a guest's Initiate-FLR write (Linux's
+ * pcie_flr, sysfs "reset") becomes the host's reset verb when the host
+ * offers FLR; other DEVCTL writes and hosts without FLR reset nothing.
+ */
+static void test_flr_write_resets_the_function(void **state)
+{
+	struct ctx *c = *state;
+	struct fake *f = fake_new(true);
+	struct passthrough *pt;
+	struct passthrough_stats st;
+	char err[256] = "";
+
+	/* The default fake has no FLR in DEVCAP: DEVCTL writes are only dropped. */
+	cfg_write16(c->pt, EXP_POS + 0x08, 0x8000);
+	assert_int_equal(c->f->resets, 0);
+
+	put32(f->cfg + EXP_POS + 0x04, 0x10000000); /* DEVCAP: FLR capable */
+	pt = passthrough_create(&f->hd, err, sizeof(err));
+	assert_non_null(pt);
+	cfg_write16(pt, 0x04, 0x0006);
+	f->ncalls = 0;
+	cfg_write16(pt, EXP_POS + 0x08, 0x2810); /* MPS/MRRS: no FLR bit */
+	assert_int_equal(f->resets, 0);
+	assert_int_equal(f->ncalls, 0);
+	cfg_write16(pt, EXP_POS + 0x08, 0xA810); /* Initiate FLR */
+	assert_int_equal(f->resets, 1);
+	/* DEVCTL itself still never reached the host; COMMAND was re-applied. */
+	expect_call(f, 0, 'w', 0x04, 1, 0x06);
+	expect_call(f, 1, 'w', 0x05, 1, 0x00);
+	assert_int_equal(f->ncalls, 2);
+	/* A byte write of DEVCTL's upper half alone also initiates it. */
+	assert_int_equal(passthrough_config_write(pt, EXP_POS + 0x09, (uint8_t[]){ 0x80 }, 1), 0);
+	assert_int_equal(f->resets, 2);
+	passthrough_stats(pt, &st);
+	assert_int_equal(st.resets, 2);
+	passthrough_destroy(pt);
+	fake_free(f);
+}
+
 static void test_create_checks_the_host(void **state)
 {
 	char err[256] = "";
@@ -858,6 +898,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bar_bounds_and_widths, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_routing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_forwarded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flr_write_resets_the_function, setup, teardown),
 		cmocka_unit_test(test_create_checks_the_host),
 		cmocka_unit_test(test_capability_list_loops),
 		cmocka_unit_test(test_rebar_length),
