@@ -76,6 +76,9 @@ struct broker {
 	struct vfu_server *comp_srv;
 	int pt_client_fd;
 	int comp_client_fd;
+	/* DOORBELL writes the companion's VMM posted (no reply awaited); warned once per VMM. */
+	uint64_t posted_doorbells;
+	bool posted_doorbell_warned;
 	/* Identity mode: the passthrough client's RAM registered with the host (va unused). */
 	struct guest_mem *identity_regs;
 	uint64_t identity_register_failures;
@@ -336,6 +339,22 @@ static int comp_region_read(void *opaque, unsigned index, uint64_t offset, void 
 	return 0;
 }
 
+/*
+ * The protocol promises that a batch is done when the guest's DOORBELL write
+ * returns; a posted write breaks that promise (docs/vfio-user.md).
+ */
+static void comp_posted_doorbell(struct broker *b)
+{
+	b->posted_doorbells++;
+	if (b->posted_doorbell_warned)
+		return;
+	b->posted_doorbell_warned = true;
+	log_warn("companion: the VMM posts its DOORBELL writes (vfio-user NO_REPLY): the guest's write "
+		 "returns before the batch is processed, so a guest driver that does not read STATUS after "
+		 "the doorbell (as the reference's apple-dma module) reads stale responses and breaks; start "
+		 "the companion's vfio-user-pci with x-no-posted-writes=on (logged once per VMM)");
+}
+
 static int comp_region_write(void *opaque, unsigned index, uint64_t offset, const void *buf, uint32_t count)
 {
 	struct broker *b = opaque;
@@ -351,6 +370,8 @@ static int comp_region_write(void *opaque, unsigned index, uint64_t offset, cons
 
 		for (unsigned i = 0; i < width; i++)
 			v |= (uint32_t)src[i] << (8 * i);
+		if (offset == APPLE_DMA_REG_DOORBELL && width == 4 && vfu_server_write_posted(b->comp_srv))
+			comp_posted_doorbell(b);
 		companion_mmio_write(b->comp, offset, width, v);
 		src += width;
 		offset += width;
@@ -392,6 +413,7 @@ static void comp_client_ready(void *opaque)
 	struct broker *b = opaque;
 
 	log_info("companion: VMM attached on %s", vfu_server_socket_path(b->comp_srv));
+	b->posted_doorbell_warned = false;
 }
 
 static void comp_client_gone(void *opaque)
@@ -503,6 +525,7 @@ static char *status_json(const struct broker *b)
 	add_u64(o, "peak_ids", cs.peak_ids);
 	add_u64(o, "peak_bytes", cs.peak_bytes);
 	add_u64(o, "guest_features", cs.guest_features);
+	add_u64(o, "posted_doorbells", b->posted_doorbells);
 	json_object_object_add(root, "companion", o);
 
 	o = json_object_new_object();

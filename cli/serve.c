@@ -42,7 +42,12 @@ static void usage(FILE *out)
 	      "\n"
 	      "In QEMU (>= 10.1), with guest RAM from memory-backend-memfd,share=on:\n"
 	      "  -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"DIR/passthrough.sock\"},\"addr\":\"0x5\"}'\n"
-	      "  -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"DIR/companion.sock\"},\"addr\":\"0x6\"}'\n"
+	      "  -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"DIR/companion.sock\"},\"addr\":\"0x6\",\n"
+	      "            \"x-no-posted-writes\":true}'\n"
+	      "The companion needs x-no-posted-writes: a guest's DOORBELL write must not return\n"
+	      "before the batch is done (guest drivers written for the reference never read\n"
+	      "STATUS); the broker warns when it sees a posted doorbell.  The passthrough\n"
+	      "function keeps posted writes (faster doorbells).\n"
 	      "`vfio-apple run` does all of this for you.\n",
 	      out);
 }

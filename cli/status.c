@@ -136,6 +136,10 @@ void status_print(FILE *out, struct json_object *status)
 			features & 2 ? " unique-ids" : "", features & 4 ? " unmap-all" : "");
 	else
 		fputs("  guest uses -\n", out);
+	if (get_u64(status, "companion", "posted_doorbells", &features) && features > 0)
+		fprintf(out, "  WARNING    %" PRIu64 " doorbells were posted writes: a guest that does not read STATUS\n"
+			     "             breaks; give the companion's vfio-user-pci x-no-posted-writes=on\n",
+			features);
 
 	fputs("interrupts\n", out);
 	fprintf(out, "  delivered  %s (vectors enabled %s)\n", num(status, "interrupts", "delivered", a, sizeof(a)),

@@ -74,6 +74,7 @@ struct vfu_server {
 	int client_fd;
 	bool negotiated;
 	bool drop; /* a send failed: drop the client after this message */
+	bool posted; /* the message being processed is a posted write (vfu_server_write_posted) */
 
 	/* Receive state of the message being read. */
 	struct vfu_hdr rx_hdr;
@@ -971,6 +972,8 @@ static void dispatch(struct vfu_server *s)
 		return;
 	}
 	s->stats.messages++;
+	/* Nobody waits for these: QEMU's posted MMIO writes (vfu_server_write_posted). */
+	s->posted = (h->flags & VFU_FLAG_NO_REPLY) || h->command == VFU_CMD_REGION_WRITE_MULTI;
 	if (ensure_cap(&s->tx, &s->tx_cap, HDR_SIZE + 64 + VFU_MAX_VERSION_JSON) < 0) {
 		r = -ENOMEM;
 	} else if (s->rx_fds_lost || (s->rx_nfds > 0 && !takes_fds)) {
@@ -1022,8 +1025,14 @@ static void dispatch(struct vfu_server *s)
 		log_debug("vfio-user %s: %s (id %u) failed: %s", s->path, command_name(h->command), h->id,
 			  strerror(-r));
 	}
+	s->posted = false;
 	if (!(h->flags & VFU_FLAG_NO_REPLY))
 		send_msg(s, h, reply_len, r < 0 ? -r : 0);
+}
+
+bool vfu_server_write_posted(const struct vfu_server *s)
+{
+	return s->posted;
 }
 
 /* ------------------------------------------------------------ lifecycle */

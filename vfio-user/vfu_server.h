@@ -148,6 +148,14 @@ bool vfu_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vecto
  */
 int vfu_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector);
 
+/*
+ * Inside a region_write callback: true when the client does not wait for
+ * this write (a REGION_WRITE with NO_REPLY, or any write of a
+ * REGION_WRITE_MULTI): QEMU's posted MMIO writes, which return to the
+ * guest before the device has seen them.  False otherwise.
+ */
+bool vfu_server_write_posted(const struct vfu_server *s);
+
 void vfu_server_stats(const struct vfu_server *s, struct vfu_stats *out);
 const char *vfu_server_socket_path(const struct vfu_server *s);
 

@@ -45,6 +45,7 @@ struct env {
 	char ctrl_sock[96];
 	pid_t pid;
 	uint16_t next_id;
+	char log[96]; /* when set: the broker's stderr goes there */
 };
 
 static void start_broker(struct env *e, const char *spec)
@@ -60,8 +61,15 @@ static void start_broker(struct env *e, const char *spec)
 
 	e->pid = fork();
 	assert_true(e->pid >= 0);
-	if (e->pid == 0)
+	if (e->pid == 0) {
+		if (e->log[0]) {
+			int lfd = open(e->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+			if (lfd < 0 || dup2(lfd, 2) < 0)
+				_exit(98);
+		}
 		_exit(broker_run(&cfg));
+	}
 	/* Up when the control socket answers (it is created last). */
 	for (int i = 0; i < TIMEOUT_MS / 10; i++) {
 		int fd = vfuc_connect(e->ctrl_sock);
@@ -123,6 +131,8 @@ static int teardown(void **state)
 	unlink(e->pt_sock);
 	unlink(e->comp_sock);
 	unlink(e->ctrl_sock);
+	if (e->log[0])
+		unlink(e->log);
 	rmdir(e->dir);
 	free(e);
 	return 0;
@@ -878,6 +888,140 @@ static void test_passthrough_gone_drops_companion_mappings(void **state)
 	munmap(ram, RAM_SIZE);
 }
 
+/* Times the posted-doorbell warning's fix (the QEMU property) appears in the broker's log. */
+static int log_count(const char *path, const char *what)
+{
+	static char text[1 << 16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), n = 0;
+	ssize_t len;
+
+	assert_true(fd >= 0);
+	len = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	assert_true(len >= 0);
+	text[len] = '\0';
+	for (const char *p = text; (p = strstr(p, what)) != NULL; p++)
+		n++;
+	return n;
+}
+
+/* A MAP batch of one entry set up in the command page, doorbell not rung. */
+static void prepare_map(struct env *e, int fd, uint8_t *ram)
+{
+	uint8_t *page = ram, *req = ram + 0x100;
+
+	memset(ram, 0, 0x1000);
+	put_le(page + 0x00, 1, 4);
+	put_le(page + 0x04, 1, 4);
+	put_le(page + 0x10, RAM_GPA + 0x100, 8);
+	put_le(page + 0x18, RAM_GPA + 0x200, 8);
+	put_le(req + 0, RAM_GPA + 0x10000, 8);
+	put_le(req + 8, 0x4000, 4);
+	assert_int_equal(region_write32(e, fd, 0, 0x10, (uint32_t)RAM_GPA), 0);
+	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0);
+}
+
+/*
+ * Issue 16: a DOORBELL that arrives as a posted write (NO_REPLY, or inside
+ * WRITE_MULTI) is counted in status and warned about once per VMM, naming
+ * the QEMU property that fixes it; a doorbell the VMM waits for, and posted
+ * writes to other registers, are not.
+ */
+static void test_posted_doorbell_is_reported(void **state)
+{
+	struct env *e = *state;
+	const char *fix = "x-no-posted-writes=on";
+	uint64_t id, bus;
+	uint8_t msg[sizeof(struct vfu_region_rw) + 4];
+	struct vfu_region_rw rw = { .offset = 0x18, .region = 0, .count = 4 };
+	uint32_t one = 1;
+
+	snprintf(e->log, sizeof(e->log), "%s/broker.log", e->dir);
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	int fd = client_connect(e, e->comp_sock);
+	uint8_t *ram = dma_map_ram(e, fd);
+
+	/* Non-posted doorbell (what x-no-posted-writes=on gives): nothing to say. */
+	assert_int_equal(companion_map_one(e, fd, ram, &id, &bus), 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "companion.doorbells"), 1);
+	assert_int_equal(jint(s, "companion.posted_doorbells"), 0);
+	json_object_put(s);
+	/* A posted write to CMD_GPA_LO is no doorbell. */
+	memcpy(msg, &(struct vfu_region_rw){ .offset = 0x10, .region = 0, .count = 4 }, sizeof(rw));
+	put_le(msg + sizeof(rw), RAM_GPA, 4);
+	assert_int_equal(vfuc_send(fd, ++e->next_id, VFU_CMD_REGION_WRITE, VFU_FLAG_NO_REPLY, msg, sizeof(msg),
+				   NULL, 0), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "companion.posted_doorbells"), 0);
+	json_object_put(s);
+	assert_int_equal(log_count(e->log, fix), 0);
+
+	/* Posted DOORBELL (QEMU's default): processed, no reply, counted, warned. */
+	prepare_map(e, fd, ram);
+	memcpy(msg, &rw, sizeof(rw));
+	memcpy(msg + sizeof(rw), &one, 4);
+	assert_int_equal(vfuc_send(fd, ++e->next_id, VFU_CMD_REGION_WRITE, VFU_FLAG_NO_REPLY, msg, sizeof(msg),
+				   NULL, 0), 0);
+	assert_int_equal(region_read32(e, fd, 0, 0x0C), 0); /* the read is answered after the write */
+	assert_int_equal(get_le(ram + 0x200 + 20, 4), 0);  /* the entry was mapped */
+	assert_int_equal(get_le(ram + 0x200 + 16, 4), 0x4000);
+	/* Again inside a WRITE_MULTI (also posted), twice. */
+	struct {
+		uint64_t n;
+		struct vfu_region_write_one w[2];
+	} m = { .n = 2 };
+	for (int i = 0; i < 2; i++) {
+		m.w[i] = (struct vfu_region_write_one){ .offset = 0x18, .region = 0, .count = 4 };
+		memcpy(m.w[i].data, &one, 4);
+	}
+	prepare_map(e, fd, ram);
+	assert_int_equal(vfuc_send(fd, ++e->next_id, VFU_CMD_REGION_WRITE_MULTI, VFU_FLAG_NO_REPLY, &m, sizeof(m),
+				   NULL, 0), 0);
+	assert_int_equal(region_read32(e, fd, 0, 0x0C), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "companion.doorbells"), 4);
+	assert_int_equal(jint(s, "companion.posted_doorbells"), 3);
+	assert_int_equal(jint(s, "companion.live_ids"), 4);
+	json_object_put(s);
+	assert_int_equal(log_count(e->log, fix), 1); /* once, not three times */
+	assert_int_equal(log_count(e->log, "does not read STATUS"), 1);
+
+	/* A later non-posted doorbell does not clear the count. */
+	assert_int_equal(companion_map_one(e, fd, ram, &id, &bus), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "companion.posted_doorbells"), 3);
+	json_object_put(s);
+
+	/* The next VMM is warned again, once. */
+	close(fd);
+	munmap(ram, RAM_SIZE);
+	for (int i = 0; i < 200; i++) {
+		s = status(e);
+		bool gone = !jbool(s, "clients.companion.connected");
+		json_object_put(s);
+		if (gone)
+			break;
+		usleep(10000);
+	}
+	fd = client_connect(e, e->comp_sock);
+	ram = dma_map_ram(e, fd);
+	for (int i = 0; i < 2; i++) {
+		prepare_map(e, fd, ram);
+		assert_int_equal(vfuc_send(fd, ++e->next_id, VFU_CMD_REGION_WRITE, VFU_FLAG_NO_REPLY, msg,
+					   sizeof(msg), NULL, 0), 0);
+		assert_int_equal(region_read32(e, fd, 0, 0x0C), 0);
+	}
+	s = status(e);
+	assert_int_equal(jint(s, "companion.posted_doorbells"), 5);
+	json_object_put(s);
+	assert_int_equal(log_count(e->log, fix), 2);
+
+	assert_int_equal(stop_broker(e), 0);
+	close(fd);
+	munmap(ram, RAM_SIZE);
+}
+
 static void test_dart_mode_io_sim(void **state)
 {
 	dart_mode_io(*state, "sim:nvme,size=16M,dart=apple", true);
@@ -958,6 +1102,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_identity_mode_read_only_window_not_registered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_passthrough_gone_drops_companion_mappings, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_reaches_the_vmm_eventfd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_posted_doorbell_is_reported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_sim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_darwin_backend, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_passthrough_only, setup, teardown),
