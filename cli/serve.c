@@ -2,6 +2,7 @@
 /* `vfio-apple serve`: the broker in the foreground. */
 #include "cli.h"
 #include "log.h"
+#include "unix_socket.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -52,26 +53,6 @@ static void usage(FILE *out)
 	      out);
 }
 
-/* mkdir -p for the socket directory, private to its owner. */
-static int make_dir(const char *dir)
-{
-	char path[256];
-
-	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 int cmd_serve(int argc, char **argv)
 {
 	enum { OPT_PT = 256, OPT_COMP, OPT_CTL, OPT_NO_COMP, OPT_MAX };
@@ -97,7 +78,7 @@ int cmd_serve(int argc, char **argv)
 	struct socket_paths paths;
 	char dir[256], err[CLI_ERR_LEN];
 	uint8_t bus, devfn;
-	int opt, ret;
+	int opt;
 
 	socket_paths_default_dir(dir, sizeof(dir));
 	while ((opt = getopt_long(argc, argv, "d:s:g:l:h", options, NULL)) != -1) {
@@ -158,11 +139,13 @@ int cmd_serve(int argc, char **argv)
 		comp_sock = paths.companion;
 	if (!ctl_sock)
 		ctl_sock = paths.control;
+	/* Sockets (and anything else) are private to us from here on. */
+	umask(077);
+	/* Owned by us, 0700, no symlink: another user must not plant sockets. */
 	if ((strcmp(pt_sock, paths.passthrough) == 0 || strcmp(comp_sock, paths.companion) == 0 ||
 	     strcmp(ctl_sock, paths.control) == 0) &&
-	    (ret = make_dir(dir)) < 0) {
-		cli_error("cannot create socket directory %s: %s (run as root, or choose --socket-dir)", dir,
-			  strerror(-ret));
+	    vfa_socket_dir_prepare(dir, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
 		return 1;
 	}
 	{

@@ -16,6 +16,8 @@
 
 #include <json-c/json.h>
 
+#include "unix_socket.h"
+
 /* A UNIX stream socket that is not inherited by children and never raises
  * SIGPIPE (portable: macOS has neither SOCK_CLOEXEC nor MSG_NOSIGNAL). */
 static int unix_socket(void)
@@ -51,54 +53,8 @@ static int unix_address(const char *path, struct sockaddr_un *addr)
 
 int socket_path_prepare(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un addr;
-	struct stat st;
-	int fd, ret;
-
-	if (unix_address(path, &addr) < 0) {
-		snprintf(err, errlen, "socket path %s is too long (at most %zu bytes): choose a shorter one",
-			 path, sizeof(addr.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		ret = -errno;
-		snprintf(err, errlen, "cannot inspect socket path %s: %s", path, strerror(errno));
-		return ret;
-	}
-	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "%s exists and is not a socket: remove it or choose another socket path",
-			 path);
-		return -ENOTSOCK;
-	}
-	fd = unix_socket();
-	if (fd < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "socket(): %s", strerror(errno));
-		return ret;
-	}
-	ret = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
-	close(fd);
-	if (ret == 0) {
-		snprintf(err, errlen,
-			 "socket %s is in use by another process (a broker already running? "
-			 "`vfio-apple status` shows it): stop it or use another --socket-dir",
-			 path);
-		return -EADDRINUSE;
-	}
-	if (errno != ECONNREFUSED) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot check socket %s: %s", path, strerror(errno));
-		return ret;
-	}
-	/* Nobody listens: a dead server left it behind. */
-	if (unlink(path) < 0 && errno != ENOENT) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot remove stale socket %s: %s", path, strerror(errno));
-		return ret;
-	}
-	return 0;
+	/* The one rule of common/unix_socket.c, which the broker binds with. */
+	return vfa_socket_path_free(path, err, errlen);
 }
 
 static long long now_ms(void)
