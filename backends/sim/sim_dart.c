@@ -11,6 +11,7 @@
 
 #include "compat.h"
 #include "log.h"
+#include "memguard.h"
 
 /* Faults past this many are logged at debug level only (a looping guest). */
 #define DART_FAULTS_LOGGED 32
@@ -362,10 +363,14 @@ static int dma_copy(struct sim_dart *d, uint64_t bus, void *host, uint64_t len, 
 		uint64_t chunk = len < avail ? len : avail;
 		uint8_t *va = m->va + (bus - m->bus);
 
-		if (device_writes)
-			memcpy(va, p, chunk);
-		else
-			memcpy(p, va, chunk);
+		/* Guest RAM can vanish under us (a VMM truncating its file): a
+		 * SIGBUS fails this transfer instead of killing the broker. */
+		if (vfa_guarded_copy(device_writes ? va : p, device_writes ? p : va, chunk) < 0) {
+			log_warn("DMA %s of %" PRIu64 " bytes at bus address 0x%" PRIx64 ": the memory behind "
+				 "the registration is gone (SIGBUS: its file was truncated); the transfer fails",
+				 device_writes ? "write" : "read", chunk, bus);
+			return -EFAULT;
+		}
 		p += chunk;
 		bus += chunk;
 		len -= chunk;

@@ -22,6 +22,7 @@
 #include "compat.h"
 #include "le.h"
 #include "log.h"
+#include "memguard.h"
 
 /* Controller registers (BAR0). */
 #define REG_CAP 0x00
@@ -70,6 +71,10 @@
 #define STATUS_DNR 0x4000
 
 #define NQUEUES (SIM_NVME_IO_QUEUES + 1)
+/* At most this much per kick; the rest resumes when the broker next polls
+ * the wake-up fd (which a deferral signals) and reads the pending set. */
+#define KICK_COMMANDS SIM_NVME_KICK_COMMANDS
+#define KICK_BYTES SIM_NVME_KICK_BYTES
 #define AERL 3 /* 0-based: four outstanding Async Event Requests */
 #define SERIAL "VFA0SIM0000000000001"
 
@@ -148,6 +153,15 @@ struct sim_nvme {
 	uint64_t irq_mask[HD_IRQ_WORDS];
 	uint64_t irq_pending[HD_IRQ_WORDS];
 	int wakeup_fds[2]; /* [0] polled by the broker, [1] written (an eventfd on Linux, else a pipe) */
+	/*
+	 * Work per kick (a doorbell write, or a resume from irq_read_pending):
+	 * what is left of the budget, and whether queued commands were left
+	 * for the next kick (issue 11, item 3: one doorbell must not hold the
+	 * broker's loop for the seconds that 1023 commands of 2 MiB take).
+	 */
+	uint32_t kick_commands;
+	uint64_t kick_bytes;
+	bool more_work;
 
 	/* Backing store. */
 	uint8_t *store;
@@ -350,7 +364,10 @@ static void post_completion(struct sim_nvme *n, uint16_t sqid, uint16_t cid, uin
 	uint32_t dw3_le;
 	memcpy(&dw3_le, le, 4);
 	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit((_Atomic uint32_t *)last, dw3_le, memory_order_release);
+	if (vfa_guarded_store32_release(last, dw3_le) < 0) {
+		controller_fatal(n, "completion queue entry lost: the guest memory behind it is gone");
+		return;
+	}
 
 	cq->tail++;
 	if (cq->tail == cq->size) {
@@ -836,6 +853,7 @@ static uint16_t io_command(struct sim_nvme *n, const struct nvme_sqe *c)
 		uint64_t len = nlb * SIM_NVME_LBA_SIZE;
 		if (len > SIM_NVME_MAX_TRANSFER)
 			return SC_INVALID_FIELD;
+		n->kick_bytes = len < n->kick_bytes ? n->kick_bytes - len : 0;
 		uint16_t st = dma_prp(n, c->prp1, c->prp2, n->store + slba * SIM_NVME_LBA_SIZE, len, is_read);
 		if (st == SC_SUCCESS) {
 			if (is_read) {
@@ -870,6 +888,11 @@ static void process_sq(struct sim_nvme *n, uint16_t sqid)
 
 		if (!cq->live || cq_full(cq))
 			break; /* resumes on the CQ head doorbell */
+		if (n->kick_commands == 0 || n->kick_bytes == 0) {
+			n->more_work = true; /* resumes on the next kick */
+			break;
+		}
+		n->kick_commands--;
 		if (sim_dart_dma_read(n->dart, sq->base + (uint64_t)sq->head * 64, raw, 64) < 0) {
 			controller_fatal(n, "submission queue entry not reachable through the DART");
 			break;
@@ -898,6 +921,36 @@ static void deliver_interrupts(struct sim_nvme *n)
 	}
 }
 
+static void kick_begin(struct sim_nvme *n)
+{
+	n->kick_commands = KICK_COMMANDS;
+	n->kick_bytes = KICK_BYTES;
+	n->more_work = false;
+}
+
+/* Interrupts for what completed; if commands were left, have the broker come back. */
+static void kick_end(struct sim_nvme *n)
+{
+	deliver_interrupts(n);
+	if (n->more_work) {
+		n->stats.kicks_deferred++;
+		if (vfa_notifier_signal(n->wakeup_fds[1]) < 0)
+			log_debug("sim nvme: wake-up notifier write failed");
+	}
+}
+
+/* The commands a budget left queued: every live SQ with entries, in order. */
+static void resume_work(struct sim_nvme *n)
+{
+	if (!n->more_work)
+		return;
+	kick_begin(n);
+	for (unsigned i = 0; i < NQUEUES && (n->csts & CSTS_RDY); i++)
+		if (n->sq[i].live && n->sq[i].head != n->sq[i].tail)
+			process_sq(n, (uint16_t)i);
+	kick_end(n);
+}
+
 static void doorbell_write(struct sim_nvme *n, uint64_t offset, uint32_t value)
 {
 	uint64_t index = (offset - REG_DBS) / 4;
@@ -915,6 +968,7 @@ static void doorbell_write(struct sim_nvme *n, uint64_t offset, uint32_t value)
 			return;
 		}
 		cq->head = value;
+		kick_begin(n);
 		/* Restart SQs that stalled on this CQ being full. */
 		for (unsigned i = 0; i < NQUEUES; i++)
 			if (n->sq[i].live && n->sq[i].cqid == qid)
@@ -926,9 +980,10 @@ static void doorbell_write(struct sim_nvme *n, uint64_t offset, uint32_t value)
 			return;
 		}
 		sq->tail = value;
+		kick_begin(n);
 		process_sq(n, qid);
 	}
-	deliver_interrupts(n);
+	kick_end(n);
 }
 
 /* ---------------------------------------------------- register file */
@@ -1261,6 +1316,9 @@ static int nvme_irq_read_pending(struct host_device *hd, uint64_t pending[HD_IRQ
 {
 	struct sim_nvme *n = to_nvme(hd);
 
+	/* The broker is here because the wake-up fd fired: continue what a
+	 * doorbell's budget left, so that its completions are in this set. */
+	resume_work(n);
 	memcpy(pending, n->irq_pending, sizeof(n->irq_pending));
 	memset(n->irq_pending, 0, sizeof(n->irq_pending));
 	return 0;

@@ -43,6 +43,14 @@
 #define SIM_NVME_MAX_QUEUE_ENTRIES 1024u
 #define SIM_NVME_MDTS_SHIFT 9u                      /* 2^9 x 4 KiB = 2 MiB */
 #define SIM_NVME_MAX_TRANSFER (4096u << SIM_NVME_MDTS_SHIFT)
+/*
+ * Work one doorbell write does before returning: at most this many commands
+ * and (about) this many bytes of data.  What is left is resumed on the next
+ * irq_read_pending(), which the wake-up fd, signalled at once, asks the
+ * broker for: its loop serves other sockets in between.
+ */
+#define SIM_NVME_KICK_COMMANDS 64u
+#define SIM_NVME_KICK_BYTES (8ull << 20)
 #define SIM_NVME_BAR0_SIZE 0x4000u
 #define SIM_NVME_BAR4_SIZE 0x4000u
 #define SIM_NVME_MSIX_PBA_OFFSET 0x1000u
@@ -69,6 +77,7 @@ struct sim_nvme_stats {
 	uint64_t interrupts;      /* vectors made pending */
 	uint64_t interrupts_masked; /* completions whose vector was not enabled */
 	uint64_t aers_held;       /* Async Event Requests outstanding now */
+	uint64_t kicks_deferred;  /* doorbells whose commands outran one kick's budget */
 	bool fatal;               /* CSTS.CFS */
 };
 /* All zero for a host device that is not a sim NVMe. */
