@@ -5,14 +5,19 @@
  *   2. guest/linux/build.sh: apple_dma for the guest kernel;
  *   3. provision/mkinitramfs.sh: busybox, nvme, apple_dma, fio and
  *      cli/demo-workload.sh;
- *   4. the broker (DART mode), then QEMU under TCG; the guest loads
- *      apple_dma and nvme and runs fio with verification;
- *   5. a summary from the guest's console lines and the broker's status.
+ *   4. through the launcher (launch.h): vfio-user: the broker (DART mode),
+ *      then QEMU under TCG; in-process: a QEMU with vfio-apple-pci and a QMP
+ *      socket; the guest loads apple_dma and nvme and runs fio with
+ *      verification;
+ *   5. a summary from the guest's console lines and the counters (the
+ *      broker's status, or the devices' QOM counters over QMP).
  * Exit 0 only if everything was verified.
  */
 #include "cli.h"
+#include "clock.h"
 #include "demo.h"
-#include "run.h"
+#include "launch.h"
+#include "qmp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,21 +30,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
 
-static long long start_ms;
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t start_ms;
 
 /* One progress line: "[  12 s] text". */
 static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -48,7 +44,7 @@ static void progress(const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("[%4lld s] ", (now_ms() - start_ms) / 1000);
+	printf("[%4" PRId64 " s] ", (vfa_now_ms() - start_ms) / 1000);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
@@ -127,7 +123,7 @@ static int build_module(const char *krel, char *ko, size_t len)
 	char *last, *end;
 	int rc;
 
-	snprintf(script, sizeof(script), "%s/guest/linux/build.sh", run_source_dir());
+	snprintf(script, sizeof(script), "%s/guest/linux/build.sh", launch_source_dir());
 	if (access(script, X_OK) < 0) {
 		cli_error("%s is missing: the guest module's build script is not in this tree", script);
 		return -ENOENT;
@@ -313,8 +309,11 @@ bool demo_summarize(FILE *out, const char *device, const struct demo_result *r, 
 		fprintf(out, "  throughput     write %.1f MiB/s, verify-read %.1f MiB/s (TCG guest)\n", (double)wbw / 1024.0,
 		       (double)rbw / 1024.0);
 	fprintf(out, "  doorbells      %" PRIu64 " (%" PRIu64 " map entries)\n", doorbells, map_entries);
-	fprintf(out, "  DART peak      %" PRIu64 " of %" PRIu64 " mappings, %s of %s\n", r->peak_mappings, max_mappings,
-	       peak, limit);
+	if (max_mappings)
+		fprintf(out, "  DART peak      %" PRIu64 " of %" PRIu64 " mappings, %s of %s\n", r->peak_mappings,
+			max_mappings, peak, limit);
+	else /* QMP has no limits to show */
+		fprintf(out, "  DART peak      %" PRIu64 " mappings, %s\n", r->peak_mappings, peak);
 	fprintf(out, "  DART faults    %" PRIu64 " while Linux ran", linux_faults);
 	/* The dext reports no faults, so through the darwin backend a 0 only
 	 * means none was seen; the test model logs "DART fault" lines. */
@@ -333,11 +332,43 @@ bool demo_summarize(FILE *out, const char *device, const struct demo_result *r, 
 	return ok;
 }
 
-/* Boot the guest and follow its console until QEMU exits. */
-static int boot_guest(struct run_plan *plan, const char *kernel, const char *initrd, struct demo_result *r)
+
+/* The counters now: the broker's status, or the devices' over QMP. */
+static struct json_object *read_counters(const struct launch *l, int timeout_ms)
 {
-	struct child *const kids[] = { &plan->qemu, &plan->broker };
-	char console_path[PATH_MAX + 16], err[CLI_ERR_LEN];
+	char err[CLI_ERR_LEN];
+
+	if (l->mode == LAUNCH_IN_PROCESS)
+		return qmp_query_counters(l->qmp, NULL, timeout_ms, err, sizeof(err));
+	return control_query(l->sockets.control, timeout_ms, err, sizeof(err));
+}
+
+/* In-process with -no-shutdown: QEMU waits after the guest powered off. */
+static bool guest_stopped(struct json_object *status)
+{
+	struct json_object *state;
+
+	return status && json_object_object_get_ex(status, "run_state", &state) &&
+	       (strcmp(json_object_get_string(state), "shutdown") == 0 ||
+		strcmp(json_object_get_string(state), "guest-panicked") == 0);
+}
+
+static void keep_counters(struct demo_result *r, struct json_object *status)
+{
+	if (!status)
+		return;
+	demo_keep_status(r, status);
+	json_object_put(r->status);
+	r->status = status;
+}
+
+/* Boot the guest and follow its console until QEMU exits; 0, or -1 when
+ * QEMU could not be started (said why). */
+static int boot_guest(struct launch *l, const char *work_dir, int timeout_s, const char *kernel, const char *initrd,
+		      struct demo_result *r)
+{
+	struct child *const kids[] = { &l->qemu, &l->broker };
+	char console_path[PATH_MAX + 16];
 	char *guest_args[] = { (char *)"-accel", (char *)"tcg", (char *)"-nodefaults", (char *)"-no-reboot",
 			       (char *)"-display", (char *)"none", (char *)"-smp", (char *)"1",
 			       (char *)"-cpu", (char *)"max",
@@ -345,28 +376,37 @@ static int boot_guest(struct run_plan *plan, const char *kernel, const char *ini
 			       (char *)"-serial", (char *)"stdio", (char *)"-kernel", (char *)kernel,
 			       (char *)"-initrd", (char *)initrd, (char *)"-append",
 			       (char *)"console=ttyS0 panic=-1 quiet loglevel=1" };
-	struct run_argv args = { .count = 0 };
-	long long deadline = now_ms() + (long long)plan->timeout_s * 1000, next_status = 0;
+	struct launch_argv args = { .count = 0 };
+	int64_t deadline = vfa_now_ms() + (int64_t)timeout_s * 1000, next_status = 0;
 	static char line[256 * 1024];
 	size_t used = 0;
-	int pipefd[2], devnull, console, ret;
+	int pipefd[2] = { -1, -1 }, devnull, console, ret;
+	bool quit_sent = false;
 	struct child_io io;
 
-	snprintf(console_path, sizeof(console_path), "%s/console.log", plan->work_dir);
+	snprintf(console_path, sizeof(console_path), "%s/console.log", work_dir);
 	console = open(console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (console < 0 || pipe(pipefd) < 0) {
-		cli_error("cannot create %s or a pipe: %s", console_path, strerror(errno));
+	if (console < 0) {
+		cli_error("cannot create %s: %s", console_path, strerror(errno));
 		return -1;
 	}
-	if (run_qemu_argv(plan, (int)(sizeof(guest_args) / sizeof(guest_args[0])), guest_args, &args) < 0) {
+	if (pipe(pipefd) < 0) {
+		cli_error("cannot create a pipe for the guest console: %s", strerror(errno));
+		close(console);
+		return -1;
+	}
+	if (launch_qemu_argv(l, (int)(sizeof(guest_args) / sizeof(guest_args[0])), guest_args, &args) < 0) {
 		cli_error("QEMU command line too long");
+		close(pipefd[0]);
+		close(pipefd[1]);
+		close(console);
 		return -1;
 	}
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	io = (struct child_io){ .in = devnull, .out = pipefd[1], .err = pipefd[1] };
-	plan->qemu.name = "qemu";
-	ret = proc_spawn(&plan->qemu, args.v, &io);
-	run_argv_free(&args);
+	l->qemu.name = "qemu";
+	ret = proc_spawn(&l->qemu, args.v, &io);
+	launch_argv_free(&args);
 	close(pipefd[1]);
 	if (devnull >= 0)
 		close(devnull);
@@ -376,44 +416,54 @@ static int boot_guest(struct run_plan *plan, const char *kernel, const char *ini
 		close(console);
 		return -1;
 	}
-	progress("QEMU %u.%u.%u started (TCG); guest console in %s", plan->qemu_bin.major, plan->qemu_bin.minor,
-		 plan->qemu_bin.micro, console_path);
+	progress("QEMU %u.%u.%u started (TCG%s); guest console in %s", l->qemu_bin.major, l->qemu_bin.minor,
+		 l->qemu_bin.micro, l->mode == LAUNCH_IN_PROCESS ? ", in-process devices" : "", console_path);
 	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
-	for (bool open_pipe = true; open_pipe || !plan->qemu.exited;) {
+	for (bool open_pipe = true; open_pipe || !l->qemu.exited;) {
 		struct pollfd pfds[2] = { { .fd = proc_signal_fd(), .events = POLLIN },
 					  { .fd = open_pipe ? pipefd[0] : -1, .events = POLLIN } };
 
 		poll(pfds, 2, 500);
 		proc_reap(kids, 2);
 		if (proc_stop_signal()) {
-			progress("interrupted: stopping QEMU and the broker");
+			progress("interrupted: stopping QEMU%s", l->broker.pid ? " and the broker" : "");
 			break;
 		}
-		if (now_ms() > deadline) {
-			cli_error("the guest did not finish within %d s (--timeout): stopping it", plan->timeout_s);
+		if (vfa_now_ms() > deadline) {
+			cli_error("the guest did not finish within %d s (--timeout): stopping it", timeout_s);
 			break;
 		}
-		if (plan->broker.exited) {
+		if (l->broker.pid && l->broker.exited) {
 			cli_error("the broker exited (status %d) while the guest ran; see %s/broker.log",
-				  proc_exit_code(plan->broker.status), plan->work_dir);
+				  proc_exit_code(l->broker.status), work_dir);
 			break;
 		}
 		/* Counters while the devices are in use. */
-		if (now_ms() >= next_status && !plan->qemu.exited) {
-			struct json_object *status = control_query(plan->sockets.control, 1000, err, sizeof(err));
+		if (vfa_now_ms() >= next_status && !l->qemu.exited && !quit_sent) {
+			struct json_object *status = read_counters(l, 1000);
+			bool stopped = guest_stopped(status);
 
-			if (status) {
-				demo_keep_status(r, status);
-				json_object_put(r->status);
-				r->status = status;
+			keep_counters(r, status);
+			next_status = vfa_now_ms() + 1000;
+			/* In-process: the guest powered off and QEMU kept the devices
+			 * (-no-shutdown) so that these last counters could be read. */
+			if (stopped) {
+				quit_sent = true;
+				if (qmp_quit(l->qmp, 2000) < 0)
+					proc_stop(&l->qemu, SIGTERM, 5000);
 			}
-			next_status = now_ms() + 1000;
 		}
 		if (r->want_baseline) {
-			struct json_object *status = control_query(plan->sockets.control, 1000, err, sizeof(err));
+			struct json_object *status = read_counters(l, 1000);
 
 			if (status) {
-				r->boot_faults = status_u64(status, "dma", "faults");
+				uint64_t faults = 0;
+				struct json_object *dma, *value;
+
+				if (json_object_object_get_ex(status, "dma", &dma) &&
+				    json_object_object_get_ex(dma, "faults", &value))
+					faults = (uint64_t)json_object_get_uint64(value);
+				r->boot_faults = faults;
 				r->have_baseline = true;
 				json_object_put(status);
 			}
@@ -449,41 +499,21 @@ static int boot_guest(struct run_plan *plan, const char *kernel, const char *ini
 	return 0;
 }
 
-int run_demo(struct run_plan *plan, const char *qemu_path)
+/* Steps 1-3: provisioning, the module, the initramfs.  0 or an exit code. */
+static int prepare_guest(const struct demo_options *opts, const char *tag, const char *work_dir, char *kernel,
+			 char *initrd, size_t len)
 {
 	char provision[PATH_MAX], mkinitramfs[PATH_MAX], workload[PATH_MAX], env[8192];
-	char key[64], kernel[PATH_MAX], modules[PATH_MAX], krel[128], ko[PATH_MAX], initrd[PATH_MAX + 32];
-	char broker_log[PATH_MAX + 16], err[CLI_ERR_LEN];
-	const char *tag = kernel_tag(plan->kernel);
-	struct demo_result r;
-	int rc, broker_rc, log_fd;
-	bool ok;
+	char key[64], modules[PATH_MAX], krel[128], ko[PATH_MAX];
+	int rc;
 
-	start_ms = now_ms();
-	memset(&r, 0, sizeof(r));
-	if (!tag) {
-		cli_error("bad --kernel '%s': the demo has guest kernels 6.1, 6.12 and 7.3", plan->kernel);
-		return 2;
-	}
-	if (geteuid() != 0) {
-		cli_error("the demo needs root: provisioning (debootstrap, apt, chroot into %s) and QEMU in that root; "
-			  "run `sudo make demo` or `sudo vfio-apple run`",
-			  run_cache_dir());
-		return 1;
-	}
-	snprintf(provision, sizeof(provision), "%s/provision/provision.sh", run_source_dir());
-	snprintf(mkinitramfs, sizeof(mkinitramfs), "%s/provision/mkinitramfs.sh", run_source_dir());
-	snprintf(workload, sizeof(workload), "%s/cli/demo-workload.sh", run_source_dir());
-	if (access(provision, X_OK) < 0 || access(mkinitramfs, X_OK) < 0 || access(workload, R_OK) < 0) {
-		cli_error("the demo needs the source tree's provision/ and cli/demo-workload.sh, not found under %s: "
-			  "run it from the build tree or set VFA_SOURCE_DIR",
-			  run_source_dir());
-		return 1;
-	}
+	snprintf(provision, sizeof(provision), "%s/provision/provision.sh", launch_source_dir());
+	snprintf(mkinitramfs, sizeof(mkinitramfs), "%s/provision/mkinitramfs.sh", launch_source_dir());
+	snprintf(workload, sizeof(workload), "%s/cli/demo-workload.sh", launch_source_dir());
 
 	/* 1. provisioning (cached; prints its own progress on stderr) */
 	progress("provisioning QEMU 11.1, guest kernels and headers into %s (cached; the first time takes minutes)",
-		 run_cache_dir());
+		 launch_cache_dir());
 	{
 		char *argv[] = { provision, (char *)"--headers", NULL };
 		char *env_argv[] = { provision, (char *)"env", NULL };
@@ -492,7 +522,7 @@ int run_demo(struct run_plan *plan, const char *qemu_path)
 		if (rc != 0) {
 			if (rc < 128)
 				cli_error("provisioning failed (exit %d): see the messages above and %s/provision.log", rc,
-					  run_cache_dir());
+					  launch_cache_dir());
 			return rc >= 128 ? rc : 1;
 		}
 		if (proc_capture(env_argv, env, sizeof(env), false) != 0) {
@@ -501,33 +531,29 @@ int run_demo(struct run_plan *plan, const char *qemu_path)
 		}
 	}
 	snprintf(key, sizeof(key), "KERNEL_%s", tag);
-	rc = demo_env_value(env, key, kernel, sizeof(kernel));
+	rc = demo_env_value(env, key, kernel, len);
 	snprintf(key, sizeof(key), "MODULES_%s", tag);
 	rc = rc && demo_env_value(env, key, modules, sizeof(modules));
 	snprintf(key, sizeof(key), "KREL_%s", tag);
 	if (!rc || !demo_env_value(env, key, krel, sizeof(krel))) {
-		cli_error("provisioning did not produce the %s guest kernel (no %s): see %s/provision.log", plan->kernel,
-			  key, run_cache_dir());
+		cli_error("provisioning did not produce the %s guest kernel (no %s): see %s/provision.log", opts->kernel,
+			  key, launch_cache_dir());
 		return 1;
 	}
 
-	/* 2. the guest module, built in a fresh work directory (build.sh's
-	 * $OUT) so that concurrent builds of the tree do not collide */
-	snprintf(plan->work_dir, sizeof(plan->work_dir), "/tmp/vfio-apple-demo.XXXXXX");
-	if (!mkdtemp(plan->work_dir)) {
-		cli_error("cannot create a work directory in /tmp: %s", strerror(errno));
-		return 1;
-	}
+	/* 2. the guest module, built in the work directory (build.sh's $OUT)
+	 * so that concurrent builds of the tree do not collide */
 	progress("building apple_dma for Linux %s", krel);
-	setenv("OUT", plan->work_dir, 1);
-	if (build_module(krel, ko, sizeof(ko)) < 0) {
-		rc = 1;
-		goto out_workdir;
-	}
+	setenv("OUT", work_dir, 1);
+	if (build_module(krel, ko, sizeof(ko)) < 0)
+		return 1;
 
 	/* 3. the initramfs */
-	snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio.gz", plan->work_dir);
-	progress("building the guest's initramfs (busybox, nvme, apple_dma, fio) in %s", plan->work_dir);
+	if ((size_t)snprintf(initrd, len, "%s/initramfs.cpio.gz", work_dir) >= len) {
+		cli_error("work directory path %s is too long", work_dir);
+		return 1;
+	}
+	progress("building the guest's initramfs (busybox, nvme, apple_dma, fio) in %s", work_dir);
 	{
 		char *argv[] = { mkinitramfs, (char *)"-o", initrd, (char *)"-m", modules, (char *)"--load",
 				 (char *)"nvme", (char *)"--ko", ko, (char *)"--fio", (char *)"--script", workload,
@@ -537,75 +563,157 @@ int run_demo(struct run_plan *plan, const char *qemu_path)
 		if (rc != 0) {
 			if (rc < 128)
 				cli_error("building the initramfs failed (exit %d): see the messages above", rc);
-			goto out_workdir;
+			return rc;
 		}
 	}
+	return 0;
+}
 
-	/* 4. QEMU, sockets, broker, guest */
-	if (run_find_qemu(qemu_path, true, &plan->qemu_bin, err, sizeof(err)) < 0) {
+/* Step 4's start: the broker (vfio-user) or nothing (in-process).  0 or an exit code. */
+static int start_devices(struct launch *l, const char *work_dir, char *broker_log, size_t len)
+{
+	char err[CLI_ERR_LEN];
+	int log_fd, rc;
+
+	if (launch_prepare_sockets(l, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
-		rc = 1;
-		goto out_workdir;
+		return 1;
 	}
-	if (run_prepare_sockets(plan, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		rc = 1;
-		goto out_workdir;
+	if (l->mode == LAUNCH_IN_PROCESS) {
+		progress("in-process devices: vfio-apple-pci host=%s in QEMU %s (no broker); counters over QMP %s",
+			 l->device, l->qemu_bin.path, l->qmp);
+		return 0;
 	}
-	snprintf(broker_log, sizeof(broker_log), "%s/broker.log", plan->work_dir);
+	snprintf(broker_log, len, "%s/broker.log", work_dir);
 	log_fd = open(broker_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (log_fd < 0) {
 		cli_error("cannot create %s: %s", broker_log, strerror(errno));
-		rc = 1;
-		goto out_workdir;
+		return 1;
 	}
-	progress("starting the broker: %s, sockets in %s (log %s)", plan->device, plan->sockets.dir, broker_log);
-	rc = run_start_broker(plan, log_fd, err, sizeof(err));
+	progress("starting the broker: %s, sockets in %s (log %s)", l->device, l->sockets.dir, broker_log);
+	rc = launch_start_broker(l, log_fd, err, sizeof(err));
 	close(log_fd);
 	if (rc < 0) {
 		if (rc != -EINTR) {
 			cli_error("%s", err);
 			show_tail(broker_log, 20);
 		}
-		run_stop_all(plan);
-		rc = rc == -EINTR ? 128 + proc_stop_signal() : 1;
-		goto out_workdir;
+		launch_stop_all(l);
+		return rc == -EINTR ? 128 + proc_stop_signal() : 1;
 	}
-	boot_guest(plan, kernel, initrd, &r);
+	return 0;
+}
+
+int demo_run(struct launch *l, const struct demo_options *opts)
+{
+	char work_dir[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX + 32], broker_log[PATH_MAX + 16] = "";
+	char err[CLI_ERR_LEN], label[512];
+	const char *tag = kernel_tag(opts->kernel);
+	bool keep = opts->keep;
+	struct demo_result r;
+	int rc, broker_rc;
+	bool ok;
+
+	start_ms = vfa_now_ms();
+	memset(&r, 0, sizeof(r));
+	if (!tag) {
+		cli_error("bad --kernel '%s': the demo has guest kernels 6.1, 6.12 and 7.3", opts->kernel);
+		return 2;
+	}
+	if (geteuid() != 0) {
+		cli_error("the demo needs root: provisioning (debootstrap, apt, chroot into %s) and QEMU in that root; "
+			  "run `sudo make demo` or `sudo vfio-apple run`",
+			  launch_cache_dir());
+		return 1;
+	}
+	{
+		char provision[PATH_MAX], mkinitramfs[PATH_MAX], workload[PATH_MAX];
+
+		snprintf(provision, sizeof(provision), "%s/provision/provision.sh", launch_source_dir());
+		snprintf(mkinitramfs, sizeof(mkinitramfs), "%s/provision/mkinitramfs.sh", launch_source_dir());
+		snprintf(workload, sizeof(workload), "%s/cli/demo-workload.sh", launch_source_dir());
+		if (access(provision, X_OK) < 0 || access(mkinitramfs, X_OK) < 0 || access(workload, R_OK) < 0) {
+			cli_error("the demo needs the source tree's provision/ and cli/demo-workload.sh, not found under "
+				  "%s: run it from the build tree or set VFA_SOURCE_DIR",
+				  launch_source_dir());
+			return 1;
+		}
+	}
+	/* The in-process QEMU is known before anything slow starts. */
+	if (l->mode == LAUNCH_IN_PROCESS &&
+	    launch_find_inprocess_qemu(opts->qemu_path, "qemu-system-x86_64", &l->qemu_bin, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return 1;
+	}
+	snprintf(work_dir, sizeof(work_dir), "/tmp/vfio-apple-demo.XXXXXX");
+	if (!mkdtemp(work_dir)) {
+		cli_error("cannot create a work directory in /tmp: %s", strerror(errno));
+		return 1;
+	}
+	rc = prepare_guest(opts, tag, work_dir, kernel, initrd, sizeof(kernel));
+	if (rc != 0)
+		goto out_workdir;
+
+	/* 4. QEMU, sockets, broker, guest */
+	if (l->mode == LAUNCH_VFIO_USER) {
+		l->binds[0] = work_dir; /* QEMU in the trixie root reads the initramfs */
+		l->bind_count = 1;
+		if (launch_find_qemu(opts->qemu_path, true, &l->qemu_bin, err, sizeof(err)) < 0) {
+			cli_error("%s", err);
+			rc = 1;
+			goto out_workdir;
+		}
+	} else {
+		/* The last counters are read after the guest powered off. */
+		l->no_shutdown = true;
+	}
+	rc = start_devices(l, work_dir, broker_log, sizeof(broker_log));
+	if (rc != 0)
+		goto out_workdir;
+	if (boot_guest(l, work_dir, opts->timeout_s, kernel, initrd, &r) < 0) {
+		launch_stop_all(l);
+		rc = 1;
+		goto out_result;
+	}
 
 	/* 5. last counters, then a clean shutdown, then the verdict */
-	if (!plan->broker.exited) {
-		struct json_object *status = control_query(plan->sockets.control, 2000, err, sizeof(err));
+	if (!l->qemu.exited || l->mode == LAUNCH_VFIO_USER) {
+		if (!(l->broker.pid && l->broker.exited)) {
+			struct json_object *status = read_counters(l, 2000);
 
-		demo_keep_status(&r, status);
-		if (!r.status)
-			r.status = status;
-		else
-			json_object_put(status);
+			if (status)
+				keep_counters(&r, status);
+		}
 	}
-	broker_rc = run_stop_all(plan);
+	broker_rc = launch_stop_all(l);
 	if (proc_stop_signal()) {
 		rc = 128 + proc_stop_signal();
 		goto out_result;
 	}
-	ok = demo_summarize(stdout, plan->device, &r, broker_rc);
+	if (l->mode == LAUNCH_IN_PROCESS)
+		snprintf(label, sizeof(label), "%s (in-process vfio-apple-pci, QEMU %u.%u.%u)", l->device,
+			 l->qemu_bin.major, l->qemu_bin.minor, l->qemu_bin.micro);
+	else
+		snprintf(label, sizeof(label), "%s", l->device);
+	ok = demo_summarize(stdout, label, &r, broker_rc);
 	if (!ok) {
 		char console_path[PATH_MAX + 16];
 
-		snprintf(console_path, sizeof(console_path), "%s/console.log", plan->work_dir);
+		snprintf(console_path, sizeof(console_path), "%s/console.log", work_dir);
 		show_tail(console_path, 30);
-		show_tail(broker_log, 15);
-		plan->keep = true;
+		if (broker_log[0])
+			show_tail(broker_log, 15);
+		keep = true;
 	}
 	rc = ok ? 0 : 1;
 out_result:
 	json_object_put(r.fio);
 	json_object_put(r.status);
 out_workdir:
-	if (plan->keep || rc != 0) {
-		fprintf(stderr, "vfio-apple: demo files kept in %s\n", plan->work_dir);
+	if (keep || rc != 0) {
+		fprintf(stderr, "vfio-apple: demo files kept in %s\n", work_dir);
 	} else {
-		char *argv[] = { (char *)"rm", (char *)"-rf", plan->work_dir, NULL };
+		char *argv[] = { (char *)"rm", (char *)"-rf", work_dir, NULL };
 		char scratch[16];
 
 		proc_capture(argv, scratch, sizeof(scratch), false);

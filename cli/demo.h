@@ -8,7 +8,25 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "launch.h"
+
 struct json_object;
+
+/* The demo's own options (the launch carries the device, memory, sockets). */
+struct demo_options {
+	const char *kernel;    /* 6.1, 6.12 or 7.3 */
+	int timeout_s;
+	bool keep;             /* keep the work directory */
+	const char *qemu_path; /* --qemu, or NULL */
+};
+
+/*
+ * The simulated demo (Linux): provision, build apple_dma and the initramfs,
+ * then boot the guest through the launch's mode (vfio-user: broker + QEMU
+ * 11.1; in-process: a QEMU with vfio-apple-pci, counters over QMP) and print
+ * the summary.  Returns the exit code.
+ */
+int demo_run(struct launch *l, const struct demo_options *opts);
 
 /* What the guest and the broker reported. */
 struct demo_result {
@@ -24,7 +42,7 @@ struct demo_result {
 	int init_rc;
 	char failure[160];  /* "stage=... error=..." from the workload */
 	struct json_object *fio;    /* fio's JSON report */
-	struct json_object *status; /* the broker's last status while QEMU ran */
+	struct json_object *status; /* the last counters while QEMU ran (broker or QMP) */
 	uint64_t peak_mappings, peak_bytes, faults;
 	bool want_baseline;    /* Linux is up: note the faults so far */
 	bool have_baseline;

@@ -2,6 +2,8 @@
 /* Child processes of the launcher; see proc.h. */
 #include "proc.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -132,18 +134,10 @@ int proc_spawn(struct child *c, char *const argv[], const struct child_io *io)
 	return 0;
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void proc_stop(struct child *c, int sig, int grace_ms)
 {
 	struct child *const one[] = { c };
-	long long deadline = now_ms() + grace_ms;
+	int64_t deadline = vfa_now_ms() + grace_ms;
 
 	if (!c->pid || c->exited)
 		return;
@@ -155,7 +149,7 @@ void proc_stop(struct child *c, int sig, int grace_ms)
 		proc_reap(one, 1);
 		if (c->exited)
 			return;
-		if (now_ms() >= deadline)
+		if (vfa_now_ms() >= deadline)
 			break;
 		poll(NULL, 0, 20);
 	}

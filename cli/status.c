@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
-/* `vfio-apple status`: a running broker's state, from its control socket. */
+/*
+ * `vfio-apple status`: a running broker's state, from its control socket;
+ * or, with --qmp, the in-process devices' counters from QEMU's QMP socket.
+ */
 #include "cli.h"
+#include "qmp.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -13,19 +17,28 @@
 static void usage(FILE *out)
 {
 	fputs("Usage: vfio-apple status [--json] [--socket-dir DIR | --control-socket PATH]\n"
+	      "       vfio-apple status [--json] --qmp PATH [--qom-path PATH]\n"
 	      "\n"
 	      "Ask a running broker (vfio-apple serve or run) for its state: clients,\n"
 	      "live DMA mappings and bytes against the DART limits, companion doorbells,\n"
 	      "interrupts delivered, faults, uptime.\n"
+	      "With --qmp, read the same counters from a QEMU that has the in-process\n"
+	      "devices (vfio-apple-pci and its apple-dma-pci companion), through its QMP\n"
+	      "socket (qom-get of their read-only counter properties); the table says\n"
+	      "which objects and properties it read.\n"
 	      "\n"
-	      "  --json                  print the broker's JSON object as is (for scripts)\n"
+	      "  --json                  print the JSON object as is (for scripts)\n"
 	      "  -s, --socket-dir DIR    the broker's socket directory (default: /run/vfio-apple\n"
 	      "                          for root, else $XDG_RUNTIME_DIR/vfio-apple)\n"
 	      "  --control-socket PATH   the control socket itself (default: DIR/control.sock)\n"
+	      "  --qmp PATH              QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off;\n"
+	      "                          `run --in-process` makes DIR/qmp.sock)\n"
+	      "  --qom-path PATH         the vfio-apple-pci to read (default: the first one under\n"
+	      "                          /machine/peripheral, then /machine/peripheral-anon)\n"
 	      "  --timeout MS            how long to wait for the answer (default 2000)\n"
 	      "  -h, --help              this text\n"
 	      "\n"
-	      "Exit status: 0 when a broker answered, 1 otherwise.\n",
+	      "Exit status: 0 when a broker (or QEMU) answered, 1 otherwise.\n",
 	      out);
 }
 
@@ -153,12 +166,14 @@ int cmd_status(int argc, char **argv)
 		{ "socket-dir", required_argument, NULL, 's' },
 		{ "control-socket", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "qmp", required_argument, NULL, 'q' },
+		{ "qom-path", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct socket_paths paths;
 	char dir[256], err[CLI_ERR_LEN];
-	const char *control = NULL;
+	const char *control = NULL, *qmp = NULL, *qom_path = NULL;
 	struct json_object *status;
 	bool json = false;
 	int timeout_ms = 2000;
@@ -177,6 +192,12 @@ int cmd_status(int argc, char **argv)
 		case 'c':
 			control = optarg;
 			break;
+		case 'q':
+			qmp = optarg;
+			break;
+		case 'o':
+			qom_path = optarg;
+			break;
 		case 't': {
 			long value;
 
@@ -193,6 +214,23 @@ int cmd_status(int argc, char **argv)
 	}
 	if (cli_no_operands("status", argc, argv, optind))
 		return 2;
+	if (qom_path && !qmp) {
+		cli_error("--qom-path needs --qmp PATH (a broker has no QOM)");
+		return 2;
+	}
+	if (qmp) {
+		status = qmp_query_counters(qmp, qom_path, timeout_ms, err, sizeof(err));
+		if (!status) {
+			cli_error("%s", err);
+			return 1;
+		}
+		if (json)
+			printf("%s\n", json_object_to_json_string_ext(status, JSON_C_TO_STRING_PLAIN));
+		else
+			qmp_status_print(stdout, status);
+		json_object_put(status);
+		return 0;
+	}
 	if (!control) {
 		if (socket_paths_from_dir(&paths, dir) < 0) {
 			cli_error("socket directory %s is too long: choose a shorter --socket-dir", dir);

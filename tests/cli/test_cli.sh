@@ -244,7 +244,7 @@ rc=$?
 args=$(cat "$T/qemu.args" 2>/dev/null)
 for needle in "memory-backend-memfd,id=vfa-ram,size=2G,share=on" "q35,memory-backend=vfa-ram" \
 	"{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/passthrough.sock\"},\"addr\":\"0x5\"}" \
-	"{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/companion.sock\"},\"addr\":\"0x6\"}"; do
+	"{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/companion.sock\"},\"addr\":\"0x6\",\"x-no-posted-writes\":true}"; do
 	grep -qxF -- "$needle" <<<"$args" && ok "QEMU got $needle" || bad "QEMU args lack $needle: $args"
 done
 [ "$(tail -n 3 <<<"$args" | tr '\n' ' ')" = "-nographic -kernel /boot/bzImage " ] &&
@@ -295,6 +295,48 @@ if wait_for 15 test -s "$T/qemu.status"; then
 else
 	bad "fake QEMU never ran (SIGTERM case): $(cat "$T/run-term.log")"
 fi
+
+# ---- run --in-process: a QEMU with vfio-apple-pci, no broker -----------------
+# Without one anywhere: one line naming what each candidate lacked and docs/qemu.md.
+OUT=$(PATH="$T/old:/usr/bin:/bin" QEMU_BIN= "${WRAP[@]}" "$VFA" run --in-process -s "$T/s6" -- -nographic 2>&1)
+rc=$?
+[ $rc = 1 ] && [[ $OUT == *"no QEMU with vfio-apple-pci"* ]] && [[ $OUT == *"QEMU 7.2.0 at $T/old/qemu-system-x86_64 has no vfio-apple-pci"* ]] &&
+	[[ $OUT == *"docs/qemu.md"* ]] && ok "run --in-process without such a QEMU says what is missing" ||
+	bad "run --in-process, no QEMU: exit $rc: $OUT"
+one_line "run --in-process, no QEMU"
+run_cli "run --in-process --qemu without the devices" 1 "has no vfio-apple-pci (from --qemu)" \
+	run --in-process --qemu "$T/old/qemu-system-x86_64" -s "$T/s6" -- -x
+# A fake in-process QEMU: answers -device help with the device, records its
+# arguments and what is in the socket directory while it runs.
+mkdir -p "$T/inproc"
+cat >"$T/inproc/qemu-system-x86_64" <<EOF
+#!/bin/bash
+if [ "\$1" = --version ]; then echo "QEMU emulator version 10.2.0"; exit 0; fi
+if [ "\$1" = -device ] && [ "\$2" = help ]; then echo 'name "vfio-apple-pci", bus PCI'; exit 0; fi
+printf '%s\n' "\$@" >"$T/inproc.args"
+ls "$T/s6" >"$T/inproc.ls" 2>&1
+exit \${FAKE_RC:-0}
+EOF
+chmod +x "$T/inproc/qemu-system-x86_64"
+OUT=$(QEMU_BIN="$T/inproc/qemu-system-x86_64" "${WRAP[@]}" "$VFA" run --in-process -d sim:nvme,size=64M -m 512M -s "$T/s6" -- -nographic -m 1G 2>&1)
+rc=$?
+[ $rc = 0 ] && ok "run --in-process exits with QEMU's 0" || bad "run --in-process: exit $rc: $OUT"
+[[ $OUT == *"in-process QEMU 10.2.0 ($T/inproc/qemu-system-x86_64); counters: vfio-apple status --qmp $T/s6/qmp.sock"* ]] &&
+	ok "run --in-process names the QEMU and the QMP socket" || bad "run --in-process output: $OUT"
+args=$(tr '\n' ' ' <"$T/inproc.args" 2>/dev/null)
+[ "$args" = "-machine q35 -m 512M -device vfio-apple-pci,id=vfa0,host=sim:nvme,,size=64M,addr=0x5,companion-addr=0x6 -qmp unix:$T/s6/qmp.sock,server=on,wait=off -nographic -m 1G " ] &&
+	ok "in-process QEMU arguments (device, QMP, user's -m allowed)" || bad "in-process QEMU arguments: $args"
+! grep -q sock "$T/inproc.ls" && ok "no broker sockets in-process" || bad "in-process run made sockets: $(cat "$T/inproc.ls")"
+OUT=$(FAKE_RC=4 QEMU_BIN="$T/inproc/qemu-system-x86_64" "${WRAP[@]}" "$VFA" run --in-process -s "$T/s6" -- -x 2>&1)
+rc=$?
+[ $rc = 4 ] && ok "run --in-process passes QEMU's exit code on" || bad "run --in-process with QEMU exit 4: exit $rc: $OUT"
+# --vfio-user after --in-process: the last one wins (the broker's checks apply)
+run_cli "run --vfio-user refuses -m again" 2 "refusing QEMU option -m" run --in-process --vfio-user -s "$T/s6" -- -m 2G
+
+# ---- status --qmp -------------------------------------------------------------
+run_cli "status --qmp without QEMU" 1 "no QEMU answers on the QMP socket $T/none/qmp.sock" status --qmp "$T/none/qmp.sock"
+one_line "status --qmp without QEMU"
+run_cli "status --qom-path alone" 2 "--qom-path needs --qmp PATH" status --qom-path /machine/peripheral/vfa0
 
 # ---- run: the demo needs root -------------------------------------------------
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then

@@ -81,6 +81,16 @@ static bool verdict(const struct demo_result *r, int broker_rc, char **text)
 	return ok;
 }
 
+static void expect_fail_text(const struct demo_result *r, const char *needle)
+{
+	char *text;
+
+	assert_false(verdict(r, 0, &text));
+	if (!strstr(text, needle))
+		fail_msg("summary lacks '%s':\n%s", needle, text);
+	free(text);
+}
+
 static void test_pass(void **state)
 {
 	struct demo_result r;
@@ -103,6 +113,36 @@ static void test_pass(void **state)
 	assert_non_null(strstr(text, "DART faults    0 while Linux ran\n"));
 	assert_non_null(strstr(text, "demo: PASS"));
 	free(text);
+	release(&r);
+}
+
+/* In-process: the counters come over QMP (cli/qmp.c's shape), which has
+ * no DART limits; the verdict is the same. */
+static void test_pass_inprocess(void **state)
+{
+	struct demo_result r;
+	char *text;
+
+	(void)state;
+	good_console(&r);
+	r.have_baseline = true;
+	r.status = json_tokener_parse("{\"source\":\"qmp\",\"dma\":{\"peak_mappings\":9,\"peak_bytes\":12582912,"
+				      "\"faults\":0,\"live_mappings\":0},\"companion\":{\"doorbells\":11,"
+				      "\"map_entries\":9},\"run_state\":\"shutdown\"}");
+	assert_non_null(r.status);
+	demo_keep_status(&r, r.status);
+	assert_true(verdict(&r, 0, &text));
+	assert_non_null(strstr(text, "doorbells      11 (9 map entries)"));
+	assert_non_null(strstr(text, "DART peak      9 mappings, 12.0 MiB\n"));
+	assert_non_null(strstr(text, "DART faults    0 while Linux ran\n"));
+	assert_non_null(strstr(text, "demo: PASS"));
+	free(text);
+	/* a fault counted by the in-process device fails it as well */
+	json_object_put(r.status);
+	r.status = json_tokener_parse("{\"source\":\"qmp\",\"dma\":{\"peak_mappings\":9,\"peak_bytes\":12582912,"
+				      "\"faults\":3},\"companion\":{\"doorbells\":11,\"map_entries\":9}}");
+	demo_keep_status(&r, r.status);
+	expect_fail_text(&r, "DART faults    3 while Linux ran");
 	release(&r);
 }
 
@@ -264,6 +304,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pass),
+		cmocka_unit_test(test_pass_inprocess),
 		cmocka_unit_test(test_firmware_faults_apart),
 		cmocka_unit_test(test_each_failure),
 		cmocka_unit_test(test_keep_status_keeps_maxima),
