@@ -34,7 +34,7 @@ static const struct sim_kind {
 } sim_kinds[] = {
 	{ "sim:nvme", "simulated NVMe controller behind a simulated Apple DART "
 		      "(16 KiB pages, 1.5 GiB and 65,536 mappings; options size=, dart=apple|identity, backing=FILE)" },
-#ifdef VFA_HAVE_DEXT_MODEL
+#if defined(VFA_HAVE_DEXT_MODEL) && !defined(__APPLE__) /* the model is built on Linux only */
 	{ "sim-dext:nvme", "the same NVMe reached through the macOS backend and a model of the "
 			   "VFIOUserPCIDriver dext (tests the Mac code path on Linux)" },
 #endif
@@ -90,6 +90,8 @@ struct json_object *list_build(const struct host_function *fns, size_t count, co
 		json_object_object_add(entry, "device_id", json_object_new_string(text));
 		snprintf(text, sizeof(text), "%06x", fn->class_code & 0xffffff);
 		json_object_object_add(entry, "class", json_object_new_string(text));
+		if (fn->host_root[0])
+			json_object_object_add(entry, "host_root", json_object_new_string(fn->host_root));
 		add_names(entry, fn, ids_path);
 		json_object_array_add(array, entry);
 	}
@@ -114,6 +116,8 @@ void list_print(FILE *out, struct json_object *array)
 			fprintf(out, "  %s %s", str_or(entry, "vendor", ""), str_or(entry, "name", ""));
 		if (json_object_object_get_ex(entry, "class_name", NULL))
 			fprintf(out, " (%s)", str_or(entry, "class_name", ""));
+		if (json_object_object_get_ex(entry, "host_root", NULL))
+			fprintf(out, "  host root %s", str_or(entry, "host_root", ""));
 		fputc('\n', out);
 	}
 }

@@ -14,6 +14,7 @@ struct host_function {
 	uint8_t bus, device, function;
 	uint16_t vendor_id, device_id;
 	uint32_t class_code;
+	char host_root[128]; /* topmost IOPCIDevice's name ("" if unknown): BB:DD.F@ROOT */
 };
 
 /*
