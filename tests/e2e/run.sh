@@ -20,24 +20,31 @@
 #   crash      QEMU SIGKILLed while fio runs through apple_dma: the broker
 #              sees both connections go, releases every mapping, counts no
 #              fault, and the next guest works on the same broker.
+#   refguest   a guest module that drives the companion as one written for
+#              the reference does (doorbell, then responses straight from
+#              RAM, never STATUS; MAP/UNMAP batches of 1 and many): passes
+#              against the companion (non-posted writes), and fails against
+#              a second companion at 00:07.0 whose writes QEMU posts, whose
+#              broker warns about it (issue 16).
 #
-# Usage: tests/e2e/run.sh [identity] [apple] [module] [reconnect] [crash]
+# Usage: tests/e2e/run.sh [identity] [apple] [module] [reconnect] [crash] [refguest]
 #        (default: all)
 # Env:   E2E_ARCH=amd64|arm64, E2E_KERNEL=6_1|6_12|7_3|6_12_ARM64 (the
 #        guest kernel; default 6_1 on amd64, 6_12_ARM64 on arm64),
 #        VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
-#        keeps the logs.
+#        keeps the logs, E2E_COMPANION_POSTED=1 gives the companion at
+#        00:06.0 QEMU's default posted writes (refguest then fails).
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module reconnect crash)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(identity apple module reconnect crash refguest)
 need_headers=()
 for s in "${scenarios[@]}"; do
 	case $s in
 	identity | apple) ;;
-	module | reconnect | crash) need_headers=(--headers) ;;
-	*) die "unknown scenario '$s' (identity, apple, module, reconnect, crash)" ;;
+	module | reconnect | crash | refguest) need_headers=(--headers) ;;
+	*) die "unknown scenario '$s' (identity, apple, module, reconnect, crash, refguest)" ;;
 	esac
 done
 
@@ -238,6 +245,71 @@ run_crash() {
 	stop_broker
 	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
 	[ $e2e_fail -eq 0 ] || show_context
+}
+
+# ref_guest.ko for the guest kernel into $WORK/rg; sets RG_KO.
+build_refguest() {
+	local krel_var=KREL_$tag
+	RG_KO=$WORK/rg/${!krel_var}/ref_guest.ko
+	[ -f "$RG_KO" ] && return 0
+	OUT=$WORK/rg "$E2E_DIR/refguest/build.sh" "${!krel_var}" >"$WORK/refguest-build.log" 2>&1
+	if [ ! -f "$RG_KO" ]; then
+		cat "$WORK/refguest-build.log"
+		check "ref_guest builds for ${!krel_var}" false
+		return 1
+	fi
+}
+
+run_refguest() {
+	say "=== refguest: a guest written for the reference (never reads STATUS), non-posted companion at 00:06.0, posted one at 00:07.0 ==="
+	build_refguest || return
+	initrd_for refguest --ko "$RG_KO"
+	# Broker 2 serves the posted companion (its function stays unattached).
+	mkdir -p "$WORK/sock2"
+	local log2=$WORK/refguest-posted.broker.log i
+	setpriv --pdeathsig TERM -- "$VFA_BIN" serve -d "sim:nvme,size=16M,dart=apple" -s "$WORK/sock2" -l info >"$log2" 2>&1 &
+	broker2_pid=$!
+	for i in $(seq 100); do
+		[ -S "$WORK/sock2/control.sock" ] && break
+		sleep 0.1
+	done
+	start_broker refguest "sim:nvme,size=64M,dart=apple"
+	local dev_posted='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$WORK/sock2/companion.sock'"},"addr":"0x7"}'
+	GUEST_ARCH=$arch run_guest refguest "$KERNEL" "$WORK/refguest.cpio.gz" 300 -device "$dev_posted"
+	local final=$WORK/refguest.final final2=$WORK/refguest-posted.final
+	check "broker answers status after the guest left" eval 'broker_status >"$final"'
+	check "the posted companion's broker answers status" eval 'BROKER_SOCK_DIR=$WORK/sock2 broker_status >"$final2"'
+	check_enumeration
+	check "ref_guest loaded" eq "$(result ref_guest)" loaded
+	# 8 rounds of 4 doorbells: 1 + (many + 1) MAP and (many + 1) + 1 UNMAP
+	# entries each, many = 128 (ref_guest.c's defaults).
+	check "non-posted companion: every response, id, dma_addr, dma_len, entry and page status right ($(result ref06_batches) batches, $(result ref06_checks) checks, $(result ref06_failed) failed, first $(result ref06_first))" \
+		eq "$(result ref06_result)/$(result ref06_failed)/$(result ref06_batches)" pass/0/32
+	check "ref_guest made every check (at least 700: $(result ref06_checks))" ge "$(result ref06_checks)" 700
+	check "the companion counted its 32 doorbells, 1040 MAP and 1040 UNMAP entries, none posted" \
+		eq "$(json_get "$final" companion.doorbells)/$(json_get "$final" companion.map_entries)/$(json_get "$final" companion.unmap_entries)/$(json_get "$final" companion.posted_doorbells)" 32/1040/1040/0
+	check "no id left live (guest LIVE_MAPPINGS $(result ref06_live), broker $(json_get "$final" companion.live_ids)), no DART mapping, no fault" \
+		eq "$(result ref06_live)/$(json_get "$final" companion.live_ids)/$(json_get "$final" dma.live_mappings)/$(json_get "$final" dma.faults)" 0/0/0/0
+	check "the broker did not warn about posted doorbells" eval '! grep -q "x-no-posted-writes" "$BROKER_LOG"'
+	check "ref_guest unloaded" eq "$(result ref_guest_unload)" ok
+	# The same guest code against the posted companion must fail, and that
+	# broker must say why, once.
+	check "posted companion: the same guest code fails ($(result ref07_batches_failed) of $(result ref07_batches) batches, $(result ref07_failed) of $(result ref07_checks) checks, first $(result ref07_first))" \
+		eq "$(result ref07_result)" fail
+	check "posted companion's broker counted posted doorbells ($(json_get "$final2" companion.posted_doorbells))" \
+		gt "$(json_get "$final2" companion.posted_doorbells)" 0
+	check "posted companion's broker warned once, naming x-no-posted-writes=on" \
+		eq "$(grep -c 'x-no-posted-writes=on' "$log2")" 1
+	check "vfio-apple status shows the warning" \
+		eval '"$VFA_BIN" status -s "$WORK/sock2" | grep -q "WARNING .* doorbells were posted writes"'
+	say "posted companion's broker: $(grep -m1 'x-no-posted-writes' "$log2")"
+	stop_broker
+	check "broker exits 0 on SIGTERM" eq "$broker_rc" 0
+	kill -TERM "$broker2_pid" 2>/dev/null
+	wait "$broker2_pid"
+	check "posted companion's broker exits 0 on SIGTERM" eq "$?" 0
+	broker2_pid=""
+	[ $e2e_fail -eq 0 ] || { show_context; tail -n 5 "$log2"; }
 }
 
 for s in "${scenarios[@]}"; do
