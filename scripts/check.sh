@@ -33,12 +33,12 @@ stage fuzz make -s check-fuzz
 # provisioning is cached in $VFA_CACHE, so only the first run pays for it.
 # Each stage is bounded; a run killed by its timeout still cleans up (trap).
 stage e2e-provision timeout 1200 ./provision/provision.sh --headers --arm64
-stage e2e-x86 timeout 720 ./tests/e2e/run-x86.sh identity apple module reconnect crash
+stage e2e-x86 timeout 720 ./tests/e2e/run-x86.sh identity apple module reconnect crash refguest
 stage e2e-x86-6.12 timeout 300 env E2E_KERNEL=6_12 ./tests/e2e/run-x86.sh module
 stage e2e-x86-7.3 timeout 300 env E2E_KERNEL=7_3 ./tests/e2e/run-x86.sh module
-stage e2e-arm64 timeout 720 ./tests/e2e/run-arm64.sh identity apple module reconnect crash
+stage e2e-arm64 timeout 720 ./tests/e2e/run-arm64.sh identity apple module reconnect crash refguest
 # The same guests against the ASan+UBSan broker (make check built build-san).
-stage e2e-x86-sanitizers timeout 720 env VFA_BIN=build-san/cli/vfio-apple ./tests/e2e/run-x86.sh identity apple module reconnect crash
+stage e2e-x86-sanitizers timeout 720 env VFA_BIN=build-san/cli/vfio-apple ./tests/e2e/run-x86.sh identity apple module reconnect crash refguest
 # The guest module: kernel style, and its own scenarios (cache, rebind,
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh

@@ -266,10 +266,10 @@ run_refguest() {
 	initrd_for refguest --ko "$RG_KO"
 	# Broker 2 serves the posted companion (its function stays unattached).
 	mkdir -p "$WORK/sock2"
-	local log2=$WORK/refguest-posted.broker.log i
+	local log2=$WORK/refguest-posted.broker.log
 	setpriv --pdeathsig TERM -- "$VFA_BIN" serve -d "sim:nvme,size=16M,dart=apple" -s "$WORK/sock2" -l info >"$log2" 2>&1 &
 	broker2_pid=$!
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		[ -S "$WORK/sock2/control.sock" ] && break
 		sleep 0.1
 	done
