@@ -16,13 +16,28 @@
  * has read and cleared the pending bits (selector 14), never from the
  * completion itself: the dext completes a wait at once while bits are
  * pending, so re-arming there would spin until the bits are read.
+ *
+ * Removal.  The dext releases a pending wait without completing it when its
+ * user client stops, so no completion ever says "gone".  An interest
+ * notification on the service (kIOMessageServiceIsTerminated), delivered on
+ * the same queue, marks the function dead and writes to the same pipe; a
+ * dead port (MACH_SEND_INVALID_DEST) or a dead dext (MIG_SERVER_DIED) seen
+ * by any call does the same.  A dead function answers every verb with
+ * -ENODEV without calling the dext.
+ *
+ * The dext checks none of the DART's limits and can panic the host from
+ * PrepareForDMA when the DART refuses; registration is refused here first
+ * (-ENOSPC) once live bytes or mappings would pass the platform's limits.
  */
 #include "darwin_backend.h"
 
 #include <CoreFoundation/CoreFoundation.h>
 #include <IOKit/IOKitLib.h>
+#include <IOKit/IOMessage.h>
 #include <dispatch/dispatch.h>
 #include <mach/mach.h>
+#include <mach/mach_vm.h>
+#include <mach/mig_errors.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +62,7 @@ enum dext_selector {
 	SEL_CLAIM = 1,
 	SEL_REGISTER_DMA = 5,
 	SEL_UNREGISTER_DMA = 6,
+	SEL_PROBE_DMA = 7,
 	SEL_CONFIG_READ = 8,
 	SEL_CONFIG_WRITE = 9,
 	SEL_BAR_INFO = 10,
@@ -81,8 +97,12 @@ struct darwin_waiter {
 	pthread_mutex_t lock;
 	int write_fd; /* -1 once the function is closed */
 	atomic_bool armed;
+	atomic_bool dead; /* the service terminated, or its port or the dext died */
 	struct darwin_waiter *next_retired;
 };
+
+/* Copy-on-write check of registered memory (docs/macos.md, "Memory from another process"). */
+enum cow_state { COW_UNCHECKED = 0, COW_OK, COW_BROKEN };
 
 struct darwin_slot;
 
@@ -107,8 +127,11 @@ struct darwin_fn {
 	mach_vm_address_t bar_map[HD_NUM_BARS];
 
 	bool irq_ready;
+	unsigned nvectors; /* selector 13 answers once per connection (StillOpen after) */
 	struct darwin_waiter *waiter;
 	int wake_read_fd;
+	io_object_t interest; /* kIOMessageServiceIsTerminated notification, or 0 */
+	enum cow_state cow;
 
 	void *dma_tree; /* tsearch tree of struct dma_entry by key */
 	struct hd_dma_stats stats;
@@ -171,6 +194,9 @@ static const char *ioreturn_name(IOReturn kr)
 	case kIOReturnAborted: return "kIOReturnAborted";
 	case kIOReturnNotResponding: return "kIOReturnNotResponding";
 	case kIOReturnNotFound: return "kIOReturnNotFound";
+	case kIOReturnOverrun: return "kIOReturnOverrun";
+	case MACH_SEND_INVALID_DEST: return "MACH_SEND_INVALID_DEST";
+	case MIG_SERVER_DIED: return "MIG_SERVER_DIED";
 	default: return "IOReturn";
 	}
 }
@@ -197,7 +223,9 @@ static int ioreturn_errno(IOReturn kr)
 	case kIOReturnNotAttached:
 	case kIOReturnOffline:
 	case kIOReturnNotResponding:
-	case kIOReturnIPCError: return -ENODEV;
+	case kIOReturnIPCError:
+	case MACH_SEND_INVALID_DEST:
+	case MIG_SERVER_DIED: return -ENODEV;
 	case kIOReturnTimeout: return -ETIMEDOUT;
 	case kIOReturnNotReady: return -EAGAIN;
 	case kIOReturnAborted: return -ECANCELED;
@@ -213,64 +241,132 @@ static const char *ioreturn_hint(IOReturn kr)
 	case kIOReturnNotOpen: return "; claim the device first";
 	case kIOReturnNotAttached:
 	case kIOReturnNoDevice:
-	case kIOReturnIPCError: return "; the dext service is gone (device unplugged or driver terminated)";
+	case kIOReturnIPCError:
+	case MACH_SEND_INVALID_DEST:
+	case MIG_SERVER_DIED:
+		return "; the device is gone (unplugged, or the dext was terminated or crashed): close it and open it "
+		       "again once it is back";
 	case kIOReturnNotPrivileged:
-	case kIOReturnNotPermitted: return "; the dext refused this process (check its entitlements)";
+	case kIOReturnNotPermitted:
+		return "; the dext refused this process: it needs the com.apple.developer.driverkit.userclient-access "
+		       "entitlement (sudo does not help; docs/macos.md)";
 	case kIOReturnNotReady: return "; set up interrupts first";
 	default: return "";
 	}
 }
 
+/*
+ * Returned by call() for a function already known to be dead, without a
+ * call into the dext.  Not an IOReturn any dext or IOKit produces.
+ */
+#define DARWIN_GONE ((IOReturn)0xe00a0001)
+
+/* Transport errors: the dext's service, its port or its process is gone. */
+static bool is_gone(IOReturn kr)
+{
+	return kr == DARWIN_GONE || kr == kIOReturnNotAttached || kr == kIOReturnIPCError ||
+	       kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED;
+}
+
 static int call_fail(struct host_device *hd, const char *what, IOReturn kr)
 {
+	if (kr == DARWIN_GONE)
+		return hd_fail(hd, -ENODEV,
+			       "dext %s: the device is gone (its dext service was terminated: unplugged, or the dext "
+			       "stopped or crashed); close it and open it again once it is back",
+			       what);
 	return hd_fail(hd, ioreturn_errno(kr), "dext %s failed: %s (0x%08x)%s", what, ioreturn_name(kr),
 		       (unsigned)kr, ioreturn_hint(kr));
+}
+
+/* Wake the event loop: one byte in the pipe (a full pipe already means "wake up"). */
+static void waiter_wake(struct darwin_waiter *w)
+{
+	char byte = 1;
+
+	if (w->write_fd >= 0) {
+		ssize_t n = write(w->write_fd, &byte, 1);
+		(void)n;
+	}
+}
+
+/* The function is gone for good: every verb fails from now on, and the event loop learns it at once. */
+static void mark_dead(struct darwin_waiter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (!atomic_exchange(&w->dead, true)) {
+		log_warn("darwin: the device is gone (its dext service was terminated, or the dext died)");
+		waiter_wake(w);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+static bool fn_dead(const struct darwin_fn *fn)
+{
+	return atomic_load(&fn->waiter->dead);
 }
 
 static IOReturn call(struct darwin_fn *fn, uint32_t selector, const uint64_t *in, uint32_t nin, uint64_t *out,
 		     uint32_t nout)
 {
 	uint32_t got = nout;
-	IOReturn kr = IOConnectCallScalarMethod(fn->conn, selector, in, nin, out, out ? &got : NULL);
+	IOReturn kr;
 
+	if (fn_dead(fn))
+		return DARWIN_GONE;
+	kr = IOConnectCallScalarMethod(fn->conn, selector, in, nin, out, out ? &got : NULL);
+	if (kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED)
+		mark_dead(fn->waiter); /* the connection itself is dead: nothing will work again */
 	if (kr == kIOReturnSuccess && got != nout)
 		return kIOReturnInternalError; /* an older or different dext */
 	return kr;
 }
 
-/* ---- interrupt wake-up ---- */
+/* ---- interrupt wake-up and removal ---- */
 
-static void waiter_completed(void *refcon, IOReturn result, void **args, uint32_t nargs)
+/*
+ * The completion of WaitInterrupt.  The dext completes with no arguments,
+ * so IOKitLib calls the IOAsyncCallback0 shape.  Any completion wakes the
+ * loop (a spurious wake-up is allowed; selector 14 then tells).
+ */
+static void waiter_completed(void *refcon, IOReturn result)
 {
 	struct darwin_waiter *w = refcon;
-	char byte = 1;
 
-	(void)args;
-	(void)nargs;
+	(void)result;
 	pthread_mutex_lock(&w->lock);
 	atomic_store(&w->armed, false);
-	/* Aborted waits (the connection closing) wake nobody. */
-	if (result == kIOReturnSuccess && w->write_fd >= 0) {
-		/* A full pipe already means "wake up": EAGAIN is fine. */
-		ssize_t n = write(w->write_fd, &byte, 1);
-		(void)n;
-	}
+	waiter_wake(w);
 	pthread_mutex_unlock(&w->lock);
+}
+
+/* Interest notification on the dext service, on the slot's queue. */
+static void service_interest(void *refcon, io_service_t service, uint32_t message, void *argument)
+{
+	(void)service;
+	(void)argument;
+	if (message == kIOMessageServiceIsTerminated)
+		mark_dead(refcon);
 }
 
 static int arm_wait(struct host_device *hd, struct darwin_fn *fn)
 {
+	const IOAsyncCallback0 completion = waiter_completed; /* the compiler checks the shape */
 	uint64_t ref[kOSAsyncRef64Count] = {0};
 	IOReturn kr;
 
+	if (fn_dead(fn))
+		return call_fail(hd, "WaitInterrupt", DARWIN_GONE);
 	if (atomic_exchange(&fn->waiter->armed, true))
-		return 0; /* one wait outstanding is enough */
-	ref[kIOAsyncCalloutFuncIndex] = (io_user_reference_t)(uintptr_t)waiter_completed;
+		return 0; /* one wait outstanding is enough (a second would silently replace it) */
+	ref[kIOAsyncCalloutFuncIndex] = (io_user_reference_t)(uintptr_t)completion;
 	ref[kIOAsyncCalloutRefconIndex] = (io_user_reference_t)(uintptr_t)fn->waiter;
 	kr = IOConnectCallAsyncMethod(fn->conn, SEL_WAIT_INTERRUPT, IONotificationPortGetMachPort(fn->slot->port),
 				      ref, kOSAsyncRef64Count, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL);
 	if (kr != kIOReturnSuccess) {
 		atomic_store(&fn->waiter->armed, false);
+		if (kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED)
+			mark_dead(fn->waiter);
 		return call_fail(hd, "WaitInterrupt", kr);
 	}
 	return 0;
@@ -398,12 +494,19 @@ static int query_bar(struct host_device *hd, unsigned bar)
 	if (fn->bar_known[bar])
 		return 0;
 	kr = call(fn, SEL_BAR_INFO, &in, 1, v, 3);
-	if (kr == kIOReturnNotFound || kr == kIOReturnBadArgument) {
-		v[0] = 0; /* not implemented */
+	if (is_gone(kr))
+		return call_fail(hd, "GetBARInfo", kr);
+	if (kr != kIOReturnSuccess) {
+		/*
+		 * The dext passes PCIDriverKit's error for an unused BAR, or the
+		 * upper half of a 64-bit one, through unchanged, and that code is
+		 * undocumented: any failure but a transport one means "not
+		 * implemented".
+		 */
+		log_debug("darwin: GetBARInfo(%u): %s (0x%08x): not implemented", bar, ioreturn_name(kr), (unsigned)kr);
+		v[0] = 0;
 		v[1] = 0;
 		v[2] = 0;
-	} else if (kr != kIOReturnSuccess) {
-		return call_fail(hd, "GetBARInfo", kr);
 	}
 	if (v[1] && (v[1] & (v[1] - 1)))
 		return hd_fail(hd, -EIO, "dext reports BAR %u size 0x%" PRIx64 ", not a power of two", bar, v[1]);
@@ -455,9 +558,14 @@ static int dv_bar_map(struct host_device *hd, unsigned bar, volatile void **out)
 		*out = (volatile void *)(uintptr_t)fn->bar_map[bar];
 		return 0;
 	}
-	/* Write-combining only where the device allows it; the mapping is never executable. */
-	if (info.prefetchable)
-		options |= kIOMapWriteCombineCache;
+	/*
+	 * Uncached for every BAR, prefetchable or not, as Linux VFIO maps BARs:
+	 * nothing here issues the barriers Normal-NC (write-combined) memory
+	 * needs before a doorbell store.  Never executable.
+	 */
+	options |= kIOMapInhibitCache;
+	if (fn_dead(fn))
+		return call_fail(hd, "IOConnectMapMemory64", DARWIN_GONE);
 	kr = IOConnectMapMemory64(fn->conn, MEMORY_TYPE_BAR0 + bar, mach_task_self(), &addr, &size, options);
 	if (kr == kIOReturnUnsupported)
 		return hd_fail(hd, -EOPNOTSUPP, "the dext cannot map BAR %u; falling back to MMIO read/write", bar);
@@ -532,6 +640,78 @@ static void note_failure(struct darwin_fn *fn)
 	fn->stats.register_failures++;
 }
 
+/* Short enough for a host_device error (HD_ERROR_LEN); the log says more. */
+static const char cow_refusal[] =
+	"DMA memory is copy-on-write for the dext (shared from another process?): the device would not see it. "
+	"The in-process devices are the supported path on macOS (docs/macos.md)";
+static const char cow_explained[] =
+	"a word written after registering guest memory was not what the dext read back through ProbeDMARegion: "
+	"the memory is copy-on-write for the dext, so the device would not see the guest's memory nor the guest "
+	"the device's writes; this happens when the memory was shared from another process (the VMM)";
+
+/* Whether this process may write at addr (the check must never fault on read-only guest memory). */
+static bool writable(const void *addr)
+{
+	mach_vm_address_t at = (mach_vm_address_t)(uintptr_t)addr;
+	mach_vm_size_t size = 0;
+	vm_region_basic_info_data_64_t info;
+	mach_msg_type_number_t count = VM_REGION_BASIC_INFO_COUNT_64;
+	mach_port_t object = MACH_PORT_NULL;
+
+	if (mach_vm_region(mach_task_self(), &at, &size, VM_REGION_BASIC_INFO_64, (vm_region_info_t)&info, &count,
+			   &object) != KERN_SUCCESS)
+		return false;
+	return at <= (mach_vm_address_t)(uintptr_t)addr && (info.protection & VM_PROT_WRITE);
+}
+
+/*
+ * On the first registration of a connection: write a word of the region
+ * (atomically, and put back unless something else wrote it meanwhile), read
+ * it through the dext's descriptor (selector 7), and refuse loudly when the
+ * dext does not see the write: the memory is copy-on-write for the device.
+ * Returns 0 (checked, or postponed to a later region that has a writable,
+ * aligned word) or a negative errno.
+ */
+static int cow_check(struct host_device *hd, struct darwin_fn *fn, uint64_t key, void *host_addr, uint64_t size)
+{
+	uintptr_t first = ((uintptr_t)host_addr + 7) & ~(uintptr_t)7;
+	uint64_t offset = first - (uintptr_t)host_addr, in[2], seen = 0;
+	uint64_t *word = (uint64_t *)first, was, mark;
+	IOReturn kr;
+	int tries;
+
+	if (offset > size || size - offset < 8 || !writable(word))
+		return 0; /* no word to try here: the next region will */
+	for (tries = 0; tries < 4; tries++) {
+		was = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+		mark = was ^ 0x5a17c0de0ddba11ull;
+		if (__atomic_compare_exchange_n(word, &was, mark, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			break;
+	}
+	if (tries == 4)
+		return 0; /* the word keeps changing under us: try on the next region */
+	in[0] = key;
+	in[1] = offset;
+	kr = call(fn, SEL_PROBE_DMA, in, 2, &seen, 1);
+	/* Put the word back unless someone wrote it meanwhile (their write wins). */
+	__atomic_compare_exchange_n(word, &mark, was, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+	if (is_gone(kr))
+		return call_fail(hd, "ProbeDMARegion", kr);
+	if (kr != kIOReturnSuccess) {
+		log_warn("darwin: cannot check DMA memory for copy-on-write: ProbeDMARegion failed: %s (0x%08x)",
+			 ioreturn_name(kr), (unsigned)kr);
+		fn->cow = COW_OK;
+		return 0;
+	}
+	if (seen != mark) {
+		fn->cow = COW_BROKEN;
+		log_error("darwin: %s. %s", cow_explained, cow_refusal);
+		return hd_fail(hd, -EFAULT, "%s", cow_refusal);
+	}
+	fn->cow = COW_OK;
+	return 0;
+}
+
 static int dv_dma_register(struct host_device *hd, uint64_t key, void *host_addr, uint64_t size, uint64_t *bus_addr,
 			   uint64_t *bus_len)
 {
@@ -543,6 +723,26 @@ static int dv_dma_register(struct host_device *hd, uint64_t key, void *host_addr
 	if (!host_addr || !size || (uint64_t)(uintptr_t)host_addr > UINT64_MAX - size) {
 		note_failure(fn);
 		return hd_fail(hd, -EINVAL, "DMA region %p+0x%" PRIx64 " is empty or wraps", host_addr, size);
+	}
+	/*
+	 * The dext caps nothing but its table (65,536 regions of up to 128
+	 * chunks of 1.5 GiB), and PrepareForDMA can panic the host from inside
+	 * IODARTMapper when the DART refuses: stay within the DART's limits
+	 * here, before the dext is asked.
+	 */
+	if (fn->stats.live_mappings >= hd->limits.max_mappings || size > hd->limits.max_bytes ||
+	    fn->stats.live_bytes > hd->limits.max_bytes - size) {
+		note_failure(fn);
+		return hd_fail(hd, -ENOSPC,
+			       "DMA region of 0x%" PRIx64 " bytes refused: with %" PRIu64 " mappings and 0x%" PRIx64
+			       " bytes live it would pass the DART's limits (%u mappings, 0x%" PRIx64 " bytes); the dext "
+			       "does not check them and the host could panic",
+			       size, fn->stats.live_mappings, fn->stats.live_bytes, hd->limits.max_mappings,
+			       hd->limits.max_bytes);
+	}
+	if (fn->cow == COW_BROKEN) {
+		note_failure(fn);
+		return hd_fail(hd, -EFAULT, "%s", cow_refusal);
 	}
 	e = malloc(sizeof(*e));
 	if (!e) {
@@ -597,6 +797,21 @@ static int dv_dma_register(struct host_device *hd, uint64_t key, void *host_addr
 		*bus_len = v[2];
 		return 0;
 	}
+	if (fn->cow == COW_UNCHECKED) {
+		int rc = cow_check(hd, fn, key, host_addr, size);
+
+		if (rc) {
+			IOReturn ukr = call(fn, SEL_UNREGISTER_DMA, &key, 1, NULL, 0);
+
+			if (ukr != kIOReturnSuccess)
+				log_warn("darwin: unregistering DMA key 0x%" PRIx64 " after the copy-on-write check: %s", key,
+					 ioreturn_name(ukr));
+			tdelete(e, &fn->dma_tree, dma_cmp);
+			free(e);
+			note_failure(fn);
+			return rc;
+		}
+	}
 	fn->stats.registers++;
 	fn->stats.live_mappings++;
 	fn->stats.live_bytes += size;
@@ -632,23 +847,36 @@ static int dv_dma_unregister(struct host_device *hd, uint64_t key)
 	return 0;
 }
 
+/*
+ * Selector 13 once per connection: the dext answers a second call on the
+ * same client with kIOReturnStillOpen, so the vector count is kept.  Its
+ * enable mask starts all ones; the interface (and the simulator) start with
+ * every vector disabled until irq_set_mask, so clear it here.
+ */
 static int dv_irq_setup(struct host_device *hd, unsigned *nvectors)
 {
 	struct darwin_fn *fn = to_dev(hd)->fn;
-	uint64_t n;
-	IOReturn kr = call(fn, SEL_SETUP_INTERRUPTS, NULL, 0, &n, 1);
+	uint64_t n, none[HD_IRQ_WORDS] = {0};
+	IOReturn kr;
 	int rc;
 
-	if (kr != kIOReturnSuccess)
-		return call_fail(hd, "SetupInterrupts", kr);
-	if (n > HD_MAX_VECTORS)
-		return hd_fail(hd, -EIO, "the dext reports %" PRIu64 " vectors; at most %d are possible", n,
-			       HD_MAX_VECTORS);
-	fn->irq_ready = true;
+	if (!fn->irq_ready) {
+		kr = call(fn, SEL_SETUP_INTERRUPTS, NULL, 0, &n, 1);
+		if (kr != kIOReturnSuccess)
+			return call_fail(hd, "SetupInterrupts", kr);
+		if (n > HD_MAX_VECTORS)
+			return hd_fail(hd, -EIO, "the dext reports %" PRIu64 " vectors; at most %d are possible", n,
+				       HD_MAX_VECTORS);
+		kr = call(fn, SEL_SET_IRQ_MASK, none, HD_IRQ_WORDS, NULL, 0);
+		if (kr != kIOReturnSuccess)
+			return call_fail(hd, "SetIRQMask", kr);
+		fn->nvectors = (unsigned)n;
+		fn->irq_ready = true;
+	}
 	rc = arm_wait(hd, fn);
 	if (rc)
 		return rc;
-	*nvectors = (unsigned)n;
+	*nvectors = fn->nvectors;
 	return 0;
 }
 
@@ -774,11 +1002,13 @@ static void fn_put(struct darwin_fn *fn)
 	if (--fn->refs)
 		return;
 	slot->fns[fn->ident.function] = NULL;
+	if (fn->interest)
+		IOObjectRelease(fn->interest); /* no notification starts after this; one in flight finds the waiter retired */
 	for (unsigned bar = 0; bar < HD_NUM_BARS; bar++) {
 		if (fn->bar_map[bar])
 			IOConnectUnmapMemory64(fn->conn, MEMORY_TYPE_BAR0 + bar, mach_task_self(), fn->bar_map[bar]);
 	}
-	/* Closing drops the claim and every DMA registration in the dext, and aborts the wait. */
+	/* Closing drops the claim and every DMA registration in the dext, and releases the wait (uncompleted). */
 	IOServiceClose(fn->conn);
 	pthread_mutex_lock(&fn->waiter->lock);
 	close(fn->waiter->write_fd);
@@ -798,8 +1028,8 @@ static void fn_put(struct darwin_fn *fn)
 	slot_put(slot);
 }
 
-static struct darwin_fn *fn_create(struct darwin_slot *slot, io_connect_t conn, uint64_t entry_id,
-				   const struct hd_identity *ident, char *err, size_t errlen)
+static struct darwin_fn *fn_create(struct darwin_slot *slot, io_service_t service, io_connect_t conn,
+				   uint64_t entry_id, const struct hd_identity *ident, char *err, size_t errlen)
 {
 	struct darwin_fn *fn = calloc(1, sizeof(*fn));
 	struct darwin_waiter *w = calloc(1, sizeof(*w));
@@ -818,6 +1048,7 @@ static struct darwin_fn *fn_create(struct darwin_slot *slot, io_connect_t conn, 
 	pthread_mutex_init(&w->lock, NULL);
 	w->write_fd = p[1];
 	atomic_init(&w->armed, false);
+	atomic_init(&w->dead, false);
 	fn->waiter = w;
 	fn->wake_read_fd = p[0];
 	fn->slot = slot;
@@ -826,6 +1057,15 @@ static struct darwin_fn *fn_create(struct darwin_slot *slot, io_connect_t conn, 
 	fn->entry_id = entry_id;
 	fn->ident = *ident;
 	slot->fns[ident->function] = fn;
+	/* Removal: told on the slot's queue, like the interrupt completions. */
+	kern_return_t kr = IOServiceAddInterestNotification(slot->port, service, kIOGeneralInterest,
+							    service_interest, w, &fn->interest);
+	if (kr != KERN_SUCCESS) {
+		fn->interest = 0;
+		log_warn("darwin: no removal notification for %02x:%02x.%x (%s, 0x%08x): a removed device is noticed "
+			 "only when a call fails",
+			 ident->bus, ident->device, ident->function, ioreturn_name(kr), (unsigned)kr);
+	}
 	return fn;
 }
 
@@ -861,6 +1101,62 @@ static bool is_dext_service(io_service_t service)
 		match = CFEqual(cls, CFSTR(DEXT_USER_CLASS));
 	CFRelease(cls);
 	return match;
+}
+
+/* A 32-bit little-endian number from a registry data property. */
+static bool registry_u32(io_registry_entry_t entry, CFStringRef key, uint32_t *out)
+{
+	CFTypeRef v = IORegistryEntryCreateCFProperty(entry, key, kCFAllocatorDefault, 0);
+	bool ok = false;
+
+	if (!v)
+		return false;
+	if (CFGetTypeID(v) == CFDataGetTypeID() && CFDataGetLength((CFDataRef)v) >= 4) {
+		const uint8_t *b = CFDataGetBytePtr((CFDataRef)v);
+
+		*out = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+		ok = true;
+	}
+	CFRelease(v);
+	return ok;
+}
+
+/*
+ * The identity from the registry, without opening a user client (each one
+ * costs the dext its table of 65,536 DMA regions: hundreds of MiB): the
+ * IOPCIDevice provider's vendor-id, device-id and class-code, and its
+ * "pcidebug" property, "bus:device:function" in decimal.
+ */
+static bool registry_identity(io_service_t service, struct hd_identity *id)
+{
+	io_registry_entry_t pci = 0;
+	uint32_t vendor, device, class_code;
+	unsigned b, d, f;
+	char text[64];
+	bool ok = false;
+
+	if (IORegistryEntryGetParentEntry(service, kIOServicePlane, &pci) != KERN_SUCCESS)
+		return false;
+	if (IOObjectConformsTo(pci, "IOPCIDevice") && registry_u32(pci, CFSTR("vendor-id"), &vendor) &&
+	    registry_u32(pci, CFSTR("device-id"), &device) && registry_u32(pci, CFSTR("class-code"), &class_code)) {
+		CFTypeRef dbg = IORegistryEntryCreateCFProperty(pci, CFSTR("pcidebug"), kCFAllocatorDefault, 0);
+
+		if (dbg && CFGetTypeID(dbg) == CFStringGetTypeID() &&
+		    CFStringGetCString((CFStringRef)dbg, text, sizeof(text), kCFStringEncodingUTF8) &&
+		    sscanf(text, "%u:%u:%u", &b, &d, &f) == 3 && b <= 0xff && d <= 0x1f && f <= 7) {
+			id->bus = (uint8_t)b;
+			id->device = (uint8_t)d;
+			id->function = (uint8_t)f;
+			id->vendor_id = (uint16_t)vendor;
+			id->device_id = (uint16_t)device;
+			id->class_code = class_code & 0xffffff;
+			ok = true;
+		}
+		if (dbg)
+			CFRelease(dbg);
+	}
+	IOObjectRelease(pci);
+	return ok;
 }
 
 static IOReturn read_identity(io_connect_t conn, struct hd_identity *id)
@@ -913,21 +1209,41 @@ static int parse_spec(const char *spec, struct wanted *w)
 	return 0;
 }
 
+/* The last IOServiceOpen failure, reported with its hint when nothing else matched. */
+struct open_failure {
+	unsigned count;
+	IOReturn last;
+};
+
+static void note_open_failure(struct open_failure *of, IOReturn kr)
+{
+	of->count++;
+	of->last = kr;
+	log_debug("darwin: IOServiceOpen of a dext service failed: %s (0x%08x)", ioreturn_name(kr), (unsigned)kr);
+}
+
 /*
- * Walk every dext service; open the ones not yet open to ask their identity.
- * Returns the unique match (already open: *shared; newly opened: *conn).
+ * Walk every dext service and find the wanted function by its registry
+ * identity; only the match is opened (its identity then confirmed with
+ * selector 0).  A service whose registry lacks the identity is opened to
+ * ask selector 0.  Returns the unique match (already open: *shared; newly
+ * opened: *conn, with its service in *service_out, retained).
  */
-static int find_function(const struct wanted *w, struct darwin_fn **shared, io_connect_t *conn, uint64_t *entry_id,
-			 struct hd_identity *ident, io_name_t root, char *err, size_t errlen)
+static int find_function(const struct wanted *w, struct darwin_fn **shared, io_connect_t *conn,
+			 io_service_t *service_out, uint64_t *entry_id, struct hd_identity *ident, io_name_t root,
+			 char *err, size_t errlen)
 {
 	io_iterator_t iter;
 	io_service_t service;
 	unsigned matches = 0, services = 0;
+	struct open_failure of = {0};
 	char roots[192] = "";
 	kern_return_t kr;
+	int rc = 0;
 
 	*shared = NULL;
 	*conn = 0;
+	*service_out = 0;
 	kr = IOServiceGetMatchingServices(MAIN_PORT, IOServiceMatching(DEXT_SERVICE_CLASS), &iter);
 	if (kr != KERN_SUCCESS) {
 		snprintf(err, errlen, "cannot list IOKit services: %s (0x%08x)", ioreturn_name(kr), (unsigned)kr);
@@ -954,22 +1270,23 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 		open_fn = find_open_fn(eid);
 		if (open_fn) {
 			id = open_fn->ident;
-		} else {
+		} else if (!registry_identity(service, &id)) {
+			/* No identity in the registry: ask the dext. */
 			kr = IOServiceOpen(service, mach_task_self(), 0, &c);
-			if (kr == KERN_SUCCESS && read_identity(c, &id) != kIOReturnSuccess) {
+			if (kr == KERN_SUCCESS && (kr = read_identity(c, &id)) != kIOReturnSuccess) {
 				IOServiceClose(c);
-				kr = kIOReturnError;
+				c = 0;
 			}
 			if (kr != KERN_SUCCESS) {
-				log_debug("darwin: skipping a dext service that cannot be opened (0x%08x)", (unsigned)kr);
+				note_open_failure(&of, kr);
 				IOObjectRelease(service);
 				continue;
 			}
 		}
-		IOObjectRelease(service);
 		if (id.bus != w->bus || id.device != w->device || id.function != w->function) {
 			if (c)
 				IOServiceClose(c);
+			IOObjectRelease(service);
 			continue;
 		}
 		matches++;
@@ -978,33 +1295,80 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 		if (matches > 1) {
 			if (c)
 				IOServiceClose(c);
+			IOObjectRelease(service);
 			continue;
 		}
 		*shared = open_fn;
 		*conn = c;
+		*service_out = service; /* kept: opened below, and watched for termination */
 		*entry_id = eid;
 		*ident = id;
 		memcpy(root, this_root, sizeof(this_root));
 	}
 	IOObjectRelease(iter);
-	if (matches == 1)
-		return 0;
-	if (*conn)
-		IOServiceClose(*conn);
-	*conn = 0;
-	*shared = NULL;
 	if (matches > 1) {
 		snprintf(err, errlen,
 			 "%02x:%02x.%x exists under several host roots (%s); add @ROOT to choose one, e.g. %02x:%02x.%x@NAME",
 			 w->bus, w->device, w->function, roots, w->bus, w->device, w->function);
-		return -EEXIST;
+		rc = -EEXIST;
+		goto fail;
 	}
-	snprintf(err, errlen,
-		 "no %s service for %02x:%02x.%x%s%s (%u dext services found): is the device connected and the "
-		 "dext enabled and bound to it? (audio functions, class 0x04, are never bound)",
-		 DEXT_USER_CLASS, w->bus, w->device, w->function, w->host_root ? " under host root " : "",
-		 w->host_root ? w->host_root : "", services);
-	return -ENODEV;
+	if (matches == 0) {
+		char why[384] = "";
+
+		if (of.count)
+			snprintf(why, sizeof(why), "; %u could not be opened, the last with %s (0x%08x)%s", of.count,
+				 ioreturn_name(of.last), (unsigned)of.last, ioreturn_hint(of.last));
+		snprintf(err, errlen,
+			 "no %s service for %02x:%02x.%x%s%s (%u dext services found%s): is the device connected and "
+			 "the dext enabled and bound to it? (audio functions, class 0x04, are never bound)",
+			 DEXT_USER_CLASS, w->bus, w->device, w->function, w->host_root ? " under host root " : "",
+			 w->host_root ? w->host_root : "", services, why);
+		rc = -ENODEV;
+		goto fail;
+	}
+	if (*shared) {
+		IOObjectRelease(*service_out);
+		*service_out = 0;
+		return 0;
+	}
+	if (!*conn) {
+		/* Found in the registry: open it now, and make sure the dext agrees on who it is. */
+		kr = IOServiceOpen(*service_out, mach_task_self(), 0, conn);
+		if (kr != KERN_SUCCESS) {
+			*conn = 0;
+			snprintf(err, errlen, "cannot open the %s service of %02x:%02x.%x: IOServiceOpen failed: %s (0x%08x)%s",
+				 DEXT_USER_CLASS, w->bus, w->device, w->function, ioreturn_name(kr), (unsigned)kr,
+				 ioreturn_hint(kr));
+			rc = ioreturn_errno(kr);
+			goto fail;
+		}
+		struct hd_identity check;
+		kr = read_identity(*conn, &check);
+		if (kr != kIOReturnSuccess || check.bus != ident->bus || check.device != ident->device ||
+		    check.function != ident->function) {
+			if (kr != kIOReturnSuccess)
+				snprintf(err, errlen, "dext GetIdentity of %02x:%02x.%x failed: %s (0x%08x)%s", w->bus,
+					 w->device, w->function, ioreturn_name(kr), (unsigned)kr, ioreturn_hint(kr));
+			else
+				snprintf(err, errlen,
+					 "the registry says %02x:%02x.%x but the dext's GetIdentity says %02x:%02x.%x",
+					 ident->bus, ident->device, ident->function, check.bus, check.device, check.function);
+			rc = kr != kIOReturnSuccess ? ioreturn_errno(kr) : -EIO;
+			goto fail;
+		}
+		*ident = check; /* the dext's word for the rest (vendor, device, class) */
+	}
+	return 0;
+fail:
+	if (*conn)
+		IOServiceClose(*conn);
+	if (*service_out)
+		IOObjectRelease(*service_out);
+	*conn = 0;
+	*service_out = 0;
+	*shared = NULL;
+	return rc;
 }
 
 static void dv_destroy(struct host_device *hd);
@@ -1041,6 +1405,18 @@ static void dv_destroy(struct host_device *hd)
 	free(dev);
 }
 
+const char *darwin_serve_note(void)
+{
+	return "macOS: this broker drives the device from outside the VMM, and memory the VMM shares with it may "
+	       "be copy-on-write for the VFIOUserPCIDriver dext (the first DMA registration checks and refuses "
+	       "if so); the in-process devices are the supported path on macOS (docs/macos.md)";
+}
+
+void darwin_log_serve_note(void)
+{
+	log_warn("%s", darwin_serve_note());
+}
+
 struct host_device *darwin_open(const char *spec, char *err, size_t errlen)
 {
 	struct wanted w;
@@ -1049,6 +1425,7 @@ struct host_device *darwin_open(const char *spec, char *err, size_t errlen)
 	struct darwin_dev *dev;
 	struct hd_identity ident;
 	io_connect_t conn = 0;
+	io_service_t service = 0;
 	io_name_t root;
 	uint64_t entry_id = 0;
 	int rc;
@@ -1064,7 +1441,7 @@ struct host_device *darwin_open(const char *spec, char *err, size_t errlen)
 		return NULL;
 	}
 	pthread_mutex_lock(&slots_lock);
-	rc = find_function(&w, &fn, &conn, &entry_id, &ident, root, err, errlen);
+	rc = find_function(&w, &fn, &conn, &service, &entry_id, &ident, root, err, errlen);
 	if (rc)
 		goto fail;
 	if (fn) {
@@ -1073,9 +1450,11 @@ struct host_device *darwin_open(const char *spec, char *err, size_t errlen)
 		slot = slot_get(ident.bus, ident.device, root, err, errlen);
 		if (!slot) {
 			IOServiceClose(conn);
+			IOObjectRelease(service);
 			goto fail;
 		}
-		fn = fn_create(slot, conn, entry_id, &ident, err, errlen);
+		fn = fn_create(slot, service, conn, entry_id, &ident, err, errlen);
+		IOObjectRelease(service);
 		if (!fn) {
 			IOServiceClose(conn);
 			slot_put(slot);

@@ -1,13 +1,23 @@
 // SPDX-License-Identifier: MIT
 /*
  * TEST MODEL of the VFIOUserPCIDriver dext and the IOKit calls that reach
- * it (see dext_model.h).  Written from shared/spec/dext-abi.md only.
+ * it (see dext_model.h).  Written from shared/spec/dext-abi.md, then
+ * corrected against facts read in the dext's published source (never
+ * copied): per-client interrupt state on a 16 KiB page with the enable mask
+ * starting all ones, SetupInterrupts refusing a second call, a second
+ * WaitInterrupt silently replacing the first, waits released without a
+ * completion when the client stops, completions without arguments, no byte
+ * cap on registrations (chunks of 1.5 GiB, only the first chunk's bus range
+ * returned), the client's own cache mode for BAR mappings.
  */
 #include "dext_model.h"
 
 #include <IOKit/IOKitLib.h>
+#include <IOKit/IOMessage.h>
 
 #include <errno.h>
+#include <inttypes.h>
+#include <mach/mach_vm.h>
 #include <poll.h>
 #include <pthread.h>
 #include <search.h>
@@ -22,8 +32,12 @@
 #define MODEL_TASK ((mach_port_t)0x103)
 #define MAX_DMA_PER_CLIENT 65536u
 #define MAX_DMA_BUFFER (3ull << 29) /* 1.5 GiB */
+#define DMA_CHUNK (3ull << 29)      /* the dext splits registrations into 1.5 GiB chunks */
+#define MAX_DMA_CHUNKS 128u         /* ... and refuses more than 128 of them */
+#define DART_MAX_BYTES (3ull << 29)  /* what the model's DART holds before it "panics" */
+#define DART_MAX_MAPPINGS 65536u
 #define CONFIG_SIZE 4096u
-#define IRQ_PAGE_SIZE 4096u
+#define IRQ_PAGE_SIZE 16384u /* the dext's IOBufferMemoryDescriptor for memory type 7 */
 #define IRQ_PAGE_ENABLE 0x20u
 #define MEMORY_TYPES 8
 #define CHAIN 5 /* root complex, host root, bridge, function, service */
@@ -35,7 +49,7 @@ mach_port_t mach_task_self(void)
 	return MODEL_TASK;
 }
 
-enum obj_kind { OBJ_FREE = 0, OBJ_ENTRY, OBJ_ITERATOR, OBJ_CONNECT, OBJ_PORT };
+enum obj_kind { OBJ_FREE = 0, OBJ_ENTRY, OBJ_ITERATOR, OBJ_CONNECT, OBJ_PORT, OBJ_NOTIFY };
 
 struct service;
 
@@ -49,9 +63,22 @@ struct reg_entry {
 
 struct model_dma {
 	uint64_t key;
-	uint64_t inner_key; /* the key used with the function behind */
+	uint64_t inner_key; /* the first chunk's key with the function behind; chunk i uses inner_key + i */
+	unsigned chunks;
 	void *va;
 	uint64_t size;
+	uint8_t *copy; /* copy-on-write simulation: the device's private copy of the pages */
+};
+
+/* An interest notification (IOServiceAddInterestNotification). */
+struct notify {
+	struct notify *next;
+	struct service *svc;
+	io_object_t handle;
+	uint64_t serial;
+	mach_port_t port;
+	IOServiceInterestCallback callback;
+	void *refcon;
 };
 
 struct client {
@@ -61,6 +88,11 @@ struct client {
 	bool claimed;
 	void *dma_tree;
 	unsigned ndma;
+	/* Interrupt state is per client in the dext (SetupInterrupts on this client). */
+	bool irq_ready;
+	uint64_t pending[HD_IRQ_WORDS];
+	uint64_t enable[HD_IRQ_WORDS];
+	uint64_t *irq_page; /* memory type 7: pending words at 0x00, enable words at 0x20 */
 	bool wait_armed;
 	mach_port_t wait_port;
 	uint64_t wait_ref[kOSAsyncRef64Count];
@@ -76,6 +108,12 @@ struct service {
 	unsigned refs; /* published + clients + entry handles + iterators */
 	bool published;
 	bool terminated;
+	bool crashed; /* the dext process died: calls fail with MIG_SERVER_DIED */
+	bool hide_pci_properties;
+	bool cow;
+	uint64_t dart_max_bytes;
+	uint64_t dart_bytes, dart_mappings; /* the DART's occupancy over every client */
+	struct notify *notifies;
 	struct reg_entry chain[CHAIN];
 	char user_class[64];
 	struct host_device *dev;
@@ -88,10 +126,8 @@ struct service {
 	uint8_t bar_mem_index[HD_NUM_BARS];
 	struct hd_bar_info bar[HD_NUM_BARS];
 
-	bool irq_ready;
-	uint64_t pending[HD_IRQ_WORDS];
-	uint64_t enable[HD_IRQ_WORDS];
-	uint64_t *irq_page;
+	bool dev_irq_ready; /* the function's interrupts set up (once, all vectors enabled) */
+	unsigned nvectors;
 	bool thread_running;
 	pthread_t thread;
 	int stop_pipe[2];
@@ -121,6 +157,7 @@ static uint64_t next_entry_id = 0x100000100ull;
 static struct dext_model_stats stats;
 static uint32_t fail_selector = UINT32_MAX;
 static IOReturn fail_code;
+static uint64_t next_notify_serial = 1;
 
 /* ---- handles ---- */
 
@@ -197,8 +234,6 @@ static void unlock(void)
 			close(s->stop_pipe[0]);
 			close(s->stop_pipe[1]);
 		}
-		if (s->irq_page)
-			munmap(s->irq_page, IRQ_PAGE_SIZE);
 		if (s->owns_dev)
 			s->dev->ops->destroy(s->dev);
 		free(s);
@@ -229,22 +264,28 @@ static IOReturn errno_to_ioreturn(int rc)
 	}
 }
 
-static void page_sync(struct service *s)
+static void page_sync(struct client *c)
 {
+	if (!c->irq_page)
+		return;
 	for (unsigned i = 0; i < HD_IRQ_WORDS; i++) {
-		__atomic_store_n(&s->irq_page[i], s->pending[i], __ATOMIC_RELEASE);
-		__atomic_store_n(&s->irq_page[IRQ_PAGE_ENABLE / 8 + i], s->enable[i], __ATOMIC_RELEASE);
+		__atomic_store_n(&c->irq_page[i], c->pending[i], __ATOMIC_RELEASE);
+		__atomic_store_n(&c->irq_page[IRQ_PAGE_ENABLE / 8 + i], c->enable[i], __ATOMIC_RELEASE);
 	}
 }
 
 struct delivery {
 	mach_port_t port;
-	IOAsyncCallback callback;
+	IOAsyncCallback0 callback;
 	void *refcon;
 	IOReturn result;
 };
 
-/* On the waiter's dispatch queue: a destroyed port delivers nothing. */
+/*
+ * On the waiter's dispatch queue: a destroyed port delivers nothing.  The
+ * dext completes with AsyncCompletion(action, result, nullptr, 0): no
+ * arguments, so IOKitLib calls the IOAsyncCallback0 shape.
+ */
 static void deliver(void *arg)
 {
 	struct delivery *d = arg;
@@ -252,44 +293,56 @@ static void deliver(void *arg)
 
 	lock();
 	alive = obj_get(d->port, OBJ_PORT) != NULL;
-	if (alive && d->result == kIOReturnSuccess)
+	if (alive)
 		stats.waits_completed++;
 	unlock();
 	if (alive)
-		d->callback(d->refcon, d->result, NULL, 0);
+		d->callback(d->refcon, d->result);
 	free(d);
 }
 
-static void complete_wait(struct client *c, IOReturn result)
+static void complete_wait(struct client *c)
 {
 	struct IONotificationPort *port = obj_get(c->wait_port, OBJ_PORT);
 	struct delivery *d;
 
 	c->wait_armed = false;
-	if (result != kIOReturnSuccess)
-		stats.waits_aborted++;
 	if (!port || !port->queue)
 		return; /* nobody listens: the message is lost, as with a dead port */
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return;
 	d->port = c->wait_port;
-	d->callback = (IOAsyncCallback)(uintptr_t)c->wait_ref[kIOAsyncCalloutFuncIndex];
+	d->callback = (IOAsyncCallback0)(uintptr_t)c->wait_ref[kIOAsyncCalloutFuncIndex];
 	d->refcon = (void *)(uintptr_t)c->wait_ref[kIOAsyncCalloutRefconIndex];
-	d->result = result;
+	d->result = kIOReturnSuccess; /* the dext never completes a wait with anything else */
 	dispatch_async_f(port->queue, d, deliver);
 }
 
-static bool any_pending(const struct service *s)
+/* The dext releases a pending wait without completing it: nothing is ever delivered. */
+static void drop_wait(struct client *c)
+{
+	if (!c->wait_armed)
+		return;
+	c->wait_armed = false;
+	stats.waits_dropped++;
+}
+
+static bool any_pending(const struct client *c)
 {
 	for (unsigned i = 0; i < HD_IRQ_WORDS; i++) {
-		if (s->pending[i])
+		if (c->pending[i])
 			return true;
 	}
 	return false;
 }
 
-/* Collect what the function has raised; complete waits if anything is pending. */
+/*
+ * Collect what the function has raised and hand it to every client with
+ * interrupts set up, through that client's enable mask (a vector that fires
+ * while disabled is dropped, as in the dext's InterruptOccurred); complete
+ * the waits of clients with anything pending.
+ */
 static void harvest(struct service *s)
 {
 	int fd = s->dev->ops->irq_wakeup_fd(s->dev);
@@ -304,16 +357,16 @@ static void harvest(struct service *s)
 				break;
 		}
 	}
-	if (s->dev->ops->irq_read_pending(s->dev, p) == 0) {
-		for (unsigned i = 0; i < HD_IRQ_WORDS; i++)
-			s->pending[i] |= p[i] & s->enable[i];
-	}
-	page_sync(s);
-	if (!any_pending(s))
-		return;
+	if (s->dev->ops->irq_read_pending(s->dev, p) != 0)
+		memset(p, 0, sizeof(p));
 	for (struct client *c = s->clients; c; c = c->next) {
-		if (c->wait_armed)
-			complete_wait(c, kIOReturnSuccess);
+		if (!c->irq_ready)
+			continue;
+		for (unsigned i = 0; i < HD_IRQ_WORDS; i++)
+			c->pending[i] |= p[i] & c->enable[i];
+		page_sync(c);
+		if (c->wait_armed && any_pending(c))
+			complete_wait(c);
 	}
 }
 
@@ -398,13 +451,10 @@ int dext_model_publish(const struct dext_model_service_config *cfg, uint64_t *se
 		s->ident.device = cfg->device & 0x1f;
 		s->ident.function = cfg->function & 7;
 	}
-	s->irq_page = mmap(NULL, IRQ_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (s->irq_page == MAP_FAILED) {
-		snprintf(err, errlen, "dext model: cannot allocate the interrupt page");
-		free(s);
-		return -ENOMEM;
-	}
 	s->dev = cfg->dev;
+	s->hide_pci_properties = cfg->hide_pci_properties;
+	s->cow = cfg->copy_on_write;
+	s->dart_max_bytes = cfg->dart_max_bytes ? cfg->dart_max_bytes : DART_MAX_BYTES;
 	s->owns_dev = cfg->owns_dev;
 	snprintf(s->user_class, sizeof(s->user_class), "%s", cfg->user_class ? cfg->user_class : "VFIOUserPCIDriver");
 	snprintf(fn_name, sizeof(fn_name), "pci%x,%x", s->ident.vendor_id, s->ident.device_id);
@@ -436,10 +486,62 @@ static struct service *find_service(uint64_t id)
 	return NULL;
 }
 
-static void unpublish(struct service *s, bool terminate)
+struct interest_delivery {
+	io_object_t handle;
+	uint64_t serial;
+	mach_port_t port;
+	IOServiceInterestCallback callback;
+	void *refcon;
+};
+
+/* On the notification port's queue: a released notification or a destroyed port delivers nothing. */
+static void deliver_interest(void *arg)
 {
-	if (terminate)
-		s->terminated = true;
+	struct interest_delivery *d = arg;
+	struct notify *n;
+	bool alive;
+
+	lock();
+	n = obj_get(d->handle, OBJ_NOTIFY);
+	alive = n && n->serial == d->serial && obj_get(d->port, OBJ_PORT);
+	unlock();
+	if (alive)
+		d->callback(d->refcon, MACH_PORT_NULL, kIOMessageServiceIsTerminated, NULL);
+	free(d);
+}
+
+/*
+ * The service terminates: its user clients stop (pending waits are released
+ * without a completion) and every interest notification is sent
+ * kIOMessageServiceIsTerminated.
+ */
+static void terminate(struct service *s)
+{
+	if (s->terminated)
+		return;
+	s->terminated = true;
+	for (struct client *c = s->clients; c; c = c->next)
+		drop_wait(c);
+	for (struct notify *n = s->notifies; n; n = n->next) {
+		struct IONotificationPort *port = obj_get(n->port, OBJ_PORT);
+		struct interest_delivery *d;
+
+		if (!port || !port->queue || !(d = calloc(1, sizeof(*d))))
+			continue;
+		d->handle = n->handle;
+		d->serial = n->serial;
+		d->port = n->port;
+		d->callback = n->callback;
+		d->refcon = n->refcon;
+		stats.interest_sent++;
+		dispatch_async_f(port->queue, d, deliver_interest);
+	}
+}
+
+static void unpublish(struct service *s, bool term)
+{
+	if (term)
+		terminate(s);
 	if (!s->published)
 		return;
 	s->published = false;
@@ -454,6 +556,20 @@ int dext_model_unpublish(uint64_t service_id, bool terminate)
 	s = find_service(service_id);
 	if (s)
 		unpublish(s, terminate);
+	unlock();
+	return s ? 0 : -ENOENT;
+}
+
+int dext_model_crash(uint64_t service_id)
+{
+	struct service *s;
+
+	lock();
+	s = find_service(service_id);
+	if (s) {
+		s->crashed = true;
+		unpublish(s, true);
+	}
 	unlock();
 	return s ? 0 : -ENOENT;
 }
@@ -573,11 +689,24 @@ kern_return_t IOObjectRelease(io_object_t object)
 {
 	struct reg_entry *e;
 	struct iterator *it;
+	struct notify *n;
 
 	lock();
 	if ((e = entry_of(object))) {
 		obj_drop(object);
 		svc_put(e->svc);
+	} else if ((n = obj_get(object, OBJ_NOTIFY))) {
+		struct service *s = n->svc;
+
+		for (struct notify **pp = &s->notifies; *pp; pp = &(*pp)->next) {
+			if (*pp == n) {
+				*pp = n->next;
+				break;
+			}
+		}
+		obj_drop(object);
+		free(n);
+		svc_put(s);
 	} else if ((it = obj_get(object, OBJ_ITERATOR))) {
 		obj_drop(object);
 		for (size_t i = 0; i < it->count; i++)
@@ -619,10 +748,111 @@ CFTypeRef IORegistryEntryCreateCFProperty(io_registry_entry_t entry, CFStringRef
 		return NULL;
 	lock();
 	e = entry_of(entry);
-	if (e && e == &e->svc->chain[CHAIN - 1] && !strcmp(name, "IOUserClass"))
+	if (e && e == &e->svc->chain[CHAIN - 1] && !strcmp(name, "IOUserClass")) {
 		value = cf_shim_string_create(e->svc->user_class);
+	} else if (e && e == &e->svc->chain[CHAIN - 2] && !e->svc->hide_pci_properties) {
+		/* What IOPCIFamily publishes on an IOPCIDevice: 4-byte little-endian data, and "bus:device:function". */
+		const struct hd_identity *id = &e->svc->ident;
+		uint32_t word = 0;
+		bool data = true;
+
+		if (!strcmp(name, "vendor-id"))
+			word = id->vendor_id;
+		else if (!strcmp(name, "device-id"))
+			word = id->device_id;
+		else if (!strcmp(name, "class-code"))
+			word = id->class_code;
+		else
+			data = false;
+		if (data) {
+			uint8_t le[4] = {(uint8_t)word, (uint8_t)(word >> 8), (uint8_t)(word >> 16), (uint8_t)(word >> 24)};
+
+			value = cf_shim_data_create(le, sizeof(le));
+		} else if (!strcmp(name, "pcidebug")) {
+			char text[32];
+
+			snprintf(text, sizeof(text), "%u:%u:%u", id->bus, id->device, id->function);
+			value = cf_shim_string_create(text);
+		}
+	}
 	unlock();
 	return value;
+}
+
+kern_return_t IOServiceAddInterestNotification(IONotificationPortRef notifyPort, io_service_t service,
+					       const char *interestType, IOServiceInterestCallback callback,
+					       void *refCon, io_object_t *notification)
+{
+	struct reg_entry *e;
+	struct notify *n;
+	kern_return_t kr = kIOReturnSuccess;
+
+	if (!notifyPort || !interestType || strcmp(interestType, kIOGeneralInterest) || !callback || !notification)
+		return kIOReturnBadArgument;
+	lock();
+	e = entry_of(service);
+	if (!e || e != &e->svc->chain[CHAIN - 1] || !obj_get(notifyPort->handle, OBJ_PORT)) {
+		kr = kIOReturnBadArgument;
+	} else if (e->svc->terminated) {
+		kr = kIOReturnNotAttached;
+	} else if (!(n = calloc(1, sizeof(*n))) || !(n->handle = obj_new(OBJ_NOTIFY, n))) {
+		free(n);
+		kr = kIOReturnNoMemory;
+	} else {
+		n->svc = e->svc;
+		n->serial = next_notify_serial++;
+		n->port = notifyPort->handle;
+		n->callback = callback;
+		n->refcon = refCon;
+		n->next = e->svc->notifies;
+		e->svc->notifies = n;
+		e->svc->refs++;
+		*notification = n->handle;
+	}
+	unlock();
+	return kr;
+}
+
+/*
+ * Linux: the protection of the region containing (or following) *address,
+ * from /proc/self/maps.
+ */
+kern_return_t mach_vm_region(mach_port_t target_task, mach_vm_address_t *address, mach_vm_size_t *size,
+			     vm_region_flavor_t flavor, vm_region_info_t info, mach_msg_type_number_t *infoCnt,
+			     mach_port_t *object_name)
+{
+	struct vm_region_basic_info_64 *bi = (struct vm_region_basic_info_64 *)(void *)info;
+	FILE *maps;
+	char line[512];
+	kern_return_t kr = KERN_INVALID_ADDRESS;
+
+	if (target_task != MODEL_TASK || flavor != VM_REGION_BASIC_INFO_64 || !address || !size || !info ||
+	    !infoCnt || *infoCnt < VM_REGION_BASIC_INFO_COUNT_64)
+		return kIOReturnBadArgument;
+	maps = fopen("/proc/self/maps", "re");
+	if (!maps)
+		return kIOReturnError;
+	while (fgets(line, sizeof(line), maps)) {
+		uint64_t start, end;
+		char perms[5];
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s", &start, &end, perms) != 3 || end <= *address)
+			continue;
+		memset(bi, 0, sizeof(*bi));
+		bi->protection = (perms[0] == 'r' ? VM_PROT_READ : 0) | (perms[1] == 'w' ? VM_PROT_WRITE : 0) |
+				 (perms[2] == 'x' ? VM_PROT_EXECUTE : 0);
+		bi->max_protection = bi->protection;
+		bi->shared = perms[3] == 's';
+		*address = start;
+		*size = end - start;
+		*infoCnt = VM_REGION_BASIC_INFO_COUNT_64;
+		if (object_name)
+			*object_name = MACH_PORT_NULL;
+		kr = KERN_SUCCESS;
+		break;
+	}
+	fclose(maps);
+	return kr;
 }
 
 kern_return_t IORegistryEntryGetParentEntry(io_registry_entry_t entry, const char *plane,
@@ -682,9 +912,11 @@ kern_return_t IOServiceOpen(io_service_t service, task_port_t owningTask, uint32
 	if (!e || e != &e->svc->chain[CHAIN - 1] || owningTask != MODEL_TASK)
 		kr = kIOReturnBadArgument;
 	else if (type != 0)
-		kr = kIOReturnBadArgument; /* user-client type 0 is the only one */
+		kr = kIOReturnUnsupported; /* NewUserClient: type 0 is the only one */
 	else if (!e->svc->published)
 		kr = kIOReturnNotAttached;
+	else
+		take_failure(DEXT_MODEL_FAIL_OPEN, &kr);
 	if (kr) {
 		unlock();
 		return kr;
@@ -715,14 +947,32 @@ static int dma_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static uint64_t chunk_size(const struct model_dma *d, unsigned i)
+{
+	uint64_t off = (uint64_t)i * DMA_CHUNK;
+
+	return d->size - off < DMA_CHUNK ? d->size - off : DMA_CHUNK;
+}
+
+/* Undo the first n chunks of a registration in the function and the DART. */
+static void unregister_chunks(struct service *s, struct model_dma *d, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		s->dev->ops->dma_unregister(s->dev, d->inner_key + i);
+		s->dart_bytes -= chunk_size(d, i);
+		s->dart_mappings--;
+	}
+}
+
 static void drop_dma(struct client *c, struct model_dma *d)
 {
 	struct service *s = c->svc;
 
-	s->dev->ops->dma_unregister(s->dev, d->inner_key);
+	unregister_chunks(s, d, d->chunks);
 	tdelete(d, &c->dma_tree, dma_cmp);
 	c->ndma--;
 	stats.live_dma--;
+	free(d->copy);
 	free(d);
 }
 
@@ -753,8 +1003,10 @@ kern_return_t IOServiceClose(io_connect_t connect)
 		drop_dma(c, *(struct model_dma **)c->dma_tree);
 	if (c->buffer)
 		free_buffer(c);
-	if (c->wait_armed)
-		complete_wait(c, kIOReturnAborted);
+	/* The user client's Stop releases the pending wait without completing it. */
+	drop_wait(c);
+	if (c->irq_page)
+		munmap(c->irq_page, IRQ_PAGE_SIZE);
 	if (c->claimed && --s->claims == 0)
 		s->dev->ops->release(s->dev);
 	for (struct client **pp = &s->clients; *pp; pp = &(*pp)->next) {
@@ -834,11 +1086,20 @@ static bool mapped_in_process(uint64_t va, uint64_t size)
 	return true;
 }
 
+/*
+ * RegisterDMARegion as the dext does it: no cap on bytes, the region split
+ * into chunks of 1.5 GiB (at most 128), each chunk one bus segment, and only
+ * the first chunk's bus address and length returned.  What the dext leaves
+ * to the DART (and so to luck) the model checks: a chunk beyond the DART's
+ * capacity is counted as an overcommit (a host panic on a Mac) and fails.
+ */
 static IOReturn reg_dma(struct client *c, const uint64_t *in, uint64_t *out)
 {
 	struct service *s = c->svc;
 	struct model_dma probe = {.key = in[0]}, *d;
-	uint64_t bus, len;
+	uint64_t bus, len, nchunks;
+	unsigned done = 0;
+	IOReturn kr = kIOReturnSuccess;
 	int rc;
 
 	if (!in[1] || !in[2] || in[1] > UINT64_MAX - in[2])
@@ -846,33 +1107,67 @@ static IOReturn reg_dma(struct client *c, const uint64_t *in, uint64_t *out)
 	if (tfind(&probe, &c->dma_tree, dma_cmp))
 		return kIOReturnStillOpen;
 	if (c->ndma >= MAX_DMA_PER_CLIENT)
-		return kIOReturnNoResources;
-	if (in[2] > MAX_DMA_BUFFER)
-		return kIOReturnNotAligned; /* more than one chunk: more than one bus segment */
+		return kIOReturnNoSpace;
+	nchunks = (in[2] + DMA_CHUNK - 1) / DMA_CHUNK;
+	if (nchunks > MAX_DMA_CHUNKS)
+		return kIOReturnNoSpace;
 	if (!mapped_in_process(in[1], in[2]))
 		return kIOReturnVMError; /* the dext cannot wire memory the client does not have */
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return kIOReturnNoMemory;
 	d->key = in[0];
-	d->inner_key = s->next_inner_key++;
 	d->va = (void *)(uintptr_t)in[1];
 	d->size = in[2];
-	rc = s->dev->ops->dma_register(s->dev, d->inner_key, d->va, d->size, &bus, &len);
-	if (rc) {
-		free(d);
-		return errno_to_ioreturn(rc);
+	d->chunks = (unsigned)nchunks;
+	d->inner_key = s->next_inner_key;
+	s->next_inner_key += nchunks;
+	if (s->cow) {
+		/* Copy-on-write: the device keeps the pages as they are now; the client's later writes go elsewhere. */
+		d->copy = malloc(d->size);
+		if (!d->copy) {
+			free(d);
+			return kIOReturnNoMemory;
+		}
+		memcpy(d->copy, d->va, d->size);
 	}
-	if (!tsearch(d, &c->dma_tree, dma_cmp)) {
-		s->dev->ops->dma_unregister(s->dev, d->inner_key);
+	for (; done < d->chunks; done++) {
+		uint64_t off = (uint64_t)done * DMA_CHUNK, size = chunk_size(d, done);
+		uint8_t *at = (d->copy ? d->copy : (uint8_t *)d->va) + off;
+
+		if (size > s->dart_max_bytes - s->dart_bytes || s->dart_mappings >= DART_MAX_MAPPINGS) {
+			stats.dart_overcommits++;
+			kr = kIOReturnNoResources;
+			break;
+		}
+		rc = s->dev->ops->dma_register(s->dev, d->inner_key + done, at, size, &bus, &len);
+		if (rc) {
+			kr = errno_to_ioreturn(rc);
+			break;
+		}
+		if (len != size) {
+			s->dev->ops->dma_unregister(s->dev, d->inner_key + done);
+			kr = kIOReturnNotAligned; /* the chunk did not resolve to one full-length segment */
+			break;
+		}
+		s->dart_bytes += size;
+		s->dart_mappings++;
+		if (done == 0) {
+			out[1] = bus;
+			out[2] = len;
+		}
+	}
+	if (!kr && !tsearch(d, &c->dma_tree, dma_cmp))
+		kr = kIOReturnNoMemory;
+	if (kr) {
+		unregister_chunks(s, d, done);
+		free(d->copy);
 		free(d);
-		return kIOReturnNoMemory;
+		return kr;
 	}
 	c->ndma++;
 	stats.live_dma++;
 	out[0] = 1;
-	out[1] = bus;
-	out[2] = len;
 	return kIOReturnSuccess;
 }
 
@@ -908,14 +1203,30 @@ static IOReturn alloc_buffer(struct client *c, const uint64_t *in, uint64_t *out
 	return kIOReturnSuccess;
 }
 
-static IOReturn setup_irqs(struct service *s, uint64_t *out)
+/*
+ * SetupInterrupts, per client: a second call on the same client fails with
+ * kIOReturnStillOpen; the client's 16 KiB state page is created here, with
+ * the enable mask all ones.  The function's vectors are set up (and left
+ * enabled at the function: masking is the dext's) once per service.
+ */
+static IOReturn setup_irqs(struct client *c, uint64_t *out)
 {
-	unsigned n = 0;
-	int rc = s->dev->ops->irq_setup(s->dev, &n);
+	struct service *s = c->svc;
+	uint64_t all[HD_IRQ_WORDS];
+	void *page;
+	int rc;
 
-	if (rc)
-		return errno_to_ioreturn(rc);
-	if (!s->irq_ready) {
+	if (c->irq_ready)
+		return kIOReturnStillOpen;
+	if (!s->dev_irq_ready) {
+		unsigned n = 0;
+
+		memset(all, 0xff, sizeof(all));
+		rc = s->dev->ops->irq_setup(s->dev, &n);
+		if (!rc)
+			rc = s->dev->ops->irq_set_mask(s->dev, all);
+		if (rc)
+			return errno_to_ioreturn(rc);
 		if (pipe(s->stop_pipe) < 0) {
 			s->stop_pipe[0] = s->stop_pipe[1] = -1;
 			return kIOReturnNoResources;
@@ -927,9 +1238,18 @@ static IOReturn setup_irqs(struct service *s, uint64_t *out)
 			return kIOReturnNoResources;
 		}
 		s->thread_running = true;
-		s->irq_ready = true;
+		s->dev_irq_ready = true;
+		s->nvectors = n > HD_MAX_VECTORS ? HD_MAX_VECTORS : n;
 	}
-	out[0] = n > HD_MAX_VECTORS ? HD_MAX_VECTORS : n;
+	page = mmap(NULL, IRQ_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED)
+		return kIOReturnNoMemory;
+	c->irq_page = page;
+	memset(c->pending, 0, sizeof(c->pending));
+	memset(c->enable, 0xff, sizeof(c->enable));
+	c->irq_ready = true;
+	page_sync(c);
+	out[0] = s->nvectors;
 	return kIOReturnSuccess;
 }
 
@@ -995,8 +1315,9 @@ static IOReturn dispatch_selector(struct client *c, uint32_t sel, const uint64_t
 			return kIOReturnSuccess;
 		}
 		if (in[1] > d->size || d->size - in[1] < 8)
-			return kIOReturnBadArgument;
-		memcpy(&out[0], (const uint8_t *)d->va + in[1], 8);
+			return kIOReturnOverrun;
+		/* Read through the descriptor: what the device sees (the private copy when copy-on-write). */
+		memcpy(&out[0], (d->copy ? d->copy : (const uint8_t *)d->va) + in[1], 8);
 		return kIOReturnSuccess;
 	case 8:
 		return config_read(s, in[0], in[1], out);
@@ -1008,8 +1329,13 @@ static IOReturn dispatch_selector(struct client *c, uint32_t sel, const uint64_t
 	case 10:
 		if (in[0] >= HD_NUM_BARS)
 			return kIOReturnBadArgument;
+		/*
+		 * PCIDriverKit's GetBARInfo fails for an unused BAR or the upper
+		 * half of a 64-bit one and the dext passes its code through; the
+		 * code is undocumented, so the model picks a plain kIOReturnError.
+		 */
 		if (s->bar[in[0]].type == HD_BAR_UNUSED)
-			return kIOReturnNotFound;
+			return kIOReturnError;
 		out[0] = s->bar_mem_index[in[0]];
 		out[1] = s->bar[in[0]].size;
 		out[2] = synth_bar(s, (unsigned)in[0]);
@@ -1026,31 +1352,28 @@ static IOReturn dispatch_selector(struct client *c, uint32_t sel, const uint64_t
 			rc = s->dev->ops->mmio_write(s->dev, (unsigned)bar, in[1], (unsigned)in[2], in[3]);
 		return rc ? kIOReturnIOError : kIOReturnSuccess;
 	case 13:
-		return setup_irqs(s, out);
+		return setup_irqs(c, out);
 	case 14:
-		if (!s->irq_ready)
+		if (!c->irq_ready)
 			return kIOReturnNotReady;
 		harvest(s);
 		for (unsigned i = 0; i < HD_IRQ_WORDS; i++) {
-			out[i] = s->pending[i];
-			s->pending[i] = 0;
+			out[i] = c->pending[i];
+			c->pending[i] = 0;
 		}
-		page_sync(s);
+		page_sync(c);
 		return kIOReturnSuccess;
 	case 16:
-		if (!s->irq_ready)
+		if (!c->irq_ready)
 			return kIOReturnNotReady;
-		rc = s->dev->ops->irq_set_mask(s->dev, in);
-		if (rc)
-			return errno_to_ioreturn(rc);
-		memcpy(s->enable, in, sizeof(s->enable));
-		page_sync(s);
+		memcpy(c->enable, in, sizeof(c->enable));
+		page_sync(c);
 		return kIOReturnSuccess;
 	case 17:
 		rc = s->dev->ops->reset(s->dev);
 		return errno_to_ioreturn(rc);
 	default:
-		return kIOReturnBadArgument; /* 15 is asynchronous only */
+		return kIOReturnBadArgument; /* 15 without a completion */
 	}
 }
 
@@ -1061,9 +1384,11 @@ static IOReturn begin_call(io_connect_t connection, uint32_t selector, const uin
 	IOReturn kr;
 
 	if (!c)
-		return kIOReturnBadArgument; /* MACH_SEND_INVALID_DEST on macOS */
+		return MACH_SEND_INVALID_DEST; /* no such port right */
+	if (c->svc->crashed)
+		return MIG_SERVER_DIED;
 	if (selector >= DEXT_MODEL_SELECTORS)
-		return kIOReturnBadArgument;
+		return kIOReturnUnsupported; /* the dext's ExternalMethod default */
 	stats.calls[selector]++;
 	if (take_failure(selector, &kr))
 		return kr;
@@ -1117,13 +1442,12 @@ kern_return_t IOConnectCallAsyncMethod(mach_port_t connection, uint32_t selector
 	if (!kr && (selector != 15 || inputStruct || inputStructCnt || !reference ||
 		    referenceCnt <= kIOAsyncCalloutRefconIndex || !obj_get(wake_port, OBJ_PORT)))
 		kr = kIOReturnBadArgument;
-	if (!kr && !c->claimed)
-		kr = kIOReturnNotOpen;
-	else if (!kr && !c->svc->irq_ready)
+	if (!kr && !c->irq_ready)
 		kr = kIOReturnNotReady;
-	else if (!kr && c->wait_armed)
-		kr = kIOReturnExclusiveAccess; /* one wait at a time per client */
 	if (!kr) {
+		/* A second wait replaces the first, which is released without a completion. */
+		if (c->wait_armed)
+			stats.waits_replaced++;
 		c->wait_armed = true;
 		c->wait_port = wake_port;
 		memset(c->wait_ref, 0, sizeof(c->wait_ref));
@@ -1165,7 +1489,9 @@ kern_return_t IOConnectMapMemory64(io_connect_t connect, uint32_t memoryType, ta
 		unlock();
 		return kr;
 	}
-	if (s->terminated)
+	if (s->crashed)
+		kr = MIG_SERVER_DIED;
+	else if (s->terminated)
 		kr = kIOReturnNotAttached;
 	else if (!(options & kIOMapAnywhere))
 		kr = kIOReturnBadArgument; /* the model maps only where it likes */
@@ -1173,11 +1499,13 @@ kern_return_t IOConnectMapMemory64(io_connect_t connect, uint32_t memoryType, ta
 		kr = kIOReturnExclusiveAccess;
 	else if (memoryType == 0) {
 		if (!c->buffer)
-			kr = kIOReturnNotFound;
+			kr = kIOReturnNotReady;
 		p = c->buffer;
 		size = c->buffer_size;
 	} else if (memoryType == 7) {
-		p = s->irq_page;
+		if (!c->irq_page)
+			kr = kIOReturnNotReady; /* created by SetupInterrupts */
+		p = c->irq_page;
 		size = IRQ_PAGE_SIZE;
 	} else {
 		unsigned bar = memoryType - 1;
@@ -1187,9 +1515,9 @@ kern_return_t IOConnectMapMemory64(io_connect_t connect, uint32_t memoryType, ta
 			kr = kIOReturnNotOpen;
 		else if (s->bar[bar].type == HD_BAR_UNUSED || s->bar[bar].type == HD_BAR_IO)
 			kr = kIOReturnBadArgument;
-		/* Stricter than a dext need be: write-combining only where prefetchable. */
-		else if (cache != kIOMapDefaultCache && cache != kIOMapInhibitCache &&
-			 !(cache == kIOMapWriteCombineCache && s->bar[bar].prefetchable))
+		/* The dext returns options 0: the client's cache mode is used, whatever it is. */
+		else if (cache != kIOMapDefaultCache && cache != kIOMapInhibitCache && cache != kIOMapWriteThruCache &&
+			 cache != kIOMapCopybackCache && cache != kIOMapWriteCombineCache)
 			kr = kIOReturnBadArgument;
 		else if ((rc = s->dev->ops->bar_map(s->dev, bar, &p)) != 0)
 			kr = errno_to_ioreturn(rc);

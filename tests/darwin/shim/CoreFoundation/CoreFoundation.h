@@ -12,6 +12,7 @@ typedef const void *CFTypeRef;
 typedef const struct __CFString *CFStringRef;
 typedef const struct __CFAllocator *CFAllocatorRef;
 typedef const struct __CFDictionary *CFDictionaryRef;
+typedef const struct __CFData *CFDataRef;
 typedef struct __CFDictionary *CFMutableDictionaryRef;
 typedef unsigned long CFTypeID;
 typedef long CFIndex;
@@ -29,6 +30,9 @@ void CFRelease(CFTypeRef cf);
 CFTypeID CFGetTypeID(CFTypeRef cf);
 CFTypeID CFStringGetTypeID(void);
 Boolean CFEqual(CFTypeRef a, CFTypeRef b);
+CFTypeID CFDataGetTypeID(void);
+CFIndex CFDataGetLength(CFDataRef data);
+const uint8_t *CFDataGetBytePtr(CFDataRef data);
 Boolean CFStringGetCString(CFStringRef str, char *buffer, CFIndex size, CFStringEncoding encoding);
 
 #endif

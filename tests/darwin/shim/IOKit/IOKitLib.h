@@ -25,9 +25,20 @@ typedef kern_return_t IOReturn;
 typedef uint32_t IOOptionBits;
 typedef uint64_t io_user_reference_t;
 typedef struct IONotificationPort *IONotificationPortRef;
+/*
+ * IOKitLib calls an async completion with the shape matching its argument
+ * count: no arguments (what the dext's AsyncCompletion(..., nullptr, 0)
+ * sends) means IOAsyncCallback0.
+ */
+typedef void (*IOAsyncCallback0)(void *refcon, IOReturn result);
 typedef void (*IOAsyncCallback)(void *refcon, IOReturn result, void **args, uint32_t numArgs);
+typedef void (*IOServiceInterestCallback)(void *refcon, io_service_t service, uint32_t messageType,
+					  void *messageArgument);
 
 #define kIOServicePlane "IOService"
+#define kIOGeneralInterest "IOGeneralInterest"
+#define kIOPropertyMatchKey "IOPropertyMatch"
+#define IO_OBJECT_NULL ((io_object_t)0)
 
 /* <IOKit/IOReturn.h>: iokit_common_err(x) = sys_iokit | sub_iokit_common | x */
 #define iokit_common_err(return) ((IOReturn)(0xe0000000u | (return)))
@@ -54,6 +65,7 @@ typedef void (*IOAsyncCallback)(void *refcon, IOReturn result, void **args, uint
 #define kIOReturnNotAttached iokit_common_err(0x2d9)
 #define kIOReturnNoSpace iokit_common_err(0x2db)
 #define kIOReturnNotPermitted iokit_common_err(0x2e2)
+#define kIOReturnOverrun iokit_common_err(0x2e4)
 #define kIOReturnDeviceError iokit_common_err(0x2e9)
 #define kIOReturnAborted iokit_common_err(0x2eb)
 #define kIOReturnNotResponding iokit_common_err(0x2ed)
@@ -85,12 +97,18 @@ kern_return_t IOObjectRelease(io_object_t object);
 /* Apple declares these const io_name_t; the same type after decay, without GCC's 128-byte read warning. */
 boolean_t IOObjectConformsTo(io_object_t object, const char *className);
 
+kern_return_t IORegistryEntryCreateCFProperties(io_registry_entry_t entry, CFMutableDictionaryRef *properties,
+					       CFAllocatorRef allocator, IOOptionBits options);
 CFTypeRef IORegistryEntryCreateCFProperty(io_registry_entry_t entry, CFStringRef key,
 					  CFAllocatorRef allocator, IOOptionBits options);
 kern_return_t IORegistryEntryGetParentEntry(io_registry_entry_t entry, const char *plane,
 					    io_registry_entry_t *parent);
 kern_return_t IORegistryEntryGetName(io_registry_entry_t entry, io_name_t name);
 kern_return_t IORegistryEntryGetRegistryEntryID(io_registry_entry_t entry, uint64_t *entryID);
+
+kern_return_t IOServiceAddInterestNotification(IONotificationPortRef notifyPort, io_service_t service,
+					       const char *interestType, IOServiceInterestCallback callback,
+					       void *refCon, io_object_t *notification);
 
 kern_return_t IOServiceOpen(io_service_t service, task_port_t owningTask, uint32_t type,
 			    io_connect_t *connect);
