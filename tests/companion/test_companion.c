@@ -907,6 +907,158 @@ static void test_create_arguments(void **state)
 	companion_destroy(NULL);
 }
 
+/*
+ * ---- the older reference guest module's layouts (docs/apple-dma-v3.md) ----
+ *
+ * That module declares the MAP request as u64 gpa, u64 len, u32 flags (24
+ * bytes with C alignment) and the MAP response as u64 iova, u64 dma_addr,
+ * u64 dma_len, u32 status (32 bytes).  The device never guesses a layout:
+ * entry k is always bytes 16k..16k+15 of the request array and 24k..24k+23
+ * of the response array, exactly as the reference device.
+ */
+#define OLD_REQ 24
+#define OLD_RESP 32
+
+static void put_old_map_req(uint8_t *arr, uint32_t j, uint64_t gpa, uint64_t len, uint32_t flags)
+{
+	uint8_t *e = arr + (size_t)j * OLD_REQ;
+
+	st64(e, gpa);
+	st64(e + 8, len);
+	st32(e + 16, flags);
+	st32(e + 20, 0); /* the compiler's padding: zeroed by kzalloc */
+}
+
+/* The 24 bytes the device writes for one MAP entry. */
+static void expect_resp(const uint8_t *got, uint64_t id, uint64_t dma, uint32_t dma_len, uint32_t status)
+{
+	uint8_t want[24];
+
+	st64(want, id);
+	st64(want + 8, dma);
+	st32(want + 16, dma_len);
+	st32(want + 20, status);
+	assert_memory_equal(got, want, sizeof(want));
+}
+
+/* count 1: the old request's first 16 bytes line up; its response reads line up but for status. */
+static void test_legacy_layout_count1(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t *resp = gp(fx, RESP_GPA);
+	const struct fake_reg *r;
+	uint64_t id;
+
+	/* The device reads gpa, the low half of len as len, its high half (0) as flags. */
+	put_old_map_req(gp(fx, REQ_GPA), 0, BUF_GPA + 0x200, 0x3000, 0);
+	memset(gp(fx, REQ_GPA) + 16, 0xcc, 8); /* old flags + padding: never read */
+	memset(resp, 0xee, 2 * OLD_RESP);
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_MAP, 1, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_OK);
+	assert_int_equal(page_status(fx, PAGE_GPA), APPLE_DMA_OK);
+	id = ld64(resp);
+	r = fake_hd_find(fx->f, id);
+	assert_non_null(r);
+	assert_ptr_equal(r->host_addr, gp(fx, BUF_GPA + 0x200));
+	assert_int_equal(r->size, 0x3000);
+	expect_resp(resp, id, r->bus, 0x3000, APPLE_DMA_OK);
+	for (int i = 24; i < 2 * OLD_RESP; i++) /* the old status field (24..27) is never written */
+		assert_int_equal(resp[i], 0xee);
+	/* What the old module reads: iova = id, dma_addr, u64 dma_len = dma_len | status << 32. */
+	assert_int_equal(ld64(resp), id);
+	assert_int_equal(ld64(resp + 8), r->bus);
+	assert_int_equal(ld64(resp + 16), 0x3000);
+
+	/* A failed entry: its status lands in the old dma_len's upper half. */
+	put_old_map_req(gp(fx, REQ_GPA), 0, GPA_NOVA, 0x1000, 0);
+	memset(resp, 0xee, 2 * OLD_RESP);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_IOERR);
+	assert_int_equal(page_status(fx, PAGE_GPA), APPLE_DMA_IOERR);
+	expect_resp(resp, 0, 0, 0, APPLE_DMA_IOERR);
+	assert_int_equal(ld64(resp + 16), (uint64_t)APPLE_DMA_IOERR << 32);
+	assert_int_equal(ld32(resp + 24), 0xeeeeeeee); /* the old status: stale */
+	assert_int_equal(fx->f->nregs, 1);
+}
+
+/* count 1, old len of 4 GiB or more: the device maps len mod 2^32, the high half is flags (ignored). */
+static void test_legacy_layout_len_above_4g(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t *resp = gp(fx, RESP_GPA);
+	const struct fake_reg *r;
+
+	put_old_map_req(gp(fx, REQ_GPA), 0, BUF_GPA, 0x100002000ull, 0);
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_MAP, 1, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_OK);
+	r = fake_hd_find(fx->f, ld64(resp));
+	assert_non_null(r);
+	assert_int_equal(r->size, 0x2000);
+	expect_resp(resp, r->key, r->bus, 0x2000, APPLE_DMA_OK);
+	assert_int_equal(ld64(resp + 16), 0x2000); /* the old module sees a short dma_len */
+
+	/* exactly 4 GiB: len 0, so the entry is INVAL and nothing is mapped */
+	put_old_map_req(gp(fx, REQ_GPA), 0, BUF_GPA, 0x100000000ull, 0);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_IOERR);
+	expect_resp(resp, 0, 0, 0, APPLE_DMA_INVAL);
+	assert_int_equal(fx->f->nregs, 1);
+}
+
+/*
+ * count 2 in the old layout: device entry 1 is bytes 16..31, i.e. gpa =
+ * old[0].flags | padding << 32 (0), len = low half of old[0+1].gpa, flags =
+ * its high half.  With RAM at 0 (x86 low memory) that maps the WRONG range
+ * and says OK; old[1]'s buffer is never mapped; the old module then reads
+ * its second response from bytes 32..63, of which the device wrote 32..47.
+ */
+static void test_legacy_layout_count2(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t *low = calloc(1, 0x10000), *high = calloc(1, 0x10000), *resp = gp(fx, RESP_GPA);
+	const struct fake_reg *r0, *r1;
+
+	assert_int_equal(guest_mem_add(fx->gm, 0, 0x10000, low, true), 0);
+	assert_int_equal(guest_mem_add(fx->gm, 0x100000000ull, 0x10000, high, true), 0);
+	put_old_map_req(gp(fx, REQ_GPA), 0, BUF_GPA, 0x1000, 0);
+	put_old_map_req(gp(fx, REQ_GPA), 1, 0x100002000ull, 0x3000, 0);
+	memset(resp, 0xee, 2 * OLD_RESP);
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_MAP, 2, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_OK);
+	r0 = fake_hd_find(fx->f, ld64(resp));
+	r1 = fake_hd_find(fx->f, ld64(resp + 24));
+	assert_non_null(r0);
+	assert_non_null(r1);
+	assert_ptr_equal(r0->host_addr, gp(fx, BUF_GPA));
+	assert_int_equal(r0->size, 0x1000);
+	assert_ptr_equal(r1->host_addr, low); /* [0, 0x2000): not what the guest asked for */
+	assert_int_equal(r1->size, 0x2000);
+	assert_int_equal(fx->f->nregs, 2); /* old[1]'s buffer at 0x100002000 is not mapped */
+	expect_resp(resp, r0->key, r0->bus, 0x1000, APPLE_DMA_OK);
+	expect_resp(resp + 24, r1->key, r1->bus, 0x2000, APPLE_DMA_OK);
+	for (int i = 48; i < 2 * OLD_RESP; i++)
+		assert_int_equal(resp[i], 0xee);
+	/* The old module's view of its second response: iova = entry 1's dma_addr, ... */
+	assert_int_equal(ld64(resp + OLD_RESP), r1->bus);
+	assert_int_equal(ld64(resp + OLD_RESP + 8), 0x2000);      /* dma_len | status << 32 */
+	assert_int_equal(ld64(resp + OLD_RESP + 16), 0xeeeeeeeeeeeeeeeeull); /* never written */
+
+	/* Without RAM at 0 (arm64 virt, this fixture's default) entry 1 fails. */
+	assert_int_equal(unmap1(fx, r1->key, 0x2000), APPLE_DMA_OK);
+	assert_int_equal(guest_mem_remove(fx->gm, 0, 0x10000), 0);
+	assert_int_equal(unmap1(fx, r0->key, 0x1000), APPLE_DMA_OK);
+	put_old_map_req(gp(fx, REQ_GPA), 0, BUF_GPA, 0x1000, 0);
+	put_old_map_req(gp(fx, REQ_GPA), 1, 0x100002000ull, 0x3000, 0);
+	memset(resp, 0xee, 2 * OLD_RESP);
+	put_page(fx, PAGE_GPA, APPLE_DMA_CMD_MAP, 2, REQ_GPA, RESP_GPA);
+	assert_int_equal(ring(fx, PAGE_GPA), APPLE_DMA_IOERR);
+	r0 = fake_hd_find(fx->f, ld64(resp));
+	assert_non_null(r0);
+	expect_resp(resp, r0->key, r0->bus, 0x1000, APPLE_DMA_OK);
+	expect_resp(resp + 24, 0, 0, 0, APPLE_DMA_IOERR);
+	assert_int_equal(fx->f->nregs, 1);
+	free(low);
+	free(high);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -946,6 +1098,9 @@ int main(void)
 		T(test_destroy_unregisters),
 		T(test_identity_mode),
 		T(test_create_arguments),
+		T(test_legacy_layout_count1),
+		T(test_legacy_layout_len_above_4g),
+		T(test_legacy_layout_count2),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
