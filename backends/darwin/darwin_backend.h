@@ -26,4 +26,13 @@
  */
 struct host_device *darwin_open(const char *spec, char *err, size_t errlen);
 
+/*
+ * The line `vfio-apple serve` logs at startup on macOS (out-of-process
+ * service: guest memory the VMM shares may be copy-on-write for the dext;
+ * the in-process devices are the supported path).  darwin_log_serve_note()
+ * logs it at warning level; serve calls it when it opens a BB:DD.F device.
+ */
+const char *darwin_serve_note(void);
+void darwin_log_serve_note(void);
+
 #endif

@@ -12,13 +12,15 @@
 
 #define CF_STRING_TYPE_ID 7ul
 #define CF_DICTIONARY_TYPE_ID 18ul
+#define CF_DATA_TYPE_ID 20ul
 
 struct cf_object {
 	CFTypeID type;
 	int refs;
 	bool constant;
 	struct cf_object *next_constant;
-	char text[]; /* string contents, or the dictionary's class name */
+	size_t len; /* bytes of a data object */
+	char text[]; /* string contents, the dictionary's class name, or data bytes */
 };
 
 static pthread_mutex_t constants_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -63,6 +65,34 @@ CFStringRef cf_shim_string_create(const char *text)
 	return (CFStringRef)cf_new(CF_STRING_TYPE_ID, text);
 }
 
+CFDataRef cf_shim_data_create(const void *bytes, size_t len)
+{
+	struct cf_object *o = calloc(1, sizeof(*o) + len + 1);
+
+	if (!o)
+		return NULL;
+	o->type = CF_DATA_TYPE_ID;
+	o->refs = 1;
+	o->len = len;
+	memcpy(o->text, bytes, len);
+	return (CFDataRef)o;
+}
+
+CFTypeID CFDataGetTypeID(void)
+{
+	return CF_DATA_TYPE_ID;
+}
+
+CFIndex CFDataGetLength(CFDataRef data)
+{
+	return (CFIndex)((const struct cf_object *)data)->len;
+}
+
+const uint8_t *CFDataGetBytePtr(CFDataRef data)
+{
+	return (const uint8_t *)((const struct cf_object *)data)->text;
+}
+
 CFMutableDictionaryRef cf_shim_matching_create(const char *class_name)
 {
 	return (CFMutableDictionaryRef)cf_new(CF_DICTIONARY_TYPE_ID, class_name);
@@ -101,14 +131,21 @@ Boolean CFEqual(CFTypeRef a, CFTypeRef b)
 {
 	const struct cf_object *x = a, *y = b;
 
-	return x->type == y->type && !strcmp(x->text, y->text);
+	if (x->type != y->type)
+		return 0;
+	if (x->type == CF_DATA_TYPE_ID)
+		return x->len == y->len && !memcmp(x->text, y->text, x->len);
+	return !strcmp(x->text, y->text);
 }
 
 Boolean CFStringGetCString(CFStringRef str, char *buffer, CFIndex size, CFStringEncoding encoding)
 {
 	const struct cf_object *o = (const struct cf_object *)str;
-	size_t len = strlen(o->text);
+	size_t len;
 
+	if (o->type != CF_STRING_TYPE_ID)
+		return 0;
+	len = strlen(o->text);
 	if (encoding != kCFStringEncodingUTF8 || size <= 0 || len >= (size_t)size)
 		return 0;
 	memcpy(buffer, o->text, len + 1);
