@@ -69,7 +69,7 @@ static void *serve(void *arg)
 		struct pollfd p[3] = {
 			{ .fd = t->stop[0], .events = POLLIN },
 			{ .fd = vfu_server_listen_fd(t->s), .events = POLLIN },
-			{ .fd = vfu_server_client_fd(t->s), .events = POLLIN },
+			{ .fd = vfu_server_client_fd(t->s), .events = vfu_server_poll_events(t->s) },
 		};
 
 		if (poll(p, 3, -1) < 0 && errno != EINTR)

@@ -7,10 +7,16 @@
  * macOS, where the broker must eventually run.
  *
  *   tags                 what
- *   TAG_SIGNAL           self-pipe written by the SIGINT/SIGTERM handler: clean shutdown
+ *   TAG_SIGNAL           self-pipe written by the SIGINT/SIGTERM/SIGHUP/SIGQUIT handler:
+ *                        clean shutdown
  *   TAG_IRQ              host interrupt wake-up -> passthrough router
  *   TAG_*_LISTEN/CLIENT  the two vfio-user servers (one client each)
- *   TAG_CTRL_LISTEN      control socket; TAG_CTRL_CONN + i its connections
+ *   TAG_CTRL + i         control socket (broker/control.c): 0 listens, 1.. connections
+ *
+ * Nothing in the loop blocks on a peer: the vfio-user servers queue their
+ * replies and say which events they wait for (vfu_server_poll_events), the
+ * control socket likewise, and each wake-up does a bounded amount of work
+ * per fd (issue 11, item 3).
  *
  * Teardown order matters: a vfio-user client's ranges are released while
  * still mapped (the device models drop every use first), the passthrough
@@ -27,13 +33,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <json-c/json.h>
-
 #include "backends.h"
+#include "compat.h"
+#include "control.h"
+#include "memguard.h"
+#include "status.h"
 #include "companion.h"
 #include "guest_mem.h"
 #include "log.h"
@@ -41,9 +48,6 @@
 #include "vfu_protocol.h"
 #include "vfu_server.h"
 
-#ifndef VFA_VERSION
-#define VFA_VERSION "unknown"
-#endif
 
 enum {
 	TAG_SIGNAL = 1,
@@ -52,18 +56,7 @@ enum {
 	TAG_PT_CLIENT,
 	TAG_COMP_LISTEN,
 	TAG_COMP_CLIENT,
-	TAG_CTRL_LISTEN,
-	TAG_CTRL_CONN, /* + connection slot */
-};
-
-#define MAX_CTRL_CONNS 8
-#define CTRL_REQUEST_MAX 64
-
-struct ctrl_conn {
-	int fd; /* -1: free slot */
-	uint64_t serial; /* accept order: the oldest is evicted when all slots are busy */
-	char buf[CTRL_REQUEST_MAX];
-	size_t len;
+	TAG_CTRL, /* + control slot (0: listening socket) */
 };
 
 struct broker {
@@ -83,9 +76,9 @@ struct broker {
 	struct guest_mem *identity_regs;
 	uint64_t identity_register_failures;
 	int sig_read; /* self-pipe: the signal handler writes the signal number */
-	int ctrl_fd;
-	struct ctrl_conn ctrl[MAX_CTRL_CONNS];
-	uint64_t ctrl_serial;
+	struct control *ctrl;
+	/* Companion clients refused: not the process that holds the passthrough socket. */
+	uint64_t companion_refused;
 	struct timespec started;
 	bool stop;
 };
@@ -235,6 +228,9 @@ static void pt_client_ready(void *opaque)
 	log_info("passthrough: VMM attached on %s", vfu_server_socket_path(b->pt_srv));
 	if (passthrough_set_irq_sink(b->pt, &sink) < 0)
 		log_warn("passthrough: interrupt mask: %s", host_device_error(b->hd));
+	/* Now there is a function to map for (issue 11, item 4). */
+	if (b->comp)
+		companion_refuse_maps(b->comp, false);
 }
 
 /* Unregister identity ranges the client left behind (normally none by now). */
@@ -273,8 +269,10 @@ static void pt_client_gone(void *opaque)
 	 * into the leaving VM's RAM: a VMM attaching to the passthrough
 	 * socket next must not inherit them.
 	 */
-	if (b->comp)
+	if (b->comp) {
 		companion_release_mappings(b->comp);
+		companion_refuse_maps(b->comp, true);
+	}
 }
 
 static const struct vfu_device_ops passthrough_vfu_ops = {
@@ -436,268 +434,54 @@ static const struct vfu_device_ops companion_vfu_ops = {
 	.client_ready = comp_client_ready,
 };
 
-/* ---- status -------------------------------------------------------------- */
+/* ---- status (broker/status.c writes the JSON) ----------------------------- */
 
-static void add_u64(json_object *o, const char *key, uint64_t v)
+static char *status_text(void *opaque)
 {
-	json_object_object_add(o, key, json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v));
-}
+	const struct broker *b = opaque;
+	const struct broker_status_src src = {
+		.cfg = b->cfg,
+		.hd = b->hd,
+		.pt = b->pt,
+		.comp = b->comp,
+		.pt_srv = b->pt_srv,
+		.comp_srv = b->comp_srv,
+		.started = b->started,
+		.identity_register_failures = b->identity_register_failures,
+		.posted_doorbells = b->posted_doorbells,
+		.control_refused_peers = b->ctrl ? control_refused_peers(b->ctrl) : 0,
+		.companion_refused = b->companion_refused,
+	};
 
-static json_object *client_json(struct vfu_server *s, const char *path)
-{
-	json_object *o = json_object_new_object();
-	struct vfu_stats st = { 0 };
-
-	if (s)
-		vfu_server_stats(s, &st);
-	json_object_object_add(o, "socket", path ? json_object_new_string(path) : NULL);
-	json_object_object_add(o, "connected", json_object_new_boolean(st.connected));
-	add_u64(o, "clients", st.clients);
-	add_u64(o, "messages", st.messages);
-	add_u64(o, "errors", st.errors);
-	add_u64(o, "dma_maps", st.dma_maps);
-	return o;
-}
-
-/* The status document: one JSON object (fields in the helpers' contract). */
-static char *status_json(const struct broker *b)
-{
-	struct hd_dma_stats dma = { 0 };
-	struct companion_stats cs = { 0 };
-	struct passthrough_stats ps = { 0 };
-	const struct hd_identity *id = passthrough_identity(b->pt);
-	struct timespec now;
-	json_object *root = json_object_new_object(), *o;
-	char text[32];
-	char *out;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (b->hd->ops->dma_stats)
-		b->hd->ops->dma_stats(b->hd, &dma);
-	if (b->comp)
-		companion_stats(b->comp, &cs);
-	passthrough_stats(b->pt, &ps);
-
-	json_object_object_add(root, "version", json_object_new_string(VFA_VERSION));
-	add_u64(root, "pid", (uint64_t)getpid());
-	add_u64(root, "uptime_s", (uint64_t)(now.tv_sec - b->started.tv_sec));
-	json_object_object_add(root, "device", json_object_new_string(b->cfg->device_spec));
-
-	o = json_object_new_object();
-	snprintf(text, sizeof(text), "%02x:%02x.%x", id->bus, id->device, id->function);
-	json_object_object_add(o, "address", json_object_new_string(text));
-	snprintf(text, sizeof(text), "%04x:%04x", id->vendor_id, id->device_id);
-	json_object_object_add(o, "id", json_object_new_string(text));
-	snprintf(text, sizeof(text), "0x%06x", id->class_code);
-	json_object_object_add(o, "class", json_object_new_string(text));
-	json_object_object_add(o, "identity_dma", json_object_new_boolean(b->hd->identity_dma));
-	json_object_object_add(root, "host", o);
-
-	o = json_object_new_object();
-	json_object_object_add(o, "passthrough", client_json(b->pt_srv, b->cfg->passthrough_socket));
-	json_object_object_add(o, "companion", client_json(b->comp_srv, b->cfg->companion_socket));
-	json_object_object_add(root, "clients", o);
-
-	o = json_object_new_object();
-	add_u64(o, "live_mappings", dma.live_mappings);
-	add_u64(o, "live_bytes", dma.live_bytes);
-	add_u64(o, "peak_mappings", dma.peak_mappings);
-	add_u64(o, "peak_bytes", dma.peak_bytes);
-	add_u64(o, "max_mappings", b->hd->limits.max_mappings);
-	add_u64(o, "max_bytes", b->hd->limits.max_bytes);
-	add_u64(o, "granule", b->hd->limits.granule);
-	add_u64(o, "faults", dma.faults);
-	add_u64(o, "registers", dma.registers);
-	add_u64(o, "unregisters", dma.unregisters);
-	add_u64(o, "register_failures", dma.register_failures);
-	add_u64(o, "identity_register_failures", b->identity_register_failures);
-	json_object_object_add(root, "dma", o);
-
-	o = json_object_new_object();
-	add_u64(o, "doorbells", cs.doorbells);
-	add_u64(o, "map_entries", cs.map_entries);
-	add_u64(o, "unmap_entries", cs.unmap_entries);
-	add_u64(o, "inval", cs.inval);
-	add_u64(o, "ioerr", cs.ioerr);
-	add_u64(o, "failed_entries", cs.failed_entries);
-	add_u64(o, "live_ids", cs.live_ids);
-	add_u64(o, "live_bytes", cs.live_bytes);
-	add_u64(o, "peak_ids", cs.peak_ids);
-	add_u64(o, "peak_bytes", cs.peak_bytes);
-	add_u64(o, "guest_features", cs.guest_features);
-	add_u64(o, "posted_doorbells", b->posted_doorbells);
-	json_object_object_add(root, "companion", o);
-
-	o = json_object_new_object();
-	add_u64(o, "delivered", ps.irq_delivered);
-	add_u64(o, "vectors_enabled", ps.vectors_enabled);
-	add_u64(o, "host_vectors", ps.host_vectors);
-	add_u64(o, "latched", ps.irq_latched);
-	add_u64(o, "dropped", ps.irq_dropped);
-	json_object_object_add(root, "interrupts", o);
-
-	o = json_object_new_object();
-	add_u64(o, "config_writes_forwarded", ps.config_writes_forwarded);
-	add_u64(o, "config_bytes_dropped", ps.config_bytes_dropped);
-	add_u64(o, "bar_reads", ps.bar_reads);
-	add_u64(o, "bar_writes", ps.bar_writes);
-	add_u64(o, "resets", ps.resets);
-	json_object_object_add(root, "passthrough", o);
-
-	out = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
-	json_object_put(root);
-	return out;
-}
-
-/* ---- control socket ------------------------------------------------------ */
-
-/* Portable stand-ins for SOCK_CLOEXEC / SOCK_NONBLOCK / accept4. */
-static int set_cloexec_nonblock(int fd, bool nonblock)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fl < 0 ||
-	    (nonblock && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
-		return -errno;
-	return 0;
-}
-
-/*
- * Bind a listening UNIX socket.  A stale file (nobody accepting) is
- * replaced; a live one is refused so two brokers never share a path.
- */
-static int listen_unix(const char *path, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "socket path %s is longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (fd < 0)
-		goto fail;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		close(fd);
-		snprintf(err, errlen, "socket %s is in use by a running process", path);
-		return -EADDRINUSE;
-	}
-	close(fd);
-	unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (fd < 0)
-		goto fail;
-	if (set_cloexec_nonblock(fd, true) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
-		int e = errno;
-
-		close(fd);
-		errno = e;
-		goto fail;
-	}
-	return fd;
-fail:
-	snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
-	return -errno;
-}
-
-static void ctrl_close(struct ctrl_conn *c)
-{
-	close(c->fd);
-	c->fd = -1;
-	c->len = 0;
-}
-
-static void ctrl_accept(struct broker *b)
-{
-	int fd = accept(b->ctrl_fd, NULL, NULL);
-	struct ctrl_conn *slot = NULL;
-
-	if (fd < 0)
-		return;
-	if (set_cloexec_nonblock(fd, true) < 0) {
-		close(fd);
-		return;
-	}
-	/* A free slot, else the oldest connection (one that never sent its request). */
-	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++) {
-		struct ctrl_conn *c = &b->ctrl[i];
-
-		if (c->fd < 0) {
-			slot = c;
-			break;
-		}
-		if (!slot || c->serial < slot->serial)
-			slot = c;
-	}
-	if (slot->fd >= 0) {
-		log_warn("control: too many status requests at once; dropping the oldest");
-		ctrl_close(slot);
-	}
-	slot->fd = fd;
-	slot->len = 0;
-	slot->serial = ++b->ctrl_serial;
-}
-
-/* The answer is small: send it with a bounded wait rather than buffering. */
-static void ctrl_send(int fd, const char *text)
-{
-	size_t len = strlen(text), done = 0;
-	struct timeval tv = { .tv_sec = 1 };
-
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	while (done < len) {
-		ssize_t n = send(fd, text + done, len - done, 0); /* SIGPIPE is ignored */
-
-		if (n <= 0)
-			return;
-		done += (size_t)n;
-	}
-}
-
-static void ctrl_readable(struct broker *b, struct ctrl_conn *c)
-{
-	ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
-	char *nl;
-
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		ctrl_close(c);
-		return;
-	}
-	c->len += (size_t)n;
-	c->buf[c->len] = '\0';
-	nl = strchr(c->buf, '\n');
-	if (!nl) {
-		if (c->len == sizeof(c->buf) - 1) {
-			ctrl_send(c->fd, "{\"error\":\"request too long\"}\n");
-			ctrl_close(c);
-		}
-		return;
-	}
-	*nl = '\0';
-	if (nl > c->buf && nl[-1] == '\r')
-		nl[-1] = '\0';
-	if (strcmp(c->buf, "status") == 0) {
-		char *json = status_json(b);
-
-		if (json) {
-			ctrl_send(c->fd, json);
-			ctrl_send(c->fd, "\n");
-			free(json);
-		}
-	} else {
-		ctrl_send(c->fd, "{\"error\":\"unknown request; the only one is status\"}\n");
-	}
-	ctrl_close(c);
+	return broker_status_json(&src);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
 
-static void server_accept(struct vfu_server *s, int *client_fd)
+/*
+ * Both sockets must be held by one VMM process (issue 11, item 4): a
+ * companion client of another process could otherwise map its memory for
+ * a function another VM drives.  Checked whenever both are attached; the
+ * companion's client is the one dropped.
+ */
+static void check_same_vmm(struct broker *b)
+{
+	pid_t pt, comp;
+
+	if (!b->comp_srv || b->comp_client_fd < 0 || b->pt_client_fd < 0)
+		return;
+	pt = vfu_server_peer_pid(b->pt_srv);
+	comp = vfu_server_peer_pid(b->comp_srv);
+	if (pt == comp || pt == 0 || comp == 0) /* 0: the platform cannot say */
+		return;
+	log_warn("companion: refusing the client of pid %d: the passthrough socket is held by pid %d (both "
+		 "devices must belong to one VMM)", (int)comp, (int)pt);
+	b->companion_refused++;
+	vfu_server_disconnect(b->comp_srv);
+	b->comp_client_fd = -1;
+}
+
+static void server_accept(struct broker *b, struct vfu_server *s, int *client_fd)
 {
 	int fd = vfu_server_accept(s);
 
@@ -705,6 +489,7 @@ static void server_accept(struct vfu_server *s, int *client_fd)
 		log_warn("%s: accept: %s", vfu_server_socket_path(s), strerror(-fd));
 	else if (fd > 0)
 		*client_fd = fd;
+	check_same_vmm(b);
 }
 
 static void server_handle(struct vfu_server *s, int *client_fd)
@@ -713,7 +498,7 @@ static void server_handle(struct vfu_server *s, int *client_fd)
 		*client_fd = -1; /* gone; the server has closed the fd */
 }
 
-static void dispatch(struct broker *b, uint32_t tag)
+static void dispatch(struct broker *b, uint32_t tag, short revents)
 {
 	switch (tag) {
 	case TAG_SIGNAL: {
@@ -729,33 +514,30 @@ static void dispatch(struct broker *b, uint32_t tag)
 			log_warn("interrupts: reading the host's pending set: %s", host_device_error(b->hd));
 		break;
 	case TAG_PT_LISTEN:
-		server_accept(b->pt_srv, &b->pt_client_fd);
+		server_accept(b, b->pt_srv, &b->pt_client_fd);
 		break;
 	case TAG_PT_CLIENT:
 		server_handle(b->pt_srv, &b->pt_client_fd);
 		break;
 	case TAG_COMP_LISTEN:
-		server_accept(b->comp_srv, &b->comp_client_fd);
+		server_accept(b, b->comp_srv, &b->comp_client_fd);
 		break;
 	case TAG_COMP_CLIENT:
 		server_handle(b->comp_srv, &b->comp_client_fd);
 		break;
-	case TAG_CTRL_LISTEN:
-		ctrl_accept(b);
-		break;
 	default:
-		if (tag >= TAG_CTRL_CONN && tag < TAG_CTRL_CONN + MAX_CTRL_CONNS)
-			ctrl_readable(b, &b->ctrl[tag - TAG_CTRL_CONN]);
+		if (tag >= TAG_CTRL && tag <= TAG_CTRL + CONTROL_MAX_CONNS && b->ctrl)
+			control_handle(b->ctrl, tag - TAG_CTRL, revents);
 		break;
 	}
 }
 
 static bool is_listen_tag(uint32_t tag)
 {
-	return tag == TAG_PT_LISTEN || tag == TAG_COMP_LISTEN || tag == TAG_CTRL_LISTEN;
+	return tag == TAG_PT_LISTEN || tag == TAG_COMP_LISTEN || tag == TAG_CTRL;
 }
 
-#define MAX_POLL_FDS (7 + MAX_CTRL_CONNS)
+#define MAX_POLL_FDS (7 + CONTROL_MAX_CONNS)
 
 struct watch {
 	struct pollfd pfd[MAX_POLL_FDS];
@@ -763,17 +545,20 @@ struct watch {
 	nfds_t n;
 };
 
-static void watch(struct watch *w, int fd, uint32_t tag)
+static void watch(struct watch *w, int fd, short events, uint32_t tag)
 {
-	if (fd < 0 || w->n >= MAX_POLL_FDS)
+	if (fd < 0 || events == 0 || w->n >= MAX_POLL_FDS)
 		return;
-	w->pfd[w->n] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	w->pfd[w->n] = (struct pollfd){ .fd = fd, .events = events };
 	w->tag[w->n++] = tag;
 }
 
 /* The fd a tag stands for now (-1: gone since the poll). */
 static int tag_fd(const struct broker *b, uint32_t tag)
 {
+	short events;
+	int fd = -1;
+
 	switch (tag) {
 	case TAG_SIGNAL:
 		return b->sig_read;
@@ -787,10 +572,10 @@ static int tag_fd(const struct broker *b, uint32_t tag)
 		return b->comp_srv ? vfu_server_listen_fd(b->comp_srv) : -1;
 	case TAG_COMP_CLIENT:
 		return b->comp_client_fd;
-	case TAG_CTRL_LISTEN:
-		return b->ctrl_fd;
 	default:
-		return tag - TAG_CTRL_CONN < MAX_CTRL_CONNS ? b->ctrl[tag - TAG_CTRL_CONN].fd : -1;
+		if (b->ctrl && tag >= TAG_CTRL && tag <= TAG_CTRL + CONTROL_MAX_CONNS)
+			control_poll_slot(b->ctrl, tag - TAG_CTRL, &fd, &events);
+		return fd;
 	}
 }
 
@@ -800,16 +585,21 @@ static int loop(struct broker *b)
 		struct watch w = { .n = 0 };
 		int n;
 
-		watch(&w, b->sig_read, TAG_SIGNAL);
-		watch(&w, passthrough_irq_wakeup_fd(b->pt), TAG_IRQ);
-		watch(&w, vfu_server_listen_fd(b->pt_srv), TAG_PT_LISTEN);
-		watch(&w, b->pt_client_fd, TAG_PT_CLIENT);
-		if (b->comp_srv)
-			watch(&w, vfu_server_listen_fd(b->comp_srv), TAG_COMP_LISTEN);
-		watch(&w, b->comp_client_fd, TAG_COMP_CLIENT);
-		watch(&w, b->ctrl_fd, TAG_CTRL_LISTEN);
-		for (uint32_t i = 0; i < MAX_CTRL_CONNS; i++)
-			watch(&w, b->ctrl[i].fd, TAG_CTRL_CONN + i);
+		watch(&w, b->sig_read, POLLIN, TAG_SIGNAL);
+		watch(&w, passthrough_irq_wakeup_fd(b->pt), POLLIN, TAG_IRQ);
+		watch(&w, vfu_server_listen_fd(b->pt_srv), POLLIN, TAG_PT_LISTEN);
+		watch(&w, b->pt_client_fd, vfu_server_poll_events(b->pt_srv), TAG_PT_CLIENT);
+		if (b->comp_srv) {
+			watch(&w, vfu_server_listen_fd(b->comp_srv), POLLIN, TAG_COMP_LISTEN);
+			watch(&w, b->comp_client_fd, vfu_server_poll_events(b->comp_srv), TAG_COMP_CLIENT);
+		}
+		for (uint32_t i = 0; b->ctrl && i <= CONTROL_MAX_CONNS; i++) {
+			short events;
+			int fd;
+
+			control_poll_slot(b->ctrl, i, &fd, &events);
+			watch(&w, fd, events, TAG_CTRL + i);
+		}
 
 		n = poll(w.pfd, w.n, -1);
 		if (n < 0) {
@@ -831,7 +621,7 @@ static int loop(struct broker *b)
 
 				if (want != pass || !w.pfd[i].revents || tag_fd(b, tag) != w.pfd[i].fd)
 					continue;
-				dispatch(b, tag);
+				dispatch(b, tag, w.pfd[i].revents);
 			}
 		}
 	}
@@ -885,11 +675,13 @@ static int setup(struct broker *b, char *err, size_t errlen)
 				 cfg->companion_max_entries, COMPANION_LIMIT_MAX_ENTRIES);
 			return -EINVAL;
 		}
+		/* No MAP until a passthrough client is there to use it (issue 11, item 4). */
+		companion_refuse_maps(b->comp, true);
 	}
 	if (cfg->control_socket) {
-		b->ctrl_fd = listen_unix(cfg->control_socket, err, errlen);
-		if (b->ctrl_fd < 0)
-			return b->ctrl_fd;
+		b->ctrl = control_create(cfg->control_socket, status_text, b, err, errlen);
+		if (!b->ctrl)
+			return -EIO;
 	}
 	return 0;
 }
@@ -899,13 +691,8 @@ static uint64_t teardown(struct broker *b)
 {
 	struct hd_dma_stats dma = { 0 };
 
-	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++)
-		if (b->ctrl[i].fd >= 0)
-			ctrl_close(&b->ctrl[i]);
-	if (b->ctrl_fd >= 0) {
-		close(b->ctrl_fd);
-		unlink(b->cfg->control_socket);
-	}
+	control_destroy(b->ctrl);
+	b->ctrl = NULL;
 	/* Each server drops its client (callbacks above run) and unlinks its socket. */
 	if (b->pt_srv)
 		vfu_server_destroy(b->pt_srv);
@@ -940,29 +727,32 @@ static void on_signal(int signo)
 	errno = saved;
 }
 
+/* Every signal that asks a daemon to stop gets the same clean shutdown. */
+static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+#define NSTOP (sizeof(stop_signals) / sizeof(stop_signals[0]))
+
 int broker_run(const struct broker_config *cfg)
 {
-	struct broker b = { .cfg = cfg, .pt_client_fd = -1, .comp_client_fd = -1, .ctrl_fd = -1 };
-	struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term, old_pipe;
+	struct broker b = { .cfg = cfg, .pt_client_fd = -1, .comp_client_fd = -1 };
+	struct sigaction sa = { .sa_handler = on_signal }, old_stop[NSTOP], old_pipe;
 	int pipefd[2];
 	char err[512] = "";
 	uint64_t live;
 	int rc;
 
-	for (unsigned i = 0; i < MAX_CTRL_CONNS; i++)
-		b.ctrl[i].fd = -1;
-	if (pipe(pipefd) < 0 || set_cloexec_nonblock(pipefd[0], true) < 0 ||
-	    set_cloexec_nonblock(pipefd[1], true) < 0) {
+	if (pipe(pipefd) < 0 || vfa_set_cloexec(pipefd[0], true) < 0 || vfa_set_cloexec(pipefd[1], true) < 0) {
 		fprintf(stderr, "vfio-apple: signal pipe: %s\n", strerror(errno));
 		return 1;
 	}
 	b.sig_read = pipefd[0];
 	signal_pipe_write = pipefd[1];
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, &old_int);
-	sigaction(SIGTERM, &sa, &old_term);
+	for (size_t i = 0; i < NSTOP; i++)
+		sigaction(stop_signals[i], &sa, &old_stop[i]);
 	sa.sa_handler = SIG_IGN; /* a VMM that vanishes mid-reply is handled by the server */
 	sigaction(SIGPIPE, &sa, &old_pipe);
+	/* Guest RAM a VMM truncates fails the access, not the broker (common/memguard.h). */
+	vfa_memguard_install();
 
 	rc = setup(&b, err, sizeof(err));
 	if (rc == 0) {
@@ -975,8 +765,8 @@ int broker_run(const struct broker_config *cfg)
 		fprintf(stderr, "vfio-apple: %s\n", err[0] ? err : strerror(-rc));
 	}
 	live = teardown(&b);
-	sigaction(SIGINT, &old_int, NULL);
-	sigaction(SIGTERM, &old_term, NULL);
+	for (size_t i = 0; i < NSTOP; i++)
+		sigaction(stop_signals[i], &old_stop[i], NULL);
 	sigaction(SIGPIPE, &old_pipe, NULL);
 	signal_pipe_write = -1;
 	close(pipefd[0]);

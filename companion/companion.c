@@ -17,6 +17,7 @@
 
 #include "le.h"
 #include "log.h"
+#include "memguard.h"
 
 /* Live-id cap when the platform reports no mapping limit (identity mode). */
 #define DEFAULT_MAX_LIVE 65536u
@@ -35,6 +36,7 @@ struct companion {
 	uint16_t managed_bdf;
 	uint32_t max_entries;
 	uint32_t max_live;
+	bool maps_refused; /* companion_refuse_maps(): no passthrough client to map for */
 
 	/* registers */
 	uint32_t status;
@@ -214,6 +216,11 @@ static uint32_t map_one(struct companion *c, const uint8_t *req, uint8_t *resp)
 			  (unsigned long long)gpa, len);
 		return APPLE_DMA_IOERR;
 	}
+	if (c->maps_refused) {
+		log_debug("apple-dma: MAP gpa %#llx len %u refused: no passthrough client to map for",
+			  (unsigned long long)gpa, len);
+		return APPLE_DMA_IOERR;
+	}
 	if (c->live >= c->max_live) {
 		log_debug("apple-dma: MAP refused: %zu live mappings (limit %u)", c->live, c->max_live);
 		return APPLE_DMA_IOERR;
@@ -314,7 +321,12 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 	}
 	/* Copy every request out before writing anything (req and resp may
 	 * overlap, and the guest may be changing them). */
-	memcpy(c->req_copy, req, (size_t)count * req_size);
+	/* Guarded: a VMM that truncated its RAM file gets an error, not a dead broker. */
+	if (vfa_guarded_copy(c->req_copy, req, (size_t)count * req_size) < 0) {
+		log_warn("apple-dma: the request array at %#llx is gone (its memory file was truncated)",
+			 (unsigned long long)req_gpa);
+		return APPLE_DMA_INVAL;
+	}
 	for (uint32_t i = 0; i < count; i++) {
 		const uint8_t *rq = c->req_copy + (size_t)i * req_size;
 		uint8_t *rs = c->resp_buf + (size_t)i * resp_size;
@@ -334,7 +346,11 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 			batch = APPLE_DMA_IOERR; /* 5, 6 */
 		}
 	}
-	memcpy(resp, c->resp_buf, (size_t)count * resp_size);
+	if (vfa_guarded_copy(resp, c->resp_buf, (size_t)count * resp_size) < 0) {
+		log_warn("apple-dma: the response array at %#llx is gone (its memory file was truncated)",
+			 (unsigned long long)resp_gpa);
+		return APPLE_DMA_IOERR;
+	}
 	return batch;
 }
 
@@ -355,12 +371,18 @@ static void doorbell(struct companion *c)
 		c->stats.inval++;
 		return;
 	}
-	memcpy(page, src, sizeof(page));
+	if (vfa_guarded_copy(page, src, sizeof(page)) < 0) {
+		log_warn("apple-dma: the command page at %#llx is gone (its memory file was truncated)",
+			 (unsigned long long)c->cmd_gpa);
+		c->status = APPLE_DMA_INVAL;
+		c->stats.inval++;
+		return;
+	}
 	st = run_batch(c, le_load32(page), le_load32(page + 4), le_load64(page + 16), le_load64(page + 24));
 	/* 8: the page's status field (if the page is writable) and STATUS */
 	dst = guest_mem_translate(c->gm, c->cmd_gpa, sizeof(page), true);
 	if (dst)
-		memcpy(dst + 8, (uint8_t[4]){ (uint8_t)st, 0, 0, 0 }, 4);
+		(void)vfa_guarded_copy(dst + 8, (uint8_t[4]){ (uint8_t)st, 0, 0, 0 }, 4);
 	c->status = st;
 	if (st == APPLE_DMA_INVAL)
 		c->stats.inval++;
@@ -598,4 +620,9 @@ void companion_stats(const struct companion *c, struct companion_stats *out)
 	out->live_ids = c->live;
 	out->live_bytes = c->live_bytes;
 	out->guest_features = c->guest_features;
+}
+
+void companion_refuse_maps(struct companion *c, bool refuse)
+{
+	c->maps_refused = refuse;
 }

@@ -143,5 +143,11 @@ void companion_release_mappings(struct companion *c);
 void companion_guest_ram_removed(struct companion *c, uint64_t gpa, uint64_t len);
 
 void companion_stats(const struct companion *c, struct companion_stats *out);
+/*
+ * While refuse is set, every MAP entry fails with IOERR (UNMAPs still
+ * work): the broker refuses maps while no passthrough client is there to
+ * use them (issue 11, item 4).  Off at create.
+ */
+void companion_refuse_maps(struct companion *c, bool refuse);
 
 #endif

@@ -267,7 +267,7 @@ static bool send_chunk(int c, const uint8_t *p, size_t len, const int *fds, unsi
 		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 			/* full: let the server read */
 			int sfd = vfu_server_client_fd(server);
-			struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+			struct pollfd pfd = { .fd = sfd, .events = vfu_server_poll_events(server) };
 
 			if (sfd < 0)
 				return false;
@@ -316,7 +316,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size -= len;
 		/* let the server catch up with what fits in this round */
 		while (connected && vfu_server_client_fd(server) >= 0) {
-			struct pollfd pfd = { .fd = vfu_server_client_fd(server), .events = POLLIN };
+			struct pollfd pfd = { .fd = vfu_server_client_fd(server),
+					      .events = vfu_server_poll_events(server) };
 
 			if (poll(&pfd, 1, 0) <= 0)
 				break;
@@ -330,7 +331,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* EOF: the server must notice, clean up and close its end */
 	shutdown(c, SHUT_WR);
 	while (vfu_server_client_fd(server) >= 0) {
-		struct pollfd pfd = { .fd = vfu_server_client_fd(server), .events = POLLIN };
+		struct pollfd pfd = { .fd = vfu_server_client_fd(server), .events = vfu_server_poll_events(server) };
 
 		poll(&pfd, 1, 1000);
 		rc = vfu_server_handle(server);

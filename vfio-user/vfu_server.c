@@ -1,99 +1,77 @@
 // SPDX-License-Identifier: MIT
 /*
- * The vfio-user server: one listening socket, at most one client, one
- * device behind struct vfu_device_ops.  See vfu_server.h for the API and
- * docs/vfio-user.md for what is supported and why.
+ * The vfio-user server: message dispatch for one device behind struct
+ * vfu_device_ops, and the life of its one client.  See vfu_server.h for
+ * the API and docs/vfio-user.md for what is supported and why.
  *
- * Receiving: messages are read one at a time with exact lengths (header,
- * then body), so the file descriptors a client attaches to a message
- * (SCM_RIGHTS) arrive with that message's first bytes and never with a
- * neighbour's.  Partial reads are kept between calls.
+ * Its parts, each in its own file, called from here and never calling back:
+ *   vuser_tran.h / vuser_tran_sock.c   transport: framing, SCM_RIGHTS, the
+ *                                      non-blocking output queue, accept
+ *   vuser_dma.h / vuser_dma.c          the DMA region table (DMA_MAP windows)
+ *   vuser_irq.h / vuser_irq.c          interrupts: eventfds, masks, latches
  *
- * Replying: replies go out in order, on the non-blocking socket, waiting
- * for room (poll) at most VFU_SEND_TIMEOUT_MS; a client that does not read
- * its replies for that long is dropped.
+ * The loop never blocks on a client (issue 11, item 3): replies wait in the
+ * transport's bounded queue; while it is full no new request is read
+ * (vfu_server_poll_events() then asks for POLLOUT only), one wake-up
+ * handles at most VFU_BATCH messages, and a client whose queue would
+ * overflow is dropped.
  */
 #include "vfu_server.h"
 
 #include "guest_mem.h"
 #include "log.h"
 #include "vfu_protocol.h"
+#include "vuser_dma.h"
+#include "vuser_irq.h"
+#include "vuser_tran.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <json-c/json.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
-#endif
-#ifndef MSG_CMSG_CLOEXEC
-#define MSG_CMSG_CLOEXEC 0
-#endif
-
-#define VFU_SEND_TIMEOUT_MS 5000
-#define VFU_BATCH 64 /* messages per vfu_server_handle() call */
+#define VFU_BATCH 16 /* messages per vfu_server_handle() call */
 #define HDR_SIZE ((uint32_t)sizeof(struct vfu_hdr))
 
-struct vfu_vector {
-	int fd; /* eventfd from the client, -1 when none */
-	bool masked;
-	bool pending; /* triggered while masked */
-};
+/*
+ * The connection (issue 13, item 6).  Legal transitions are the table
+ * below; anything else is a bug, logged and refused.
+ *
+ *   NONE --accept--> CONNECTED --VERSION--> NEGOTIATED
+ *   CONNECTED | NEGOTIATED --EOF, broken framing, overflow--> DROPPING
+ *   CONNECTED | NEGOTIATED | DROPPING --cleanup done--> NONE
+ */
+enum conn_state { CONN_NONE, CONN_CONNECTED, CONN_NEGOTIATED, CONN_DROPPING, CONN_STATES };
 
-struct vfu_irq_index {
-	unsigned count;
-	struct vfu_vector *v;
-};
+static const char *const conn_state_names[CONN_STATES] = { "none", "connected", "negotiated", "dropping" };
 
-/* One DMA_MAP window. */
-struct vfu_dma {
-	uint64_t gpa;
-	uint64_t len;
-	void *map_base; /* mmap() result (page-aligned); NULL without fd */
-	size_t map_len;
+static const bool conn_legal[CONN_STATES][CONN_STATES] = {
+	[CONN_NONE] = { [CONN_CONNECTED] = true },
+	[CONN_CONNECTED] = { [CONN_NEGOTIATED] = true, [CONN_DROPPING] = true, [CONN_NONE] = true },
+	[CONN_NEGOTIATED] = { [CONN_DROPPING] = true, [CONN_NONE] = true },
+	[CONN_DROPPING] = { [CONN_NONE] = true },
 };
 
 struct vfu_server {
 	char *path;
-	int listen_fd;
+	struct vuser_tran *tran;
 	const struct vfu_device_ops *ops;
 	void *opaque;
 
-	/* The client (fd -1 when none). */
-	int client_fd;
-	bool negotiated;
-	bool drop; /* a send failed: drop the client after this message */
+	enum conn_state state;
+	pid_t peer_pid;
 	bool posted; /* the message being processed is a posted write (vfu_server_write_posted) */
 
-	/* Receive state of the message being read. */
-	struct vfu_hdr rx_hdr;
-	size_t rx_hdr_have;
-	uint8_t *rx_body;
-	size_t rx_body_cap;
-	size_t rx_body_have;
-	int rx_fds[VFU_MAX_MSG_FDS];
-	unsigned rx_nfds;
-	bool rx_fds_lost; /* more fds than we take, or truncated */
-
-	/* Reply buffer (header + payload). */
+	/* Reply buffer (header + payload), handed to the transport whole. */
 	uint8_t *tx;
 	size_t tx_cap;
 
-	struct guest_mem *gm;
-	struct vfu_dma *dma;
-	size_t ndma;
-	struct vfu_irq_index irqs[VFU_PCI_NUM_IRQS];
+	struct vuser_dma *dma;
+	struct vuser_irqs *irqs;
 
 	struct vfu_stats stats;
 };
@@ -112,21 +90,20 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void close_rx_fds(struct vfu_server *s)
+static bool conn_to(struct vfu_server *s, enum conn_state to)
 {
-	for (unsigned i = 0; i < s->rx_nfds; i++)
-		if (s->rx_fds[i] >= 0)
-			close(s->rx_fds[i]);
-	s->rx_nfds = 0;
-	s->rx_fds_lost = false;
+	if (!conn_legal[s->state][to]) {
+		log_error("vfio-user %s: illegal connection transition %s -> %s (ignored)", s->path,
+			  conn_state_names[s->state], conn_state_names[to]);
+		return false;
+	}
+	s->state = to;
+	return true;
 }
 
-static void reset_rx(struct vfu_server *s)
+static bool negotiated(const struct vfu_server *s)
 {
-	close_rx_fds(s);
-	s->rx_hdr_have = 0;
-	s->rx_body_have = 0;
-	memset(&s->rx_hdr, 0, sizeof(s->rx_hdr));
+	return s->state == CONN_NEGOTIATED;
 }
 
 static int ensure_cap(uint8_t **buf, size_t *cap, size_t need)
@@ -143,50 +120,6 @@ static int ensure_cap(uint8_t **buf, size_t *cap, size_t need)
 	return 0;
 }
 
-/* ---------------------------------------------------------- send/receive */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Write all of buf, waiting for room at most VFU_SEND_TIMEOUT_MS overall. */
-static int send_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-	int64_t deadline = -1;
-
-	while (len > 0) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-			int64_t left;
-
-			if (deadline < 0)
-				deadline = now_ms() + VFU_SEND_TIMEOUT_MS;
-			left = deadline - now_ms();
-			if (left <= 0)
-				return -ETIMEDOUT;
-			if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-				return -errno;
-			continue;
-		}
-		return n < 0 ? -errno : -EIO;
-	}
-	return 0;
-}
-
 static void send_msg(struct vfu_server *s, const struct vfu_hdr *req, uint32_t payload_len, int error)
 {
 	struct vfu_hdr h = {
@@ -199,184 +132,84 @@ static void send_msg(struct vfu_server *s, const struct vfu_hdr *req, uint32_t p
 	int r;
 
 	memcpy(s->tx, &h, sizeof(h));
-	r = send_all(s->client_fd, s->tx, h.size);
+	r = s->tran->ops->send(s->tran, s->tx, h.size);
 	if (r < 0) {
-		log_warn("vfio-user %s: cannot send a reply (%s); dropping the client", s->path, strerror(-r));
-		s->drop = true;
+		if (r == -ENOBUFS)
+			s->stats.overflows++;
+		log_warn("vfio-user %s: cannot send a reply (%s); dropping the client", s->path,
+			 r == -ENOBUFS ? "it does not read its replies: output queue full" : strerror(-r));
+		if (s->state != CONN_DROPPING)
+			conn_to(s, CONN_DROPPING);
 	}
 }
 
-/* Receive up to len bytes; fds that come along are kept for this message. */
-static ssize_t recv_some(struct vfu_server *s, void *dst, size_t len)
+static int device_result(int r)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_MSG_FDS)];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = dst, .iov_len = len };
-	struct msghdr mh = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = ctl.buf,
-		.msg_controllen = sizeof(ctl.buf),
-	};
-	ssize_t n;
-
-	do {
-		n = recvmsg(s->client_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	if (mh.msg_flags & MSG_CTRUNC)
-		s->rx_fds_lost = true;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		size_t nfds;
-		const uint8_t *data;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		data = CMSG_DATA(c);
-		for (size_t i = 0; i < nfds; i++) {
-			int fd;
-
-			memcpy(&fd, data + i * sizeof(int), sizeof(int));
-			if (s->rx_nfds < VFU_MAX_MSG_FDS) {
-				s->rx_fds[s->rx_nfds++] = fd;
-			} else {
-				close(fd);
-				s->rx_fds_lost = true;
-			}
-		}
-	}
-	return n;
+	return r > 0 ? -EIO : r;
 }
 
 /* ------------------------------------------------------------------ DMA */
 
-static void dma_forget(struct vfu_server *s, size_t i)
+static void tell_unmap(void *opaque, uint64_t gpa, uint64_t len)
 {
-	struct vfu_dma *d = &s->dma[i];
-	int r = guest_mem_remove(s->gm, d->gpa, d->len);
+	struct vfu_server *s = opaque;
 
-	if (r < 0)
-		log_error("vfio-user: DMA window 0x%llx+0x%llx missing from the guest memory map",
-			  (unsigned long long)d->gpa, (unsigned long long)d->len);
-	if (d->map_base)
-		munmap(d->map_base, d->map_len);
-	s->dma[i] = s->dma[--s->ndma];
+	s->ops->dma_unmap(s->opaque, gpa, len);
 }
 
-static void warn_unsealed(int fd)
+static int handle_dma_map(struct vfu_server *s, const struct vuser_msg *m)
 {
-#ifdef F_GET_SEALS
-	int seals = fcntl(fd, F_GET_SEALS);
-
-	if (seals >= 0 && (seals & F_SEAL_SHRINK))
-		return;
-#else
-	(void)fd;
-#endif
-	static bool warned;
-
-	if (!warned) {
-		warned = true;
-		log_warn("vfio-user: guest memory file is not sealed against shrinking; a VMM that "
-			 "truncates it can crash the broker (use a sealed memfd backend)");
-	}
-}
-
-static int handle_dma_map(struct vfu_server *s, const uint8_t *p, uint32_t len)
-{
-	struct vfu_dma_map m;
-	void *base = NULL, *va = NULL;
-	size_t map_len = 0;
+	struct vfu_dma_map dm;
+	void *va = NULL;
 	bool writable;
-	int fd = -1, r;
+	int r;
 
-	if (len < sizeof(m))
+	if (m->len < sizeof(dm))
 		return -EINVAL;
-	memcpy(&m, p, sizeof(m));
-	if (m.argsz < sizeof(m))
+	memcpy(&dm, m->body, sizeof(dm));
+	if (dm.argsz < sizeof(dm))
 		return -EINVAL;
-	if (m.flags & ~(VFU_DMA_MAP_FLAG_READ | VFU_DMA_MAP_FLAG_WRITE))
+	if (dm.flags & ~(VFU_DMA_MAP_FLAG_READ | VFU_DMA_MAP_FLAG_WRITE))
 		return -EINVAL;
 	/* Like Linux VFIO: a window the device cannot even read is useless. */
-	if (!(m.flags & VFU_DMA_MAP_FLAG_READ))
+	if (!(dm.flags & VFU_DMA_MAP_FLAG_READ))
 		return -EINVAL;
-	if (m.size == 0 || m.addr + m.size < m.addr || ((m.addr | m.size) & (VFU_DMA_PGSIZE - 1)))
+	if (dm.size == 0 || dm.addr + dm.size < dm.addr || ((dm.addr | dm.size) & (VFU_DMA_PGSIZE - 1)))
 		return -EINVAL;
-	if (s->rx_nfds > 1)
+	if (m->nfds > 1)
 		return -EINVAL;
-	if (s->ndma >= VFU_MAX_DMA_MAPS)
-		return -ENOSPC;
-	writable = m.flags & VFU_DMA_MAP_FLAG_WRITE;
-
-	if (s->rx_nfds == 1) {
-		struct stat st;
-		long pg = sysconf(_SC_PAGESIZE);
-		uint64_t delta;
-
-		fd = s->rx_fds[0];
-		if (fstat(fd, &st) < 0)
-			return -errno;
-		/* memfd, shm, hugetlbfs and plain files are regular files */
-		if (!S_ISREG(st.st_mode))
-			return -EINVAL;
-		if (m.offset + m.size < m.offset || m.offset + m.size > (uint64_t)st.st_size)
-			return -EINVAL;
-		if (pg <= 0)
-			pg = 4096;
-		delta = m.offset % (uint64_t)pg;
-		if (m.size > SIZE_MAX - delta)
-			return -EINVAL;
-		map_len = (size_t)(m.size + delta);
-		base = mmap(NULL, map_len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd,
-			    (off_t)(m.offset - delta));
-		if (base == MAP_FAILED)
-			return -errno;
-		va = (uint8_t *)base + delta;
-		warn_unsealed(fd);
-	}
-
-	r = guest_mem_add(s->gm, m.addr, m.size, va, writable);
+	writable = dm.flags & VFU_DMA_MAP_FLAG_WRITE;
+	r = vuser_dma_add(s->dma, dm.addr, dm.size, m->nfds == 1 ? m->fds[0] : -1, dm.offset, writable, &va);
 	if (r < 0)
-		goto undo_mmap;
+		return r;
 	if (s->ops->dma_map) {
-		r = s->ops->dma_map(s->opaque, m.addr, m.size, va, writable);
+		r = s->ops->dma_map(s->opaque, dm.addr, dm.size, va, writable);
 		if (r < 0) {
-			guest_mem_remove(s->gm, m.addr, m.size);
-			goto undo_mmap;
+			vuser_dma_drop(s->dma, dm.addr);
+			return r;
 		}
 	}
-	s->dma[s->ndma++] = (struct vfu_dma){ .gpa = m.addr, .len = m.size, .map_base = base, .map_len = map_len };
 	s->stats.dma_maps++;
-	log_debug("vfio-user: DMA_MAP 0x%llx+0x%llx %s%s", (unsigned long long)m.addr,
-		  (unsigned long long)m.size, writable ? "rw" : "ro", va ? "" : " (no fd: unreachable)");
+	log_debug("vfio-user: DMA_MAP 0x%llx+0x%llx %s%s", (unsigned long long)dm.addr,
+		  (unsigned long long)dm.size, writable ? "rw" : "ro", va ? "" : " (no fd: unreachable)");
 	/* the mapping keeps the memory; the fd itself is not needed */
 	return 0;
-
-undo_mmap:
-	if (base)
-		munmap(base, map_len);
-	return r;
 }
 
-static int handle_dma_unmap(struct vfu_server *s, const uint8_t *p, uint32_t len, uint32_t *reply_len)
+static int handle_dma_unmap(struct vfu_server *s, const struct vuser_msg *m, uint32_t *reply_len)
 {
 	struct vfu_dma_unmap u;
 	uint64_t last;
 
-	if (len < sizeof(u))
+	if (m->len < sizeof(u))
 		return -EINVAL;
-	memcpy(&u, p, sizeof(u));
+	memcpy(&u, m->body, sizeof(u));
 	if (u.argsz < sizeof(u))
 		return -EINVAL;
 	if (u.flags & VFU_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP)
-		return -ENOTSUP; /* no migration, no dirty tracking */
+		return -ENOTSUP;
 	if (u.flags & ~VFU_DMA_UNMAP_FLAG_ALL)
 		return -EINVAL;
-
 	if (u.flags & VFU_DMA_UNMAP_FLAG_ALL) {
 		if (u.addr != 0 || u.size != 0)
 			return -EINVAL;
@@ -387,36 +220,15 @@ static int handle_dma_unmap(struct vfu_server *s, const uint8_t *p, uint32_t len
 			return -EINVAL;
 		last = u.addr + (u.size - 1);
 		/* A window cut in two by the range is an error, as in Linux VFIO. */
-		for (size_t i = 0; i < s->ndma; i++) {
-			const struct vfu_dma *d = &s->dma[i];
-			uint64_t dlast = d->gpa + (d->len - 1);
-			bool overlaps = d->gpa <= last && dlast >= u.addr;
-			bool inside = d->gpa >= u.addr && dlast <= last;
-
-			if (overlaps && !inside)
-				return -EINVAL;
-		}
+		if (vuser_dma_cuts(s->dma, u.addr, last))
+			return -EINVAL;
 	}
-
 	/* The device lets go first, while the memory is still there. */
-	for (size_t i = 0; i < s->ndma; i++) {
-		const struct vfu_dma *d = &s->dma[i];
-
-		if (d->gpa >= u.addr && d->gpa + (d->len - 1) <= last && s->ops->dma_unmap)
-			s->ops->dma_unmap(s->opaque, d->gpa, d->len);
-	}
-	for (size_t i = 0; i < s->ndma;) {
-		const struct vfu_dma *d = &s->dma[i];
-
-		if (d->gpa >= u.addr && d->gpa + (d->len - 1) <= last) {
-			dma_forget(s, i);
-			s->stats.dma_unmaps++;
-		} else {
-			i++;
-		}
-	}
+	if (s->ops->dma_unmap)
+		vuser_dma_for_each(s->dma, u.addr, last, tell_unmap, s);
+	s->stats.dma_unmaps += vuser_dma_remove(s->dma, u.addr, last);
 	/* The reply carries the request's entry back. */
-	memcpy(s->tx + HDR_SIZE, p, sizeof(u));
+	memcpy(s->tx + HDR_SIZE, m->body, sizeof(u));
 	*reply_len = sizeof(u);
 	return 0;
 }
@@ -428,15 +240,13 @@ static int handle_dma_unmap(struct vfu_server *s, const uint8_t *p, uint32_t len
  * valid memory instead of faulting on a window already withdrawn.  Then
  * each window is released, still mapped, and only then does the memory go.
  */
-static void release_client_state(struct vfu_server *s)
+static void release_client_state(struct vfu_server *s, bool was_negotiated)
 {
-	if (s->negotiated && s->ops->client_gone)
+	if (was_negotiated && s->ops->client_gone)
 		s->ops->client_gone(s->opaque);
 	if (s->ops->dma_unmap)
-		for (size_t i = 0; i < s->ndma; i++)
-			s->ops->dma_unmap(s->opaque, s->dma[i].gpa, s->dma[i].len);
-	while (s->ndma > 0)
-		dma_forget(s, s->ndma - 1);
+		vuser_dma_for_each(s->dma, 0, UINT64_MAX, tell_unmap, s);
+	vuser_dma_remove(s->dma, 0, UINT64_MAX);
 }
 
 /* ----------------------------------------------------------------- IRQs */
@@ -448,178 +258,26 @@ static unsigned device_irq_count(struct vfu_server *s, unsigned index)
 	return n > VFU_MAX_VECTORS ? VFU_MAX_VECTORS : n;
 }
 
-/* The vector table of index, sized to the device's count. */
-static struct vfu_irq_index *irq_table(struct vfu_server *s, unsigned index, unsigned count)
-{
-	struct vfu_irq_index *t = &s->irqs[index];
-
-	if (t->count < count) {
-		struct vfu_vector *v = realloc(t->v, count * sizeof(*v));
-
-		if (!v)
-			return NULL;
-		for (unsigned i = t->count; i < count; i++)
-			v[i] = (struct vfu_vector){ .fd = -1 };
-		t->v = v;
-		t->count = count;
-	}
-	return t;
-}
-
-static void irq_close_index(struct vfu_server *s, unsigned index)
-{
-	struct vfu_irq_index *t = &s->irqs[index];
-
-	for (unsigned i = 0; i < t->count; i++) {
-		if (t->v[i].fd >= 0)
-			close(t->v[i].fd);
-		t->v[i] = (struct vfu_vector){ .fd = -1 };
-	}
-}
-
-static int irq_signal(struct vfu_server *s, struct vfu_vector *v)
-{
-	uint64_t one = 1;
-	ssize_t n;
-
-	do {
-		n = write(v->fd, &one, sizeof(one));
-	} while (n < 0 && errno == EINTR);
-	/* EAGAIN: the counter is saturated, so the interrupt is pending anyway */
-	if (n < 0 && errno != EAGAIN)
-		return -errno;
-	s->stats.irqs_triggered++;
-	return 0;
-}
-
-static int irq_fire(struct vfu_server *s, struct vfu_vector *v)
-{
-	if (v->fd < 0)
-		return -ENOENT;
-	if (v->masked) {
-		if (!v->pending)
-			s->stats.irqs_latched++;
-		v->pending = true;
-		return 0;
-	}
-	return irq_signal(s, v);
-}
-
-/*
- * An fd the client offers as an interrupt must be one whose write cannot
- * block the event loop: a Linux eventfd (an anonymous inode, no file type)
- * or a pipe (QEMU's event notifier where eventfd does not exist).  A
- * regular file ignores O_NONBLOCK (one on a FUSE mount the VMM serves could
- * hang every signal), and devices and sockets are no interrupts either.
- */
-static bool is_event_fd(int fd)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return false;
-	return (st.st_mode & S_IFMT) == 0 || S_ISFIFO(st.st_mode);
-}
-
-static int handle_set_irqs(struct vfu_server *s, const uint8_t *p, uint32_t len)
+static int handle_set_irqs(struct vfu_server *s, const struct vuser_msg *m)
 {
 	struct vfu_irq_set is;
-	uint32_t data, action;
-	struct vfu_irq_index *t;
-	unsigned n;
+	uint32_t nbools;
 	bool changed = false;
+	int r;
 
-	if (len < sizeof(is))
+	if (m->len < sizeof(is))
 		return -EINVAL;
-	memcpy(&is, p, sizeof(is));
-	if (is.argsz < sizeof(is))
+	memcpy(&is, m->body, sizeof(is));
+	if (is.argsz < sizeof(is) || is.index >= VFU_PCI_NUM_IRQS)
 		return -EINVAL;
-	data = is.flags & VFU_IRQ_SET_DATA_MASK;
-	action = is.flags & VFU_IRQ_SET_ACTION_MASK_ALL;
-	/* exactly one data type and one action, nothing else */
-	if ((is.flags & ~(VFU_IRQ_SET_DATA_MASK | VFU_IRQ_SET_ACTION_MASK_ALL)) || data == 0 ||
-	    (data & (data - 1)) || action == 0 || (action & (action - 1)))
-		return -EINVAL;
-	if (is.index >= VFU_PCI_NUM_IRQS)
-		return -EINVAL;
-	if (data != VFU_IRQ_SET_DATA_EVENTFD && s->rx_nfds > 0)
-		return -EINVAL;
-	n = device_irq_count(s, is.index);
-
-	if (is.count == 0) {
-		if (data != VFU_IRQ_SET_DATA_NONE)
-			return -EINVAL;
-		if (action == VFU_IRQ_SET_ACTION_TRIGGER) {
-			/* disable the whole index */
-			irq_close_index(s, is.index);
-			if (s->ops->irqs_changed)
-				s->ops->irqs_changed(s->opaque, is.index);
-		}
-		return 0;
-	}
-	if (is.start >= n || is.count > n - is.start)
-		return -EINVAL;
-	if (data == VFU_IRQ_SET_DATA_BOOL &&
-	    (len - sizeof(is) < is.count || is.argsz - sizeof(is) < is.count))
-		return -EINVAL;
-	if (data == VFU_IRQ_SET_DATA_EVENTFD) {
-		/* eventfds only trigger; all of them or none (de-assign) */
-		if (action != VFU_IRQ_SET_ACTION_TRIGGER)
-			return -EINVAL;
-		if (s->rx_nfds != 0 && s->rx_nfds != is.count)
-			return -EINVAL;
-		for (unsigned i = 0; i < s->rx_nfds; i++)
-			if (!is_event_fd(s->rx_fds[i]))
-				return -EINVAL;
-	}
-	t = irq_table(s, is.index, n);
-	if (!t)
-		return -ENOMEM;
-
-	for (uint32_t i = 0; i < is.count; i++) {
-		struct vfu_vector *v = &t->v[is.start + i];
-		bool apply = data != VFU_IRQ_SET_DATA_BOOL || p[sizeof(is) + i] != 0;
-
-		if (data == VFU_IRQ_SET_DATA_EVENTFD) {
-			if (v->fd >= 0)
-				close(v->fd);
-			v->fd = -1;
-			if (s->rx_nfds) {
-				int fd = s->rx_fds[i];
-				int fl = fcntl(fd, F_GETFL);
-
-				/* a signal must never block the event loop */
-				if (fl >= 0 && !(fl & O_NONBLOCK))
-					fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-				v->fd = fd;
-				s->rx_fds[i] = -1; /* taken */
-			}
-			changed = true;
-			continue;
-		}
-		if (!apply)
-			continue;
-		switch (action) {
-		case VFU_IRQ_SET_ACTION_MASK:
-			v->masked = true;
-			changed = true;
-			break;
-		case VFU_IRQ_SET_ACTION_UNMASK:
-			v->masked = false;
-			changed = true;
-			if (v->pending && v->fd >= 0) {
-				v->pending = false;
-				irq_signal(s, v);
-			}
-			break;
-		default: /* loopback trigger, as Linux VFIO does */
-			irq_fire(s, v);
-			break;
-		}
-	}
-	if (changed && s->ops->irqs_changed)
+	nbools = m->len - (uint32_t)sizeof(is);
+	if (is.argsz - sizeof(is) < nbools)
+		nbools = is.argsz - (uint32_t)sizeof(is);
+	r = vuser_irqs_set(s->irqs, &is, m->body + sizeof(is), nbools, m->fds, m->nfds,
+			   device_irq_count(s, is.index), &changed);
+	if (r == 0 && changed && s->ops->irqs_changed)
 		s->ops->irqs_changed(s->opaque, is.index);
-	return 0;
+	return r;
 }
 
 /* -------------------------------------------------------------- regions */
@@ -643,11 +301,6 @@ static int region_check(struct vfu_server *s, uint32_t index, uint64_t offset, u
 	if (offset > size || count > size - offset)
 		return -EINVAL;
 	return 0;
-}
-
-static int device_result(int r)
-{
-	return r > 0 ? -EIO : r;
 }
 
 static int handle_region_read(struct vfu_server *s, const uint8_t *p, uint32_t len, uint32_t *reply_len)
@@ -877,7 +530,7 @@ static int handle_version(struct vfu_server *s, const uint8_t *p, uint32_t len, 
 	bool multi = false;
 	int r;
 
-	if (s->negotiated)
+	if (negotiated(s))
 		return -EINVAL;
 	if (len < sizeof(v))
 		return -EINVAL;
@@ -920,7 +573,7 @@ static int handle_version(struct vfu_server *s, const uint8_t *p, uint32_t len, 
 	*reply_len = (uint32_t)(sizeof(v) + jlen);
 	json_object_put(root);
 
-	s->negotiated = true;
+	conn_to(s, CONN_NEGOTIATED);
 	log_info("vfio-user %s: client negotiated protocol %u.%u%s", s->path, VFU_VERSION_MAJOR,
 		 VFU_VERSION_MINOR, multi ? " with write_multiple" : "");
 	if (s->ops->client_ready)
@@ -954,12 +607,12 @@ static const char *command_name(uint16_t cmd)
 	return cmd < sizeof(names) / sizeof(names[0]) && names[cmd] ? names[cmd] : "unknown";
 }
 
-/* One complete message is in rx_hdr/rx_body: act on it and reply. */
-static void dispatch(struct vfu_server *s)
+/* One complete message: act on it and queue its reply. */
+static void dispatch(struct vfu_server *s, const struct vuser_msg *m)
 {
-	const struct vfu_hdr *h = &s->rx_hdr;
-	const uint8_t *p = s->rx_body;
-	uint32_t len = h->size - HDR_SIZE;
+	const struct vfu_hdr *h = &m->hdr;
+	const uint8_t *p = m->body;
+	uint32_t len = m->len;
 	uint32_t reply_len = 0;
 	bool takes_fds = h->command == VFU_CMD_DMA_MAP || h->command == VFU_CMD_DEVICE_SET_IRQS;
 	int r;
@@ -976,9 +629,9 @@ static void dispatch(struct vfu_server *s)
 	s->posted = (h->flags & VFU_FLAG_NO_REPLY) || h->command == VFU_CMD_REGION_WRITE_MULTI;
 	if (ensure_cap(&s->tx, &s->tx_cap, HDR_SIZE + 64 + VFU_MAX_VERSION_JSON) < 0) {
 		r = -ENOMEM;
-	} else if (s->rx_fds_lost || (s->rx_nfds > 0 && !takes_fds)) {
+	} else if (m->fds_lost || (m->nfds > 0 && !takes_fds)) {
 		r = -EINVAL;
-	} else if (!s->negotiated && h->command != VFU_CMD_VERSION) {
+	} else if (!negotiated(s) && h->command != VFU_CMD_VERSION) {
 		r = -EINVAL;
 	} else {
 		switch (h->command) {
@@ -986,10 +639,10 @@ static void dispatch(struct vfu_server *s)
 			r = handle_version(s, p, len, &reply_len);
 			break;
 		case VFU_CMD_DMA_MAP:
-			r = handle_dma_map(s, p, len);
+			r = handle_dma_map(s, m);
 			break;
 		case VFU_CMD_DMA_UNMAP:
-			r = handle_dma_unmap(s, p, len, &reply_len);
+			r = handle_dma_unmap(s, m, &reply_len);
 			break;
 		case VFU_CMD_DEVICE_GET_INFO:
 			r = handle_device_info(s, p, len, &reply_len);
@@ -1001,7 +654,7 @@ static void dispatch(struct vfu_server *s)
 			r = handle_irq_info(s, p, len, &reply_len);
 			break;
 		case VFU_CMD_DEVICE_SET_IRQS:
-			r = handle_set_irqs(s, p, len);
+			r = handle_set_irqs(s, m);
 			break;
 		case VFU_CMD_REGION_READ:
 			r = handle_region_read(s, p, len, &reply_len);
@@ -1026,7 +679,7 @@ static void dispatch(struct vfu_server *s)
 			  strerror(-r));
 	}
 	s->posted = false;
-	if (!(h->flags & VFU_FLAG_NO_REPLY))
+	if (!(h->flags & VFU_FLAG_NO_REPLY) && s->state != CONN_NONE)
 		send_msg(s, h, reply_len, r < 0 ? -r : 0);
 }
 
@@ -1039,71 +692,71 @@ bool vfu_server_write_posted(const struct vfu_server *s)
 
 void vfu_server_disconnect(struct vfu_server *s)
 {
-	if (!s || s->client_fd < 0)
+	bool was_negotiated;
+
+	if (!s || s->state == CONN_NONE)
 		return;
-	release_client_state(s);
-	for (unsigned i = 0; i < VFU_PCI_NUM_IRQS; i++) {
-		irq_close_index(s, i);
-		free(s->irqs[i].v);
-		s->irqs[i] = (struct vfu_irq_index){ 0 };
-	}
-	reset_rx(s);
-	close(s->client_fd);
-	s->client_fd = -1;
-	s->negotiated = false;
-	s->drop = false;
+	was_negotiated = negotiated(s);
+	if (s->state != CONN_DROPPING)
+		conn_to(s, CONN_DROPPING);
+	release_client_state(s, was_negotiated);
+	vuser_irqs_clear(s->irqs);
+	s->tran->ops->close_client(s->tran);
+	s->peer_pid = 0;
+	conn_to(s, CONN_NONE);
 	s->stats.connected = false;
 	log_info("vfio-user %s: client disconnected", s->path);
 }
 
+short vfu_server_poll_events(const struct vfu_server *s)
+{
+	size_t queued;
+
+	if (s->state == CONN_NONE)
+		return 0;
+	queued = s->tran->ops->queued(s->tran);
+	/* A full queue: read nothing more until the client takes its replies. */
+	return (short)((queued < VUSER_TXQ_PAUSE ? POLLIN : 0) | (queued ? POLLOUT : 0));
+}
+
 int vfu_server_handle(struct vfu_server *s)
 {
-	if (s->client_fd < 0)
-		return -ENOTCONN;
-	for (int batch = 0; batch < VFU_BATCH; batch++) {
-		ssize_t n;
+	const struct vuser_tran_ops *t = s->tran->ops;
+	int r;
 
-		if (s->rx_hdr_have < HDR_SIZE) {
-			n = recv_some(s, (uint8_t *)&s->rx_hdr + s->rx_hdr_have, HDR_SIZE - s->rx_hdr_have);
-			if (n == -EAGAIN || n == -EWOULDBLOCK)
-				return 0;
-			if (n <= 0)
-				goto gone;
-			s->rx_hdr_have += (size_t)n;
-			if (s->rx_hdr_have < HDR_SIZE)
-				continue;
-			if (s->rx_hdr.size < HDR_SIZE) {
-				log_warn("vfio-user %s: message size %u is smaller than its header; dropping "
-					 "the client", s->path, s->rx_hdr.size);
-				goto broken;
-			}
-			if (s->rx_hdr.size > VFU_MAX_MSG_SIZE) {
-				log_warn("vfio-user %s: message size %u exceeds the limit %zu; dropping the "
-					 "client", s->path, s->rx_hdr.size, (size_t)VFU_MAX_MSG_SIZE);
-				if ((s->rx_hdr.flags & VFU_FLAG_TYPE_MASK) == VFU_FLAG_TYPE_REQUEST &&
-				    ensure_cap(&s->tx, &s->tx_cap, HDR_SIZE) == 0)
-					send_msg(s, &s->rx_hdr, 0, E2BIG);
-				goto broken;
-			}
-			if (ensure_cap(&s->rx_body, &s->rx_body_cap, s->rx_hdr.size - HDR_SIZE + 1) < 0)
-				goto broken;
-			s->rx_body_have = 0;
+	if (s->state == CONN_NONE)
+		return -ENOTCONN;
+	/* What the client has room for now. */
+	r = t->flush(s->tran);
+	if (r < 0) {
+		log_info("vfio-user %s: sending to the client: %s", s->path, strerror(-r));
+		goto gone;
+	}
+	for (int batch = 0; batch < VFU_BATCH && t->queued(s->tran) < VUSER_TXQ_PAUSE; batch++) {
+		struct vuser_msg m;
+
+		switch (t->recv(s->tran, &m)) {
+		case VUSER_RX_MSG:
+			break;
+		case VUSER_RX_AGAIN:
+			return 0;
+		case VUSER_RX_EOF:
+			goto gone;
+		case VUSER_RX_TOO_BIG:
+			if ((m.hdr.flags & VFU_FLAG_TYPE_MASK) == VFU_FLAG_TYPE_REQUEST &&
+			    ensure_cap(&s->tx, &s->tx_cap, HDR_SIZE) == 0)
+				send_msg(s, &m.hdr, 0, E2BIG);
+			t->flush(s->tran);
+			goto broken;
+		case VUSER_RX_BROKEN:
+		default:
+			goto broken;
 		}
-		if (s->rx_body_have < s->rx_hdr.size - HDR_SIZE) {
-			n = recv_some(s, s->rx_body + s->rx_body_have, s->rx_hdr.size - HDR_SIZE - s->rx_body_have);
-			if (n == -EAGAIN || n == -EWOULDBLOCK)
-				return 0;
-			if (n <= 0)
-				goto gone;
-			s->rx_body_have += (size_t)n;
-			if (s->rx_body_have < s->rx_hdr.size - HDR_SIZE)
-				continue;
-		}
-		dispatch(s);
-		reset_rx(s);
-		if (s->client_fd < 0)
+		dispatch(s, &m);
+		t->msg_done(s->tran);
+		if (s->state == CONN_NONE)
 			return -ECONNRESET; /* a callback disconnected it */
-		if (s->drop)
+		if (s->state == CONN_DROPPING)
 			goto broken;
 	}
 	return 0;
@@ -1119,152 +772,59 @@ broken:
 
 int vfu_server_accept(struct vfu_server *s)
 {
-	int fd;
+	struct vuser_accept a;
+	int r = vuser_tran_sock_accept(s->tran, &a);
 
-	do {
-#ifdef SOCK_CLOEXEC
-		fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-#else
-		fd = accept(s->listen_fd, NULL, NULL);
-#endif
-	} while (fd < 0 && errno == EINTR);
-	if (fd < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED)
-			return 0;
-		return -errno;
+	if (r < 0)
+		return r;
+	if (a.stranger) {
+		log_warn("vfio-user %s: refusing a connection from uid %d (pid %d): only uid %u or root may "
+			 "connect", s->path, (int)a.uid, (int)a.pid, (unsigned)geteuid());
+		s->stats.refused++;
+		s->stats.refused_peers++;
+		return 0;
 	}
-	if (fd == 0) {
-		/* 0 means "nothing accepted" to our caller: move it (stdin was closed) */
-		int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-
-		close(fd);
-		if (moved < 0)
-			return -errno;
-		fd = moved;
-	}
-#ifndef SOCK_CLOEXEC
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
-#endif
-#ifdef SO_NOSIGPIPE
-	setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &(int){ 1 }, sizeof(int));
-#endif
-	if (s->client_fd >= 0) {
-		/* one VMM per device: the newcomer just sees the socket close */
+	if (a.busy) {
 		log_warn("vfio-user %s: refusing a second client while one is attached", s->path);
-		close(fd);
 		s->stats.refused++;
 		return 0;
 	}
-	s->client_fd = fd;
-	s->negotiated = false;
-	s->drop = false;
-	reset_rx(s);
+	if (a.fd <= 0)
+		return 0;
+	conn_to(s, CONN_CONNECTED);
+	s->peer_pid = a.pid;
 	s->stats.clients++;
 	s->stats.connected = true;
-	log_info("vfio-user %s: client connected", s->path);
-	return fd;
-}
-
-/* bind() on path; a stale socket file (nobody listening) is replaced. */
-static int bind_socket(int fd, const char *path, char *err, size_t errlen)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	struct stat st;
-
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-		return 0;
-	if (errno != EADDRINUSE) {
-		int e = errno;
-
-		set_err(err, errlen, "cannot bind socket %s: %s", path, strerror(e));
-		return -e;
-	}
-	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		set_err(err, errlen, "%s exists and is not a socket; remove it or choose another path", path);
-		return -EEXIST;
-	}
-	{
-		int probe = socket(AF_UNIX, SOCK_STREAM, 0);
-		int r, e;
-
-		if (probe < 0) {
-			e = errno;
-			set_err(err, errlen, "cannot create socket: %s", strerror(e));
-			return -e;
-		}
-		r = connect(probe, (struct sockaddr *)&addr, sizeof(addr));
-		e = errno;
-		close(probe);
-		if (r == 0 || e != ECONNREFUSED) {
-			set_err(err, errlen, "socket %s is in use by a running process", path);
-			return -EADDRINUSE;
-		}
-	}
-	/* stale: left behind by a process that died */
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-		return 0;
-	{
-		int e = errno;
-
-		set_err(err, errlen, "cannot bind socket %s: %s", path, strerror(e));
-		return -e;
-	}
+	log_info("vfio-user %s: client connected (pid %d)", s->path, (int)a.pid);
+	return a.fd;
 }
 
 struct vfu_server *vfu_server_create(const char *socket_path, const struct vfu_device_ops *ops,
 				     void *opaque, char *err, size_t errlen)
 {
-	struct sockaddr_un addr;
 	struct vfu_server *s;
 
 	if (!socket_path || !ops || !ops->region_info || !ops->region_read || !ops->region_write) {
 		set_err(err, errlen, "vfio-user server: socket path and region callbacks are required");
 		return NULL;
 	}
-	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
-		set_err(err, errlen, "socket path %s is longer than %zu bytes", socket_path,
-			sizeof(addr.sun_path) - 1);
-		return NULL;
-	}
 	s = calloc(1, sizeof(*s));
-	if (s)
-		s->listen_fd = -1;
-	if (!s || !(s->path = strdup(socket_path)) || !(s->gm = guest_mem_create()) ||
-	    !(s->dma = calloc(VFU_MAX_DMA_MAPS, sizeof(*s->dma)))) {
+	if (!s || !(s->path = strdup(socket_path)) || !(s->dma = vuser_dma_create(VFU_MAX_DMA_MAPS)) ||
+	    !(s->irqs = vuser_irqs_create())) {
 		set_err(err, errlen, "out of memory");
 		goto fail;
 	}
 	s->ops = ops;
 	s->opaque = opaque;
-	s->client_fd = -1;
-	s->listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (s->listen_fd < 0) {
-		set_err(err, errlen, "cannot create socket: %s", strerror(errno));
+	s->tran = vuser_tran_sock_listen(socket_path, err, errlen);
+	if (!s->tran)
 		goto fail;
-	}
-	fcntl(s->listen_fd, F_SETFD, FD_CLOEXEC);
-	fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK);
-	if (bind_socket(s->listen_fd, socket_path, err, errlen) < 0)
-		goto fail_unbound;
-	if (listen(s->listen_fd, 4) < 0) {
-		set_err(err, errlen, "cannot listen on %s: %s", socket_path, strerror(errno));
-		unlink(socket_path);
-		goto fail_unbound;
-	}
 	return s;
 
-fail_unbound:
-	close(s->listen_fd);
-	s->listen_fd = -1;
 fail:
 	if (s) {
-		if (s->listen_fd >= 0)
-			close(s->listen_fd);
-		guest_mem_destroy(s->gm);
-		free(s->dma);
+		vuser_irqs_destroy(s->irqs);
+		vuser_dma_destroy(s->dma);
 		free(s->path);
 		free(s);
 	}
@@ -1276,11 +836,10 @@ void vfu_server_destroy(struct vfu_server *s)
 	if (!s)
 		return;
 	vfu_server_disconnect(s);
-	close(s->listen_fd);
-	unlink(s->path);
-	guest_mem_destroy(s->gm);
-	free(s->dma);
-	free(s->rx_body);
+	vuser_tran_sock_unlink(s->tran);
+	s->tran->ops->destroy(s->tran);
+	vuser_dma_destroy(s->dma);
+	vuser_irqs_destroy(s->irqs);
 	free(s->tx);
 	free(s->path);
 	free(s);
@@ -1290,52 +849,49 @@ void vfu_server_destroy(struct vfu_server *s)
 
 int vfu_server_listen_fd(const struct vfu_server *s)
 {
-	return s->listen_fd;
+	return vuser_tran_sock_listen_fd(s->tran);
 }
 
 int vfu_server_client_fd(const struct vfu_server *s)
 {
-	return s->client_fd;
+	return s->tran->ops->client_fd(s->tran);
+}
+
+pid_t vfu_server_peer_pid(const struct vfu_server *s)
+{
+	return s->state == CONN_NONE ? 0 : s->peer_pid;
+}
+
+bool vfu_server_negotiated(const struct vfu_server *s)
+{
+	return negotiated(s);
 }
 
 struct guest_mem *vfu_server_guest_mem(struct vfu_server *s)
 {
-	return s->gm;
-}
-
-static const struct vfu_vector *vector_at(const struct vfu_server *s, unsigned index, unsigned vector)
-{
-	if (index >= VFU_PCI_NUM_IRQS || vector >= s->irqs[index].count)
-		return NULL;
-	return &s->irqs[index].v[vector];
+	return vuser_dma_guest_mem(s->dma);
 }
 
 bool vfu_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vector)
 {
-	const struct vfu_vector *v = vector_at(s, index, vector);
-
-	return v && v->fd >= 0;
+	return vuser_irq_assigned(s->irqs, index, vector);
 }
 
 bool vfu_irq_enabled(const struct vfu_server *s, unsigned index, unsigned vector)
 {
-	const struct vfu_vector *v = vector_at(s, index, vector);
-
-	return v && v->fd >= 0 && !v->masked;
+	return vuser_irq_enabled(s->irqs, index, vector);
 }
 
 int vfu_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector)
 {
-	if (index >= VFU_PCI_NUM_IRQS || vector >= VFU_MAX_VECTORS)
-		return -EINVAL;
-	if (vector >= s->irqs[index].count)
-		return -ENOENT;
-	return irq_fire(s, &s->irqs[index].v[vector]);
+	return vuser_irq_trigger(s->irqs, index, vector);
 }
 
 void vfu_server_stats(const struct vfu_server *s, struct vfu_stats *out)
 {
 	*out = s->stats;
+	vuser_irqs_counts(s->irqs, &out->irqs_triggered, &out->irqs_latched);
+	out->queued_bytes = s->state == CONN_NONE ? 0 : s->tran->ops->queued(s->tran);
 }
 
 const char *vfu_server_socket_path(const struct vfu_server *s)

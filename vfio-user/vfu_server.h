@@ -2,11 +2,13 @@
 /*
  * A vfio-user server for one PCI device (the QEMU client: vfio-user-pci).
  *
- * Non-blocking and fd-driven, for a single-threaded epoll loop that the
+ * Non-blocking and fd-driven, for a single-threaded poll loop that the
  * caller owns: poll vfu_server_listen_fd() and call vfu_server_accept() when
- * it is readable; poll vfu_server_client_fd() and call vfu_server_handle()
- * when that is readable.  The client fd changes on every accept, so
- * re-register it after each accept and after a drop.
+ * it is readable; poll vfu_server_client_fd() for vfu_server_poll_events()
+ * and call vfu_server_handle() when any of them (or a hang-up) is
+ * reported.  The client fd changes on every accept, so re-register it
+ * after each accept and after a drop.  Nothing here ever blocks: replies a
+ * slow client does not take wait in a bounded queue (vuser_tran.h).
  *
  * The device itself lives behind struct vfu_device_ops; this layer knows the
  * protocol only (docs/vfio-user.md).  The client is untrusted: every
@@ -22,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct guest_mem;
 struct vfu_server;
@@ -99,14 +102,19 @@ struct vfu_stats {
 	uint64_t region_writes;
 	uint64_t irqs_triggered; /* eventfd writes */
 	uint64_t irqs_latched;   /* triggers on masked vectors (fired on unmask) */
+	uint64_t refused_peers;  /* of refused: peers of another uid (not ours, not root) */
+	uint64_t overflows;      /* clients dropped because their output queue overflowed */
+	uint64_t queued_bytes;   /* replies waiting for the client now */
 	bool connected;          /* a client is attached now */
 };
 
 /*
- * Bind and listen on socket_path (mode 0600 is left to the caller's umask).
- * A stale socket file (nothing accepts on it) is replaced; a live one gives
- * NULL with "socket PATH is in use by a running process" in err.  On any
- * failure: NULL and a message in err.
+ * Bind and listen on socket_path, mode 0600 whatever the umask
+ * (common/unix_socket.h: a stale socket file, nothing accepting on it, is
+ * replaced; a live one gives NULL with "socket PATH is in use by another
+ * process" in err; anything else at the path is never deleted).  Only
+ * peers of our uid or root are accepted.  On any failure: NULL and a
+ * message in err.
  */
 struct vfu_server *vfu_server_create(const char *socket_path, const struct vfu_device_ops *ops,
 				     void *opaque, char *err, size_t errlen);
@@ -116,21 +124,30 @@ void vfu_server_destroy(struct vfu_server *s);
 int vfu_server_listen_fd(const struct vfu_server *s);
 /*
  * Listen fd readable: accept one connection.  Returns the new client fd
- * (> 0; register it for EPOLLIN), 0 if nothing to accept or a second client was
- * refused politely (closed), or -errno.
+ * (> 0), 0 if nothing to accept or it was refused (closed, counted in
+ * refused: a second client, or a peer of another uid), or -errno.
  */
 int vfu_server_accept(struct vfu_server *s);
 /* -1 when no client is attached. */
 int vfu_server_client_fd(const struct vfu_server *s);
 /*
- * Client fd readable (or hung up): read what is there and process the
- * complete messages (at most a bounded batch per call, so register the fd
- * level-triggered: EPOLLIN without EPOLLET).  0 = still connected; < 0 = the client is gone (EOF
- * or dropped for a protocol error) and everything it set up has been
- * cleaned up; its fd is already closed (remove it from epoll before, or
- * rely on close() removing it).
+ * The events to poll the client fd for now: POLLIN unless the output queue
+ * is full (then the client must read first), POLLOUT while replies wait.
+ * 0 without a client.
+ */
+short vfu_server_poll_events(const struct vfu_server *s);
+/*
+ * Client fd ready (or hung up): send what waits, read what is there and
+ * process the complete messages (at most a bounded batch per call: poll
+ * level-triggered).  0 = still connected; < 0 = the client is gone (EOF,
+ * dropped for a protocol error or an overflowing output queue) and
+ * everything it set up has been cleaned up; its fd is already closed.
  */
 int vfu_server_handle(struct vfu_server *s);
+/* The client's pid (0: none, or the platform cannot say). */
+pid_t vfu_server_peer_pid(const struct vfu_server *s);
+/* A client is attached and completed VERSION. */
+bool vfu_server_negotiated(const struct vfu_server *s);
 /* Drop the client now (as on disconnect).  No-op without one. */
 void vfu_server_disconnect(struct vfu_server *s);
 
