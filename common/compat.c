@@ -1,4 +1,13 @@
 // SPDX-License-Identifier: MIT
+/*
+ * The one place for calls that differ between Linux and macOS.  Its Linux
+ * branch is the only code of the core that may use Linux-only calls
+ * (eventfd, memfd_create, accept4, getrandom, tdestroy):
+ * scripts/check-portability.sh checks that with nm.
+ */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
 #include "compat.h"
 
 #include <errno.h>

@@ -651,6 +651,11 @@ uint64_t passthrough_bar_size(const struct passthrough *pt, unsigned bar)
 	return bar < HD_NUM_BARS ? pt->bar[bar].size : 0;
 }
 
+volatile void *passthrough_bar_mapping(const struct passthrough *pt, unsigned bar)
+{
+	return bar < HD_NUM_BARS ? pt->bar_ptr[bar] : NULL;
+}
+
 /* The widest naturally aligned access of at most 8 bytes that fits. */
 static unsigned access_width(uint64_t offset, uint64_t left)
 {

@@ -100,6 +100,12 @@ int passthrough_config_write(struct passthrough *pt, uint32_t offset, const void
 /* BARs 0..5 (a 64-bit BAR's upper half has size 0); PT_ROM_INDEX is 0. */
 uint64_t passthrough_bar_size(const struct passthrough *pt, unsigned bar);
 int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, void *buf, uint64_t len);
+/*
+ * The backend's mapping of a BAR in this process, or NULL when the BAR is
+ * trapped (reached through mmio_read/mmio_write).  An in-process front end
+ * maps it straight into the guest, except the MSI-X table and PBA pages.
+ */
+volatile void *passthrough_bar_mapping(const struct passthrough *pt, unsigned bar);
 int passthrough_bar_write(struct passthrough *pt, unsigned bar, uint64_t offset, const void *buf, uint64_t len);
 
 /* Vectors offered per index: MSI-X or MSI (as the host set up), never INTx/ERR/REQ. */
