@@ -131,6 +131,8 @@ char *broker_status_json(const struct broker_status_src *b)
 	add_u64(o, "bar_reads", ps.bar_reads);
 	add_u64(o, "bar_writes", ps.bar_writes);
 	add_u64(o, "resets", ps.resets);
+	add_u64(o, "msix_writes_dropped", ps.msix_writes_dropped);
+	add_u64(o, "msix_reads_zeroed", ps.msix_reads_zeroed);
 	json_object_object_add(root, "passthrough", o);
 
 	o = json_object_new_object();

@@ -24,10 +24,23 @@
 #define CFG_SPACE_LEGACY 256
 #define CFG_SPACE_EXPRESS 4096
 
+#define CAP_ID_PM 0x01
 #define CAP_ID_MSI 0x05
 #define CAP_ID_EXP 0x10
 #define CAP_ID_MSIX 0x11
 #define EXT_CAP_ID_REBAR 0x0015
+#define EXT_CAP_ID_AER 0x0001
+#define EXT_CAP_ID_SRIOV 0x0010
+#define EXT_CAP_ID_LTR 0x0018
+#define EXT_CAP_ID_L1SS 0x001E
+#define PM_CSR 4       /* PMCSR, PMCSR_BSE, Data: 4 bytes from the capability + 4 */
+#define AER_REGS 0x28  /* +4..+0x2B: status, mask, severity (both kinds), control, header log */
+#define SRIOV_REGS 0x3C /* +4..+0x3F: control, NumVFs, VF BARs... */
+#define LTR_REGS 4     /* +4..+7: max snoop / no-snoop latency */
+#define L1SS_REGS 0x0C /* +4..+0xF: capabilities, control 1 and 2 */
+#define MSIX_TABLE 4   /* Table Offset/BIR, from the capability start */
+#define MSIX_PBA 8     /* PBA Offset/BIR */
+#define MSIX_BIR 0x7
 
 #define MSIX_CTRL 2            /* Message Control, from the capability start */
 #define MSIX_TABLE_SIZE 0x07FF /* N - 1 */
@@ -58,7 +71,13 @@ struct drop_range {
 	uint32_t len;
 };
 
-#define MAX_DROP_RANGES 8
+#define MAX_DROP_RANGES 16
+
+/* A range of a BAR the VMM may not touch (the host's MSI-X table or PBA). */
+struct msix_window {
+	unsigned bar;
+	uint64_t off, len;
+};
 
 struct passthrough {
 	struct host_device *hd;
@@ -75,7 +94,7 @@ struct passthrough {
 	uint16_t command; /* last COMMAND value forwarded to the host */
 
 	/* Capabilities (0: absent). */
-	uint8_t msi_pos, msix_pos, exp_pos;
+	uint8_t msi_pos, msix_pos, exp_pos, pm_pos;
 	bool flr_capable; /* the host's DEVCAP offers FLR: emulated on DEVCTL writes */
 	uint16_t msix_host_ctrl_size; /* host table size (N), to clamp */
 	bool hide_msi;
@@ -84,6 +103,10 @@ struct passthrough {
 
 	struct drop_range drop[MAX_DROP_RANGES];
 	unsigned ndrop;
+
+	/* The host's MSI-X table and PBA inside their BARs: never written, read as 0. */
+	struct msix_window msix_win[2];
+	unsigned nmsix_win;
 
 	/* Interrupts. */
 	unsigned nvectors;
@@ -116,7 +139,8 @@ static int cfg_read(struct passthrough *pt, uint32_t off, unsigned width, uint32
 /*
  * Keep guest writes to [start, start + len) from the host.  A full table is
  * an error, never a rule silently left out (the table holds every rule the
- * policy makes: one each for MSI, MSI-X, DEVCTL, DEVCTL2 and ReBAR).
+ * policy makes: one each for MSI, MSI-X, DEVCTL, DEVCTL2, ReBAR, PMCSR, AER,
+ * SR-IOV, LTR and L1SS).
  */
 static int add_drop(struct passthrough *pt, uint32_t start, uint32_t len)
 {
@@ -191,6 +215,10 @@ static int scan_caps(struct passthrough *pt)
 			if (!pt->exp_pos)
 				pt->exp_pos = (uint8_t)ptr;
 			break;
+		case CAP_ID_PM:
+			if (!pt->pm_pos)
+				pt->pm_pos = (uint8_t)ptr;
+			break;
 		default:
 			break;
 		}
@@ -205,6 +233,37 @@ static int scan_caps(struct passthrough *pt)
  * function has at most one).  The list comes from the host: a loop ends the
  * walk, it does not repeat it.
  */
+/*
+ * Extended capabilities whose registers are the host's (docs/passthrough.md,
+ * "Config space", decided register by register): writes to these many bytes
+ * after the header are dropped, never past the next capability.
+ */
+static const struct {
+	uint16_t id;
+	uint32_t regs;
+} host_ext_caps[] = {
+	{ EXT_CAP_ID_AER, AER_REGS },
+	{ EXT_CAP_ID_SRIOV, SRIOV_REGS },
+	{ EXT_CAP_ID_LTR, LTR_REGS },
+	{ EXT_CAP_ID_L1SS, L1SS_REGS },
+};
+
+static int drop_ext_cap(struct passthrough *pt, uint32_t off, uint32_t hdr)
+{
+	uint32_t next = (hdr >> 20) & 0xFFC;
+
+	for (size_t i = 0; i < sizeof(host_ext_caps) / sizeof(host_ext_caps[0]); i++) {
+		uint32_t len = host_ext_caps[i].regs;
+
+		if ((hdr & 0xFFFF) != host_ext_caps[i].id)
+			continue;
+		if (next > off && next - off - 4 < len)
+			len = next - off - 4;
+		return add_drop(pt, off + 4, len);
+	}
+	return 0;
+}
+
 static int scan_ext_caps(struct passthrough *pt, uint32_t *rebar_pos)
 {
 	uint32_t off = CFG_SPACE_LEGACY;
@@ -224,6 +283,9 @@ static int scan_ext_caps(struct passthrough *pt, uint32_t *rebar_pos)
 			break;
 		if ((hdr & 0xFFFF) == EXT_CAP_ID_REBAR && !*rebar_pos)
 			*rebar_pos = off;
+		rc = drop_ext_cap(pt, off, hdr);
+		if (rc < 0)
+			return rc;
 		off = (hdr >> 20) & 0xFFC;
 	}
 	return 0;
@@ -380,6 +442,26 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 		}
 		pt->msix_host_ctrl_size = (uint16_t)((value & MSIX_TABLE_SIZE) + 1);
 		rc = add_drop(pt, pt->msix_pos, MSIX_CAP_LEN);
+		if (rc < 0)
+			goto full;
+		/* Table (16 bytes per entry) and PBA (a bit per entry, in qwords). */
+		for (unsigned w = 0; w < 2; w++) {
+			uint32_t loc;
+
+			if (cfg_read(pt, pt->msix_pos + (w ? MSIX_PBA : MSIX_TABLE), 4, &loc) < 0 ||
+			    (loc & MSIX_BIR) >= HD_NUM_BARS)
+				continue;
+			pt->msix_win[pt->nmsix_win++] = (struct msix_window){
+				.bar = loc & MSIX_BIR,
+				.off = loc & ~(uint32_t)MSIX_BIR,
+				.len = w ? ((uint64_t)pt->msix_host_ctrl_size + 63) / 64 * 8
+					 : (uint64_t)pt->msix_host_ctrl_size * 16,
+			};
+		}
+	}
+	if (pt->pm_pos) {
+		/* PMCSR: a guest's D3hot would lose the host's BAR setup under the dext. */
+		rc = add_drop(pt, pt->pm_pos + PM_CSR, 4);
 		if (rc < 0)
 			goto full;
 	}
@@ -707,6 +789,16 @@ static int bar_check(const struct passthrough *pt, unsigned bar, uint64_t offset
 	return 0;
 }
 
+/* Does [offset, offset + len) of bar touch the host's MSI-X table or PBA? */
+static bool in_msix_window(const struct passthrough *pt, unsigned bar, uint64_t offset, uint64_t len)
+{
+	for (unsigned i = 0; i < pt->nmsix_win; i++)
+		if (pt->msix_win[i].bar == bar && offset < pt->msix_win[i].off + pt->msix_win[i].len &&
+		    pt->msix_win[i].off < offset + len)
+			return true;
+	return false;
+}
+
 int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, void *buf, uint64_t len)
 {
 	uint8_t *dst = buf;
@@ -718,7 +810,11 @@ int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, 
 		unsigned width = access_width(offset, len);
 		uint64_t v;
 
-		if (pt->bar_ptr[bar]) {
+		if (in_msix_window(pt, bar, offset, width)) {
+			/* The host's vectors are not the VMM's to see: QEMU emulates the table. */
+			v = 0;
+			pt->stats.msix_reads_zeroed++;
+		} else if (pt->bar_ptr[bar]) {
 			v = ptr_load(pt->bar_ptr[bar] + offset, width);
 		} else {
 			rc = pt->hd->ops->mmio_read(pt->hd, bar, offset, width, &v);
@@ -747,7 +843,12 @@ int passthrough_bar_write(struct passthrough *pt, unsigned bar, uint64_t offset,
 
 		for (unsigned i = 0; i < width; i++)
 			v |= (uint64_t)src[i] << (8 * i);
-		if (pt->bar_ptr[bar]) {
+		if (in_msix_window(pt, bar, offset, width)) {
+			/* The dext programmed these vectors; the VMM never rewrites them. */
+			if (pt->stats.msix_writes_dropped++ == 0)
+				log_warn("passthrough: the VMM wrote the host's MSI-X table or PBA (BAR%u+0x%llx): "
+					 "dropped, as every such write will be", bar, (unsigned long long)offset);
+		} else if (pt->bar_ptr[bar]) {
 			ptr_store(pt->bar_ptr[bar] + offset, width, v);
 		} else {
 			rc = pt->hd->ops->mmio_write(pt->hd, bar, offset, width, v);

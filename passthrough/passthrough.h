@@ -76,6 +76,8 @@ struct passthrough_stats {
 	uint64_t config_bytes_dropped;    /* guest bytes the policy kept away */
 	uint64_t bar_reads;
 	uint64_t bar_writes;
+	uint64_t msix_writes_dropped; /* BAR writes into the host's MSI-X table or PBA (dropped) */
+	uint64_t msix_reads_zeroed;   /* BAR reads of them (answered 0) */
 	uint64_t resets;
 };
 

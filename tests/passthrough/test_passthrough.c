@@ -21,7 +21,14 @@
 #define MSI_POS 0x50
 #define MSIX_POS 0x70
 #define EXP_POS 0x90
+#define PM_POS 0xD0
 #define REBAR_POS 0x100
+#define AER_POS 0x140
+#define SRIOV_POS 0x180
+#define LTR_POS 0x1C0
+#define L1SS_POS 0x1D0
+#define MSIX_TABLE_OFF 0x2000u /* BAR0: 32 entries of 16 bytes */
+#define MSIX_PBA_OFF 0x3000u   /* BAR0: 32 bits, one qword */
 #define BAR0_SIZE 0x4000u /* 64-bit, BAR0+BAR1 */
 #define BAR2_SIZE 0x1000u /* 32-bit prefetchable, mapped */
 #define BAR4_SIZE 0x20u   /* I/O */
@@ -265,11 +272,19 @@ static struct fake *fake_new(bool with_msix)
 		f->cfg[MSIX_POS] = 0x11;
 		f->cfg[MSIX_POS + 1] = EXP_POS;
 		put16(f->cfg + MSIX_POS + 2, 0x001F); /* 32 entries */
-		put32(f->cfg + MSIX_POS + 4, 0x00002000);
+		put32(f->cfg + MSIX_POS + 4, MSIX_TABLE_OFF); /* BIR 0 */
+		put32(f->cfg + MSIX_POS + 8, MSIX_PBA_OFF);   /* BIR 0 */
 	}
 	f->cfg[EXP_POS] = 0x10;
-	f->cfg[EXP_POS + 1] = 0;
-	put32(f->cfg + REBAR_POS, 0x0015 | (1u << 16));
+	f->cfg[EXP_POS + 1] = PM_POS;
+	f->cfg[PM_POS] = 0x01;
+	f->cfg[PM_POS + 1] = 0;
+	/* ReBAR -> AER -> SR-IOV -> LTR -> L1SS (header: id, version 1, next) */
+	put32(f->cfg + REBAR_POS, 0x0015 | (1u << 16) | ((uint32_t)AER_POS << 20));
+	put32(f->cfg + AER_POS, 0x0001 | (1u << 16) | ((uint32_t)SRIOV_POS << 20));
+	put32(f->cfg + SRIOV_POS, 0x0010 | (1u << 16) | ((uint32_t)LTR_POS << 20));
+	put32(f->cfg + LTR_POS, 0x0018 | (1u << 16) | ((uint32_t)L1SS_POS << 20));
+	put32(f->cfg + L1SS_POS, 0x001E | (1u << 16));
 	return f;
 }
 
@@ -840,7 +855,9 @@ static bool protected_byte(uint32_t off)
 	return (off >= 0x06 && off < 0x08) || (off >= 0x10 && off < 0x28) || (off >= 0x30 && off < 0x34) ||
 	       (off >= MSI_POS && off < MSI_POS + 24) || (off >= MSIX_POS && off < MSIX_POS + 12) ||
 	       (off >= EXP_POS + 0x08 && off < EXP_POS + 0x0A) || (off >= EXP_POS + 0x28 && off < EXP_POS + 0x2A) ||
-	       (off >= REBAR_POS + 4 && off < REBAR_POS + 4 + 8 * 6);
+	       (off >= REBAR_POS + 4 && off < REBAR_POS + 4 + 8 * 6) || (off >= PM_POS + 4 && off < PM_POS + 8) ||
+	       (off >= AER_POS + 4 && off < AER_POS + 0x2C) || (off >= SRIOV_POS + 4 && off < SRIOV_POS + 0x40) ||
+	       (off >= LTR_POS + 4 && off < LTR_POS + 8) || (off >= L1SS_POS + 4 && off < L1SS_POS + 0x10);
 }
 
 /*
@@ -887,6 +904,74 @@ static void test_random_writes_follow_the_policy(void **state)
 	}
 }
 
+/*
+ * Issue 11, item 5: the host's MSI-X table and PBA inside BAR0.  A VMM's
+ * REGION_WRITE there (which QEMU never sends: it emulates the table) would
+ * rewrite the vectors the dext programmed: dropped and counted.  Reads are
+ * answered 0 without touching the host.  Bytes next to them pass.
+ */
+static void test_msix_table_and_pba_protected(void **state)
+{
+	struct ctx *c = *state;
+	struct passthrough_stats st;
+	uint8_t entry[16], buf[16];
+
+	memset(entry, 0xAB, sizeof(entry));
+	memset(c->f->bar0 + MSIX_TABLE_OFF, 0x11, 32 * 16);
+	memset(c->f->bar0 + MSIX_PBA_OFF, 0x22, 8);
+	/* entry 0 (address, data, mask), the last entry, the PBA */
+	assert_int_equal(passthrough_bar_write(c->pt, 0, MSIX_TABLE_OFF, entry, 16), 0);
+	assert_int_equal(passthrough_bar_write(c->pt, 0, MSIX_TABLE_OFF + 31 * 16 + 12, entry, 4), 0);
+	assert_int_equal(passthrough_bar_write(c->pt, 0, MSIX_PBA_OFF, entry, 8), 0);
+	assert_int_equal(c->f->ncalls, 0);
+	for (unsigned i = 0; i < 32 * 16; i++)
+		assert_int_equal(c->f->bar0[MSIX_TABLE_OFF + i], 0x11);
+	assert_int_equal(c->f->bar0[MSIX_PBA_OFF], 0x22);
+	/* reads: zero, and the host is not asked */
+	memset(buf, 0xFF, sizeof(buf));
+	assert_int_equal(passthrough_bar_read(c->pt, 0, MSIX_TABLE_OFF, buf, 16), 0);
+	assert_int_equal(passthrough_bar_read(c->pt, 0, MSIX_PBA_OFF, buf + 8, 8), 0);
+	for (unsigned i = 0; i < 16; i++)
+		assert_int_equal(buf[i], 0);
+	assert_int_equal(c->f->ncalls, 0);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.msix_writes_dropped, 4); /* 8 + 8, 4, 8 */
+	assert_int_equal(st.msix_reads_zeroed, 3);
+	assert_int_equal(st.bar_writes, 4); /* counted as accesses, none reached the host */
+	/* right after the table and right before the PBA: the device's */
+	assert_int_equal(passthrough_bar_write(c->pt, 0, MSIX_TABLE_OFF + 32 * 16, entry, 8), 0);
+	assert_int_equal(passthrough_bar_write(c->pt, 0, MSIX_PBA_OFF - 8, entry, 8), 0);
+	assert_int_equal(c->f->ncalls, 2);
+	expect_call(c->f, 0, 'W', MSIX_TABLE_OFF + 32 * 16, 8, 0xABABABABABABABABULL);
+	expect_call(c->f, 1, 'W', MSIX_PBA_OFF - 8, 8, 0xABABABABABABABABULL);
+}
+
+/*
+ * The per-register review of "forward the rest" (docs/passthrough.md):
+ * PM control/status, AER, SR-IOV, LTR and L1SS registers are the host's.
+ */
+static void test_host_owned_capabilities_dropped(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t ones[0x40];
+
+	memset(ones, 0xFF, sizeof(ones));
+	cfg_write16(c->pt, PM_POS + 4, 0x0003); /* PowerState D3hot */
+	assert_int_equal(passthrough_config_write(c->pt, AER_POS + 4, ones, 0x28), 0); /* clear, mask, severity */
+	cfg_write16(c->pt, SRIOV_POS + 8, 0x0009);  /* VF Enable + VF MSE */
+	cfg_write16(c->pt, SRIOV_POS + 0x10, 0x0040); /* NumVFs */
+	cfg_write32(c->pt, LTR_POS + 4, 0x10031003);
+	cfg_write32(c->pt, L1SS_POS + 8, 0x0000000F); /* ASPM/PCI-PM L1.1/L1.2 enables */
+	cfg_write32(c->pt, L1SS_POS + 0xC, 0x000000FF);
+	assert_int_equal(c->f->ncalls, 0);
+	/* their headers and what follows the last one still pass */
+	cfg_write32(c->pt, L1SS_POS + 0x10, 0x12345678);
+	cfg_write16(c->pt, PM_POS + 2, 0x0003); /* PMC (read-only on the host; forwarded) */
+	assert_int_equal(c->f->ncalls, 2);
+	expect_call(c->f, 0, 'w', L1SS_POS + 0x10, 4, 0x12345678);
+	expect_call(c->f, 1, 'w', PM_POS + 2, 2, 0x0003);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -903,6 +988,8 @@ int main(void)
 		cmocka_unit_test(test_capability_list_loops),
 		cmocka_unit_test(test_rebar_length),
 		cmocka_unit_test_setup_teardown(test_random_writes_follow_the_policy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_msix_table_and_pba_protected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_owned_capabilities_dropped, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("passthrough", tests, NULL, NULL);
