@@ -309,6 +309,8 @@ run_refguest() {
 	wait "$broker2_pid"
 	check "posted companion's broker exits 0 on SIGTERM" eq "$?" 0
 	broker2_pid=""
+	check "no sanitizer report in the posted companion's broker log" \
+		eval '! grep -qE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$log2"'
 	[ $e2e_fail -eq 0 ] || { show_context; tail -n 5 "$log2"; }
 }
 
