@@ -11,11 +11,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
+#include "clock.h"
 #include "unix_socket.h"
 
 /* A UNIX stream socket that is not inherited by children and never raises
@@ -57,19 +57,11 @@ int socket_path_prepare(const char *path, char *err, size_t errlen)
 	return vfa_socket_path_free(path, err, errlen);
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait for fd to become ready for events before the deadline; 0 or -errno. */
-static int wait_fd(int fd, short events, long long deadline)
+static int wait_fd(int fd, short events, int64_t deadline)
 {
 	for (;;) {
-		long long left = deadline - now_ms();
+		int64_t left = deadline - vfa_now_ms();
 		struct pollfd pfd = { .fd = fd, .events = events };
 		int n;
 
@@ -88,7 +80,7 @@ static int wait_fd(int fd, short events, long long deadline)
 struct json_object *control_query(const char *path, int timeout_ms, char *err, size_t errlen)
 {
 	static const char request[] = "status\n";
-	long long deadline = now_ms() + timeout_ms;
+	int64_t deadline = vfa_now_ms() + timeout_ms;
 	struct sockaddr_un addr;
 	struct json_object *obj = NULL;
 	char *reply = NULL;

@@ -42,4 +42,20 @@ static inline void le_store64(uint8_t *p, uint64_t v)
 	le_store32(p + 4, (uint32_t)(v >> 32));
 }
 
+/* width (1..8) bytes, for register accesses whose size is a run-time value. */
+static inline uint64_t le_load(const uint8_t *p, unsigned width)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < width; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static inline void le_store(uint8_t *p, uint64_t v, unsigned width)
+{
+	for (unsigned i = 0; i < width; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
 #endif

@@ -3,6 +3,7 @@
 #include "unix_socket.h"
 
 #include "compat.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,11 +20,9 @@ static int fail(char *err, size_t errlen, int e, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	vfa_vset_err(err, errlen, fmt, ap);
+	va_end(ap);
 	return -e;
 }
 

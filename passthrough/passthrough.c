@@ -4,12 +4,13 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "errmsg.h"
+#include "le.h"
 #include "log.h"
 
 /* Standard config-space offsets (PCI Local Bus 3.0, type 0 header). */
@@ -118,18 +119,6 @@ struct passthrough {
 
 	struct passthrough_stats stats;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static int cfg_read(struct passthrough *pt, uint32_t off, unsigned width, uint32_t *v)
 {
@@ -302,7 +291,7 @@ static int setup_bars(struct passthrough *pt, char *err, size_t errlen)
 			continue;
 		rc = pt->hd->ops->bar_info(pt->hd, i, b);
 		if (rc < 0) {
-			set_err(err, errlen, "BAR%u info: %s", i, host_device_error(pt->hd));
+			vfa_set_err(err, errlen, "BAR%u info: %s", i, host_device_error(pt->hd));
 			return rc;
 		}
 		if (b->type == HD_BAR_UNUSED || b->size == 0) {
@@ -312,7 +301,7 @@ static int setup_bars(struct passthrough *pt, char *err, size_t errlen)
 		if ((b->size & (b->size - 1)) != 0 || (b->type == HD_BAR_MEM64 && i + 1 >= HD_NUM_BARS) ||
 		    (b->type != HD_BAR_MEM64 && b->size > (1ULL << 31)) ||
 		    (b->type == HD_BAR_IO && b->size > 256)) {
-			set_err(err, errlen, "BAR%u: the host reports an impossible BAR (size 0x%llx, type %d)", i,
+			vfa_set_err(err, errlen, "BAR%u: the host reports an impossible BAR (size 0x%llx, type %d)", i,
 				(unsigned long long)b->size, (int)b->type);
 			return -EINVAL;
 		}
@@ -323,7 +312,7 @@ static int setup_bars(struct passthrough *pt, char *err, size_t errlen)
 			if (rc == 0)
 				pt->bar_ptr[i] = (volatile uint8_t *)ptr;
 			else if (rc != -EOPNOTSUPP) {
-				set_err(err, errlen, "BAR%u map: %s", i, host_device_error(pt->hd));
+				vfa_set_err(err, errlen, "BAR%u map: %s", i, host_device_error(pt->hd));
 				return rc;
 			}
 		}
@@ -373,7 +362,7 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 
 	pt = calloc(1, sizeof(*pt));
 	if (!pt) {
-		set_err(err, errlen, "out of memory");
+		vfa_set_err(err, errlen, "out of memory");
 		return NULL;
 	}
 	pt->hd = hd;
@@ -382,12 +371,12 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 
 	rc = hd->ops->identity(hd, &pt->id);
 	if (rc < 0) {
-		set_err(err, errlen, "identity: %s", host_device_error(hd));
+		vfa_set_err(err, errlen, "identity: %s", host_device_error(hd));
 		goto fail;
 	}
 	rc = cfg_read(pt, CFG_COMMAND, 2, &value);
 	if (rc < 0) {
-		set_err(err, errlen, "config read: %s", host_device_error(hd));
+		vfa_set_err(err, errlen, "config read: %s", host_device_error(hd));
 		goto fail;
 	}
 	pt->command = pt->command_at_claim = (uint16_t)value;
@@ -400,7 +389,7 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 
 	rc = scan_caps(pt);
 	if (rc < 0) {
-		set_err(err, errlen, "capability list: %s", host_device_error(hd));
+		vfa_set_err(err, errlen, "capability list: %s", host_device_error(hd));
 		goto fail;
 	}
 	/* Extended config space only if the host lets us read it. */
@@ -409,14 +398,14 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 		pt->config_size = CFG_SPACE_EXPRESS;
 		rc = scan_ext_caps(pt, &rebar_pos);
 		if (rc < 0) {
-			set_err(err, errlen, "extended capability list: %s", host_device_error(hd));
+			vfa_set_err(err, errlen, "extended capability list: %s", host_device_error(hd));
 			goto fail;
 		}
 	}
 
 	rc = hd->ops->irq_setup(hd, &pt->nvectors);
 	if (rc < 0) {
-		set_err(err, errlen, "interrupt setup: %s", host_device_error(hd));
+		vfa_set_err(err, errlen, "interrupt setup: %s", host_device_error(hd));
 		goto fail;
 	}
 	if (pt->nvectors > HD_MAX_VECTORS)
@@ -437,7 +426,7 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 	if (pt->msix_pos) {
 		rc = cfg_read(pt, pt->msix_pos + MSIX_CTRL, 2, &value);
 		if (rc < 0) {
-			set_err(err, errlen, "MSI-X capability: %s", host_device_error(hd));
+			vfa_set_err(err, errlen, "MSI-X capability: %s", host_device_error(hd));
 			goto fail;
 		}
 		pt->msix_host_ctrl_size = (uint16_t)((value & MSIX_TABLE_SIZE) + 1);
@@ -468,7 +457,7 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 	if (pt->msi_pos) {
 		rc = cfg_read(pt, pt->msi_pos + MSI_CTRL, 2, &value);
 		if (rc < 0) {
-			set_err(err, errlen, "MSI capability: %s", host_device_error(hd));
+			vfa_set_err(err, errlen, "MSI capability: %s", host_device_error(hd));
 			goto fail;
 		}
 		rc = add_drop(pt, pt->msi_pos, msi_cap_len((uint16_t)value));
@@ -504,13 +493,13 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 	memset(pt->host_mask, 0, sizeof(pt->host_mask));
 	rc = hd->ops->irq_set_mask(hd, pt->host_mask);
 	if (rc < 0) {
-		set_err(err, errlen, "interrupt mask: %s", host_device_error(hd));
+		vfa_set_err(err, errlen, "interrupt mask: %s", host_device_error(hd));
 		goto fail;
 	}
 	pt->stats.host_vectors = pt->nvectors;
 	return pt;
 full:
-	set_err(err, errlen, "config policy: more protected ranges than the %d the table holds", MAX_DROP_RANGES);
+	vfa_set_err(err, errlen, "config policy: more protected ranges than the %d the table holds", MAX_DROP_RANGES);
 fail:
 	free(pt);
 	return NULL;
@@ -555,21 +544,6 @@ static enum byte_policy policy_of(const struct passthrough *pt, uint32_t off)
 	return POLICY_FORWARD;
 }
 
-static uint32_t load_le(const uint8_t *p, unsigned width)
-{
-	uint32_t v = 0;
-
-	for (unsigned i = 0; i < width; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static void store_le(uint8_t *p, uint64_t v, unsigned width)
-{
-	for (unsigned i = 0; i < width; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Overlay the emulated and policy-adjusted bytes on what the host returned. */
 static void overlay_config(const struct passthrough *pt, uint32_t base, uint8_t *buf, uint32_t len)
 {
@@ -589,10 +563,10 @@ static void overlay_config(const struct passthrough *pt, uint32_t base, uint8_t 
 		uint32_t ctrl = pt->msix_pos + MSIX_CTRL;
 
 		if (ctrl >= base && ctrl + 2 <= base + len) {
-			uint16_t v = (uint16_t)load_le(buf + (ctrl - base), 2);
+			uint16_t v = (uint16_t)le_load(buf + (ctrl - base), 2);
 
 			v = (uint16_t)((v & ~MSIX_TABLE_SIZE) | ((pt->nvectors - 1) & MSIX_TABLE_SIZE));
-			store_le(buf + (ctrl - base), v, 2);
+			le_store(buf + (ctrl - base), v, 2);
 		}
 	}
 	/* Likewise MSI's Multiple Message Capable (log2 of the vectors). */
@@ -650,7 +624,7 @@ static int forward_run(struct passthrough *pt, uint32_t off, uint32_t end, const
 
 		while (width > 1 && (off % width != 0 || end - off < width))
 			width /= 2;
-		rc = host_cfg_write(pt, off, width, load_le(src, width));
+		rc = host_cfg_write(pt, off, width, (uint32_t)le_load(src, width));
 		if (rc < 0)
 			return rc;
 		off += width;
@@ -821,7 +795,7 @@ int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, 
 			if (rc < 0)
 				return rc;
 		}
-		store_le(dst, v, width);
+		le_store(dst, v, width);
 		pt->stats.bar_reads++;
 		dst += width;
 		offset += width;
@@ -839,10 +813,8 @@ int passthrough_bar_write(struct passthrough *pt, unsigned bar, uint64_t offset,
 		return rc;
 	while (len > 0) {
 		unsigned width = access_width(offset, len);
-		uint64_t v = 0;
+		uint64_t v = le_load(src, width);
 
-		for (unsigned i = 0; i < width; i++)
-			v |= (uint64_t)src[i] << (8 * i);
 		if (in_msix_window(pt, bar, offset, width)) {
 			/* The dext programmed these vectors; the VMM never rewrites them. */
 			if (pt->stats.msix_writes_dropped++ == 0)

@@ -18,6 +18,7 @@
  */
 #include "vfu_server.h"
 
+#include "errmsg.h"
 #include "guest_mem.h"
 #include "log.h"
 #include "vfu_protocol.h"
@@ -28,7 +29,6 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,18 +77,6 @@ struct vfu_server {
 };
 
 /* ---------------------------------------------------------------- utils */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static bool conn_to(struct vfu_server *s, enum conn_state to)
 {
@@ -805,13 +793,13 @@ struct vfu_server *vfu_server_create(const char *socket_path, const struct vfu_d
 	struct vfu_server *s;
 
 	if (!socket_path || !ops || !ops->region_info || !ops->region_read || !ops->region_write) {
-		set_err(err, errlen, "vfio-user server: socket path and region callbacks are required");
+		vfa_set_err(err, errlen, "vfio-user server: socket path and region callbacks are required");
 		return NULL;
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s || !(s->path = strdup(socket_path)) || !(s->dma = vuser_dma_create(VFU_MAX_DMA_MAPS)) ||
 	    !(s->irqs = vuser_irqs_create())) {
-		set_err(err, errlen, "out of memory");
+		vfa_set_err(err, errlen, "out of memory");
 		goto fail;
 	}
 	s->ops = ops;

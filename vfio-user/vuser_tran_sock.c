@@ -7,6 +7,7 @@
 #include "vuser_tran.h"
 
 #include "compat.h"
+#include "errmsg.h"
 #include "log.h"
 #include "unix_socket.h"
 
@@ -313,8 +314,7 @@ struct vuser_tran *vuser_tran_sock_listen(const char *path, char *err, size_t er
 
 	if (!s || !(s->path = strdup(path))) {
 		free(s);
-		if (err && errlen)
-			snprintf(err, errlen, "out of memory");
+		vfa_set_err(err, errlen, "out of memory");
 		return NULL;
 	}
 	s->t.ops = &sock_ops;
