@@ -9,8 +9,13 @@
 #            the probe fail cleanly, the default rebind=1 takes it over;
 #   pressure dart=apple, 2 CPUs, 16 window slots of 16 KiB: QD32 verified
 #            I/O forces evictions and bounces and still verifies.
+#   strict   dart=apple, strict=1: sub-granule buffers bounce, granule
+#            buffers are unmapped after use; verified I/O.
+#   iommu    (x86) a vIOMMU in the VM: apple_dma refuses to bind, loudly.
 #
-# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure]
+# apple also runs the module's unit tests (unittest=1: a fake doorbell).
+#
+# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [iommu]
 #        6_12_ARM64 boots an arm64 guest (QEMU virt, cpu max, TCG).
 # Env:   VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
 # Reuses tests/e2e/lib.sh (broker, QEMU, console results); the last line
@@ -80,6 +85,8 @@ run_apple() {
 	local final=$WORK/apple.final
 	check "broker answers status after the guest left" eval 'broker_status >"$final"'
 	check "apple_dma bound the companion" eq "$(result companion_driver)" apple_dma
+	check "unit tests against a fake doorbell ($(result unittest))" \
+		eq "$(result unittest | sed 's/_failed_.*//')/$(result unittest | sed -n 's/.*_failed_//p')" passed_13/0
 	check "self-test at probe: one doorbell for a 4-window sg list, IRQs-off map, coherent + sg table" \
 		eq "$(result probe_selftest)" passed
 	check "the self-test's sg list went out as one batch ($(result probe_map_entries) entries, $(result probe_doorbells) doorbells)" \
@@ -97,8 +104,17 @@ run_apple() {
 	check "the device holds what the module counts ($(result io_live_mappings) mappings)" \
 		eq "$(result io_device_live_mappings)/$(result io_device_live_bytes)" \
 		"$(result io_live_mappings)/$(result io_live_bytes)"
+	check "idle windows unmapped once idle (lazy, $(result rest_idle_release_max_us) us at worst)" \
+		eq "$(result rest_idle_mappings)" 0
+	check "lazy mode by default" eq "$(result rest_mode)" lazy
 	check "rmmod apple_dma unbinds nvme" eq "$(result after_unload_driver)" none
+	check "a stray doorbell after rmmod finds no command page (INVAL)" \
+		eq "$(result stray_doorbell_status)" 3
 	check "reloading rebinds nvme and reads work" eq "$(result reload_read)/$(result reload_driver)" ok/nvme
+	check "command page lost: restored once, mappings kept ($(result lost_cmd_restores)/$(result lost_resets))" \
+		eq "$(result lost_cmd_restores)/$(result lost_resets)" 1/0
+	check "verified I/O after the lost command page" eq "$(result fio_lostpage)/$(result errors)" ok/0
+	check "no failed mapping after it" eq "$(result lost_failures)" 0
 	check "no DART fault once the module is in ($(json_get "$WORK/apple.at-load" dma.faults) at load)" \
 		eq "$(json_get "$final" dma.faults)" "$(json_get "$WORK/apple.at-load" dma.faults)"
 	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
@@ -153,12 +169,56 @@ run_pressure() {
 	[ $e2e_fail -eq 0 ] || show_context
 }
 
+run_strict() {
+	say "=== strict on $tag: dart=apple, strict=1 ==="
+	initrd_for strict
+	start_broker strict "sim:nvme,size=256M,dart=apple"
+	boot strict "$WORK/strict.cpio.gz" 400
+	local final=$WORK/strict.final
+	check "broker answers status after the guest left" eval 'broker_status >"$final"'
+	check "strict mode" eq "$(result s_mode)" strict
+	check "verified I/O, 4-256 KiB" eq "$(result fio_strict)/$(result errors)" ok/0
+	check "QD32 4 KiB reads" eq "$(result fio_qd32)" ok
+	check "granule-aligned verified I/O" eq "$(result fio_aligned)" ok
+	check "sub-granule buffers bounced ($(result s_bounce_maps))" gt "$(result s_bounce_maps)" 0
+	check "granule buffers unmapped after use ($(result s_strict_releases), $(result s_idle_release_max_us) us at worst)" \
+		gt "$(result s_strict_releases)" 0
+	check "nothing idle left mapped at rest" eq "$(result s_idle_mappings)" 0
+	check "failed mappings ($(result s_failures)) under 1% of $(result s_map_calls)" \
+		gt "$(result s_map_calls)" "$(($(result s_failures) * 100))"
+	check "no unknown unmap" eq "$(result s_unknown_unmaps)" 0
+	check "the device holds what the module counts" eq "$(result s_device_live_mappings)" "$(result s_live_mappings)"
+	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
+	stop_broker
+	check "nothing left mapped on the host" eq "$(json_get "$final" dma.live_mappings)" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+run_iommu() {
+	if [ "$arch" = arm64 ]; then
+		echo "iommu: SKIPPED (the x86 vIOMMU scenario; arm64's SMMUv3 model cannot serve vfio devices)"
+		return
+	fi
+	say "=== iommu on $tag: a vIOMMU in the VM, apple_dma must refuse ==="
+	initrd_for iommu
+	start_broker iommu "sim:nvme,size=256M,dart=identity"
+	boot iommu "$WORK/iommu.cpio.gz" 300 -device intel-iommu,caching-mode=on
+	check "the guest sees IOMMU groups ($(result iommu_groups))" gt "$(result iommu_groups)" 0
+	check "apple_dma did not bind the companion" eq "$(result companion_driver)" none
+	check "it said why (guest IOMMU)" gt "$(result refusal)" 0
+	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
+	stop_broker
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
 for s in "${scenarios[@]}"; do
 	case $s in
 	apple) run_apple ;;
 	rebind) run_rebind ;;
 	pressure) run_pressure ;;
-	*) die "unknown scenario '$s' (apple, rebind, pressure)" ;;
+	strict) run_strict ;;
+	iommu) run_iommu ;;
+	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, iommu)" ;;
 	esac
 done
 echo "$e2e_pass passed, $e2e_fail failed"
