@@ -119,7 +119,8 @@ struct rg_dev {
 	char first[48];
 };
 
-static void rg_check(struct rg_dev *rg, bool ok, const char *what, unsigned int entry, u64 got, u64 want)
+static void rg_check(struct rg_dev *rg, bool ok, const char *what, unsigned int entry,
+		     u64 got, u64 want)
 {
 	rg->checks++;
 	if (ok)
@@ -165,8 +166,8 @@ static void rg_ring(struct rg_dev *rg, u32 type, u32 count, size_t resp_size)
 }
 
 /* Returns the value of rg->failed before the batch (for rg_batch_done). */
-static unsigned int rg_map(struct rg_dev *rg, const char *name, unsigned int first, unsigned int count,
-			   unsigned int bad)
+static unsigned int rg_map(struct rg_dev *rg, const char *name, unsigned int first,
+			   unsigned int count, unsigned int bad)
 {
 	struct rg_map_req *req = rg->req;
 	struct rg_map_resp *resp = rg->snap;
@@ -239,9 +240,9 @@ static void rg_check_distinct(struct rg_dev *rg)
 	}
 }
 
-/* UNMAP of the ids of ent[first..first + count), then extra (0: none) with the expected IOERR. */
-static unsigned int rg_unmap(struct rg_dev *rg, const char *name, unsigned int first, unsigned int count,
-			     const struct rg_entry *stale)
+/* UNMAP of the ids of ent[first..first + count), then stale (NULL: none), which must be IOERR. */
+static unsigned int rg_unmap(struct rg_dev *rg, const char *name, unsigned int first,
+			     unsigned int count, const struct rg_entry *stale)
 {
 	struct rg_unmap_req *req = rg->req;
 	struct rg_unmap_resp *resp = rg->snap;
@@ -426,5 +427,5 @@ static struct pci_driver rg_driver = {
 };
 module_pci_driver(rg_driver);
 
-MODULE_DESCRIPTION("e2e test: drives apple-dma-pci as a guest written for the reference does, never reading STATUS");
+MODULE_DESCRIPTION("e2e test: drives apple-dma-pci as a reference guest does, never reading STATUS");
 MODULE_LICENSE("GPL");
