@@ -33,7 +33,8 @@
 #        guest kernel; default 6_1 on amd64, 6_12_ARM64 on arm64),
 #        VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
 #        keeps the logs, E2E_COMPANION_POSTED=1 gives the companion at
-#        00:06.0 QEMU's default posted writes (refguest then fails).
+#        00:06.0 QEMU's default posted writes (refguest then fails) and
+#        runs its broker at nice 19.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
