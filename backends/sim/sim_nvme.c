@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * The simulated NVMe controller (see sim_nvme.h).  Guest memory is reached
- * only through the DART model; every value read from it (commands, PRP
- * lists) is copied first and then checked, since the guest may change it
- * under us.
+ * The simulated NVMe controller (see sim_nvme.h; its parts: sim_nvme_int.h):
+ * registers, queues and doorbells, interrupts and the host_device verbs.
+ * Guest memory is reached only through the DART model; every value read
+ * from it (commands, PRP lists) is copied first and then checked, since the
+ * guest may change it under us.
  */
-#include "sim_nvme.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -16,240 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "compat.h"
 #include "le.h"
 #include "log.h"
 #include "memguard.h"
-
-/* Controller registers (BAR0). */
-#define REG_CAP 0x00
-#define REG_VS 0x08
-#define REG_INTMS 0x0c
-#define REG_INTMC 0x10
-#define REG_CC 0x14
-#define REG_CSTS 0x1c
-#define REG_NSSR 0x20
-#define REG_AQA 0x24
-#define REG_ASQ 0x28
-#define REG_ACQ 0x30
-#define REG_DBS 0x1000
-
-#define CC_EN (1u << 0)
-#define CC_CSS(cc) (((cc) >> 4) & 0x7)
-#define CC_MPS(cc) (((cc) >> 7) & 0xf)
-#define CC_SHN(cc) (((cc) >> 14) & 0x3)
-#define CC_SHN_MASK (3u << 14)
-#define CC_IOSQES(cc) (((cc) >> 16) & 0xf)
-#define CC_IOCQES(cc) (((cc) >> 20) & 0xf)
-#define CC_WRITABLE 0x01fffff1u
-
-#define CSTS_RDY (1u << 0)
-#define CSTS_CFS (1u << 1)
-#define CSTS_SHST_DONE (2u << 2)
-
-#define NVME_VERSION 0x00010400u /* 1.4 */
-#define MPS_MAX 4u               /* CAP.MPSMAX: pages up to 64 KiB */
-
-/* Status: (SCT << 8) | SC; DNR is added on every error (retrying cannot help). */
-#define SC_SUCCESS 0x000
-#define SC_INVALID_OPCODE 0x001
-#define SC_INVALID_FIELD 0x002
-#define SC_DATA_TRANSFER_ERROR 0x004
-#define SC_INVALID_NS 0x00b
-#define SC_PRP_OFFSET_INVALID 0x013
-#define SC_LBA_OUT_OF_RANGE 0x080
-#define SC_CQ_INVALID 0x100
-#define SC_INVALID_QID 0x101
-#define SC_INVALID_QSIZE 0x102
-#define SC_AER_LIMIT 0x105
-#define SC_INVALID_VECTOR 0x108
-#define SC_INVALID_LOG_PAGE 0x109
-#define SC_INVALID_QUEUE_DELETION 0x10c
-#define STATUS_DNR 0x4000
-
-#define NQUEUES (SIM_NVME_IO_QUEUES + 1)
-/* At most this much per kick; the rest resumes when the broker next polls
- * the wake-up fd (which a deferral signals) and reads the pending set. */
-#define KICK_COMMANDS SIM_NVME_KICK_COMMANDS
-#define KICK_BYTES SIM_NVME_KICK_BYTES
-#define AERL 3 /* 0-based: four outstanding Async Event Requests */
-#define SERIAL "VFA0SIM0000000000001"
-
-/* PCI config space layout. */
-#define CAP_PM 0x40
-#define CAP_MSIX 0x50
-#define CAP_PCIE 0x60
-
-struct nvme_sqe {
-	uint8_t opcode;
-	uint8_t flags;
-	uint16_t cid;
-	uint32_t nsid;
-	uint64_t rsvd;
-	uint64_t mptr;
-	uint64_t prp1;
-	uint64_t prp2;
-	uint32_t cdw10, cdw11, cdw12, cdw13, cdw14, cdw15;
-};
-_Static_assert(sizeof(struct nvme_sqe) == 64, "an NVMe command is 64 bytes");
-
-/* One piece of a PRP transfer: at most a memory page. */
-struct prp_seg {
-	uint64_t bus;
-	uint64_t len;
-};
-/* PRP1's piece, then one per page (the smallest page is 4 KiB). */
-#define SIM_NVME_MAX_PRP_SEGS (1u + SIM_NVME_MAX_TRANSFER / 4096u)
-
-struct nvme_sq {
-	bool live;
-	uint64_t base; /* bus address */
-	uint32_t size; /* entries */
-	uint32_t head, tail;
-	uint16_t cqid;
-};
-
-struct nvme_cq {
-	bool live;
-	uint64_t base;
-	uint32_t size;
-	uint32_t head, tail;
-	bool phase;
-	bool ien;
-	uint16_t vector;
-	bool posted; /* completions posted since the last interrupt */
-};
-
-struct sim_nvme {
-	struct host_device hd;
-	struct sim_dart *dart;
-	bool claimed;
-
-	/* Config space: values and per-byte writable masks. */
-	uint8_t config[SIM_NVME_CONFIG_SIZE];
-	uint8_t config_wmask[SIM_NVME_CONFIG_SIZE];
-
-	/* Controller registers. */
-	uint64_t cap;
-	uint32_t intms, cc, csts, aqa;
-	uint64_t asq, acq;
-	bool shut_down;
-
-	struct nvme_sq sq[NQUEUES];
-	struct nvme_cq cq[NQUEUES];
-	unsigned aers_held;
-
-	/* Features. */
-	uint32_t feat_arbitration, feat_power, feat_temp_thresh, feat_error_recovery;
-	uint32_t feat_vwc, feat_irq_coalescing, feat_write_atomicity, feat_async_config;
-
-	uint8_t *bar4; /* MSI-X table + PBA */
-
-	/* Interrupts (the dext's view). */
-	bool irq_ready;
-	uint64_t irq_mask[HD_IRQ_WORDS];
-	uint64_t irq_pending[HD_IRQ_WORDS];
-	int wakeup_fds[2]; /* [0] polled by the broker, [1] written (an eventfd on Linux, else a pipe) */
-	/*
-	 * Work per kick (a doorbell write, or a resume from irq_read_pending):
-	 * what is left of the budget, and whether queued commands were left
-	 * for the next kick (issue 11, item 3: one doorbell must not hold the
-	 * broker's loop for the seconds that 1023 commands of 2 MiB take).
-	 */
-	uint32_t kick_commands;
-	uint64_t kick_bytes;
-	bool more_work;
-
-	/* Backing store. */
-	uint8_t *store;
-	uint64_t store_size;
-	int store_fd; /* -1 for anonymous memory */
-
-	uint64_t *prp_scratch; /* one PRP list page (up to 64 KiB pages) */
-	struct prp_seg *prp_segs; /* the pieces of one transfer, SIM_NVME_MAX_PRP_SEGS */
-	uint8_t *scratch;      /* admin data buffer, SIM_NVME_MAX_TRANSFER bytes */
-
-	struct sim_nvme_stats stats;
-	uint64_t bad_doorbells; /* the guest's; only the first few are logged at warn level */
-	uint64_t units_read, units_written; /* SMART: thousands of 512-byte units */
-	uint64_t host_reads, host_writes;
-};
-
-static struct sim_nvme *to_nvme(struct host_device *hd)
-{
-	return (struct sim_nvme *)hd;
-}
-
-/* Space-padded ASCII field of an Identify structure. */
-static void put_ascii(uint8_t *p, size_t len, const char *s)
-{
-	size_t n = strlen(s);
-
-	memset(p, ' ', len);
-	memcpy(p, s, n < len ? n : len);
-}
-
-/* ---------------------------------------------------------------- config */
-
-static void config_set(struct sim_nvme *n, uint32_t off, unsigned width, uint32_t value, uint32_t wmask)
-{
-	for (unsigned i = 0; i < width; i++) {
-		n->config[off + i] = (uint8_t)(value >> (8 * i));
-		n->config_wmask[off + i] = (uint8_t)(wmask >> (8 * i));
-	}
-}
-
-static void config_power_on(struct sim_nvme *n)
-{
-	memset(n->config, 0, sizeof(n->config));
-	memset(n->config_wmask, 0, sizeof(n->config_wmask));
-
-	config_set(n, 0x00, 2, SIM_NVME_VENDOR_ID, 0);
-	config_set(n, 0x02, 2, SIM_NVME_DEVICE_ID, 0);
-	/* COMMAND: memory space, bus master, parity, SERR, INTx disable. */
-	config_set(n, 0x04, 2, 0, 0x0546);
-	config_set(n, 0x06, 2, 0x0010, 0); /* STATUS: capability list */
-	config_set(n, 0x08, 1, 0x01, 0);   /* revision */
-	config_set(n, 0x09, 3, SIM_NVME_CLASS, 0);
-	config_set(n, 0x0c, 1, 0, 0xff);   /* cache line size */
-	/* BARs read as their type with address 0 (as the dext shows them). */
-	config_set(n, 0x10, 4, 0x4, 0);    /* BAR0: 64-bit memory */
-	config_set(n, 0x20, 4, 0x4, 0);    /* BAR4: 64-bit memory */
-	config_set(n, 0x2c, 2, SIM_NVME_VENDOR_ID, 0);
-	config_set(n, 0x2e, 2, SIM_NVME_DEVICE_ID, 0);
-	config_set(n, 0x34, 1, CAP_PM, 0);
-	config_set(n, 0x3c, 1, 0, 0xff);   /* interrupt line; pin stays 0 */
-
-	/* Power management, version 3, No_Soft_Reset. */
-	config_set(n, CAP_PM + 0, 2, 0x01 | CAP_MSIX << 8, 0);
-	config_set(n, CAP_PM + 2, 2, 0x0003, 0);
-	config_set(n, CAP_PM + 4, 2, 0x0008, 0x0003);
-
-	/* MSI-X: table and PBA in BAR4. */
-	config_set(n, CAP_MSIX + 0, 2, 0x11 | CAP_PCIE << 8, 0);
-	config_set(n, CAP_MSIX + 2, 2, SIM_NVME_VECTORS - 1, 0xc000);
-	config_set(n, CAP_MSIX + 4, 4, 0x0 | 4, 0);
-	config_set(n, CAP_MSIX + 8, 4, SIM_NVME_MSIX_PBA_OFFSET | 4, 0);
-
-	/* PCI Express v2 endpoint, FLR capable, x4 8 GT/s. */
-	config_set(n, CAP_PCIE + 0x00, 2, 0x10, 0);
-	config_set(n, CAP_PCIE + 0x02, 2, 0x0002, 0);
-	config_set(n, CAP_PCIE + 0x04, 4, 0x10000001, 0);  /* DEVCAP: MPS 256, FLR */
-	config_set(n, CAP_PCIE + 0x08, 2, 0x2810, 0x7fff); /* DEVCTL (bit 15: FLR) */
-	config_set(n, CAP_PCIE + 0x0c, 4, 0x00000043, 0);  /* LNKCAP */
-	config_set(n, CAP_PCIE + 0x10, 2, 0, 0x00c3);      /* LNKCTL */
-	config_set(n, CAP_PCIE + 0x12, 2, 0x0043, 0);      /* LNKSTA */
-	config_set(n, CAP_PCIE + 0x24, 4, 0x00000010, 0);  /* DEVCAP2 */
-	config_set(n, CAP_PCIE + 0x28, 2, 0, 0x041f);      /* DEVCTL2 */
-	config_set(n, CAP_PCIE + 0x2c, 4, 0x0000000e, 0);  /* LNKCAP2 */
-	config_set(n, CAP_PCIE + 0x30, 2, 0x0003, 0x000f); /* LNKCTL2 */
-	/* Extended space from 0x100: no extended capabilities (header 0). */
-}
-
-/* --------------------------------------------------------- interrupts */
+#include "sim_nvme_int.h"
 
 static void raise_vector(struct sim_nvme *n, unsigned vector)
 {
@@ -266,8 +38,6 @@ static void raise_vector(struct sim_nvme *n, unsigned vector)
 		log_debug("sim nvme: wake-up notifier write failed");
 }
 
-/* ----------------------------------------------------------- queues */
-
 static void drop_queues(struct sim_nvme *n)
 {
 	memset(n->sq, 0, sizeof(n->sq));
@@ -281,24 +51,13 @@ static void controller_power_on(struct sim_nvme *n)
 	drop_queues(n);
 	n->cc = 0;
 	n->csts = 0;
+	n->state = NVME_CTRL_DISABLED; /* reset: from anywhere */
 	n->intms = 0;
 	n->aqa = 0;
 	n->asq = 0;
 	n->acq = 0;
 	n->shut_down = false;
-	n->feat_arbitration = 0;
-	n->feat_power = 0;
-	n->feat_temp_thresh = 0x0157; /* 343 K */
-	n->feat_error_recovery = 0;
-	n->feat_vwc = 1;
-	n->feat_irq_coalescing = 0;
-	n->feat_write_atomicity = 0;
-	n->feat_async_config = 0;
-}
-
-static uint32_t page_size(const struct sim_nvme *n)
-{
-	return 4096u << CC_MPS(n->cc);
+	sim_nvme_features_power_on(n);
 }
 
 static bool cq_full(const struct nvme_cq *cq)
@@ -307,9 +66,39 @@ static bool cq_full(const struct nvme_cq *cq)
 }
 
 /* A fatal controller error: the host must reset the controller. */
+static const char *const ctrl_state_names[NVME_CTRL_NSTATES] = { "disabled", "ready", "shutting down",
+								 "fatal" };
+
+/* From state (row) to state (column).  Reset (FLR, power-on) is not here: always legal. */
+static const bool ctrl_legal[NVME_CTRL_NSTATES][NVME_CTRL_NSTATES] = {
+	/* CC.EN 1 (checked: READY, or FATAL for a bad setup); CC.SHN set while disabled */
+	[NVME_CTRL_DISABLED] = { [NVME_CTRL_READY] = true, [NVME_CTRL_FATAL] = true, [NVME_CTRL_SHUTDOWN] = true },
+	/* CC.SHN; a queue fault; CC.EN 0 */
+	[NVME_CTRL_READY] = { [NVME_CTRL_SHUTDOWN] = true, [NVME_CTRL_FATAL] = true, [NVME_CTRL_DISABLED] = true },
+	/* CC.EN 0; CC.EN 1 after a shutdown requested while disabled (READY, or FATAL for a bad setup) */
+	[NVME_CTRL_SHUTDOWN] = { [NVME_CTRL_DISABLED] = true, [NVME_CTRL_READY] = true, [NVME_CTRL_FATAL] = true },
+	/* CC.EN 0 */
+	[NVME_CTRL_FATAL] = { [NVME_CTRL_DISABLED] = true },
+};
+
+/* Move to state to (staying put is no transition); false and logged if illegal. */
+static bool ctrl_to(struct sim_nvme *n, enum nvme_ctrl_state to)
+{
+	if (n->state == to)
+		return true;
+	if (!ctrl_legal[n->state][to]) {
+		log_error("sim nvme: illegal controller transition %s -> %s (not taken)", ctrl_state_names[n->state],
+			  ctrl_state_names[to]);
+		return false;
+	}
+	n->state = to;
+	return true;
+}
+
 static void controller_fatal(struct sim_nvme *n, const char *why)
 {
 	log_warn("sim nvme: controller fatal status: %s", why);
+	ctrl_to(n, NVME_CTRL_FATAL);
 	n->csts |= CSTS_CFS;
 	n->stats.fatal = true;
 }
@@ -377,501 +166,25 @@ static void post_completion(struct sim_nvme *n, uint16_t sqid, uint16_t cid, uin
 	cq->posted = true;
 }
 
-/* ---------------------------------------------------- data transfer */
-
-static uint16_t dma_chunk(struct sim_nvme *n, uint64_t bus, uint8_t *buf, uint64_t len, bool to_guest)
+void sim_nvme_sqe_parse(const uint8_t raw[NVME_SQE_SIZE], struct nvme_sqe *c)
 {
-	int ret = to_guest ? sim_dart_dma_write(n->dart, bus, buf, len) : sim_dart_dma_read(n->dart, bus, buf, len);
-
-	if (ret < 0) {
-		n->stats.dma_faults++;
-		return SC_DATA_TRANSFER_ERROR;
-	}
-	return SC_SUCCESS;
-}
-
-/*
- * Turn PRP1/PRP2 (a data pointer or a PRP list, whose pages chain through
- * their last entry) into the pieces of a len-byte transfer.  The lists are
- * copied out of guest memory once, so the guest changing them meanwhile
- * cannot change what was checked.
- */
-static uint16_t prp_segments(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint64_t len, unsigned *nseg)
-{
-	uint64_t ps = page_size(n);
-	struct prp_seg *seg = n->prp_segs;
-	unsigned count_segs = 0;
-
-	if (len == 0 || len > SIM_NVME_MAX_TRANSFER)
-		return SC_INVALID_FIELD;
-	if (prp1 & 3)
-		return SC_PRP_OFFSET_INVALID;
-	uint64_t first = ps - (prp1 & (ps - 1));
-	if (first > len)
-		first = len;
-	seg[count_segs++] = (struct prp_seg){ prp1, first };
-	uint64_t rem = len - first;
-	if (rem > 0 && rem <= ps) {
-		if (prp2 & (ps - 1))
-			return SC_PRP_OFFSET_INVALID;
-		seg[count_segs++] = (struct prp_seg){ prp2, rem };
-		rem = 0;
-	}
-
-	/* PRP2 points into a list (any qword); a chained list starts a page. */
-	uint64_t list = prp2;
-	uint64_t pages_total = (rem + ps - 1) / ps;
-	uint64_t hops = 0;
-	if (rem && (list & 7))
-		return SC_PRP_OFFSET_INVALID;
-	while (rem) {
-		if (++hops > pages_total)
-			return SC_INVALID_FIELD; /* a chain that does not advance */
-		uint64_t slots = (ps - (list & (ps - 1))) / 8;
-		uint64_t pages_left = (rem + ps - 1) / ps;
-		bool chained = pages_left > slots;
-		uint64_t count = chained ? slots : pages_left;
-
-		uint16_t st = dma_chunk(n, list, (uint8_t *)n->prp_scratch, count * 8, false);
-		if (st)
-			return st;
-		uint64_t data_entries = chained ? count - 1 : count;
-		for (uint64_t i = 0; i < data_entries; i++) {
-			uint64_t e = n->prp_scratch[i];
-			uint64_t chunk = rem < ps ? rem : ps;
-			if (e & (ps - 1))
-				return SC_PRP_OFFSET_INVALID;
-			if (count_segs == SIM_NVME_MAX_PRP_SEGS)
-				return SC_INVALID_FIELD; /* cannot happen: len <= MDTS */
-			seg[count_segs++] = (struct prp_seg){ e, chunk };
-			rem -= chunk;
-		}
-		if (chained) {
-			list = n->prp_scratch[count - 1];
-			/* A PRP list pointer is a PRP list entry: memory page offset 0. */
-			if (list & (ps - 1))
-				return SC_PRP_OFFSET_INVALID;
-		}
-	}
-	*nseg = count_segs;
-	return SC_SUCCESS;
-}
-
-/*
- * Move len bytes between buf and the guest buffer described by PRP1/PRP2.
- * Every entry and every byte's DART translation is checked before the first
- * byte moves: a command that fails changes neither guest memory nor the
- * namespace (a failed Write leaves no half-written blocks behind).
- */
-static uint16_t dma_prp(struct sim_nvme *n, uint64_t prp1, uint64_t prp2, uint8_t *buf, uint64_t len, bool to_guest)
-{
-	unsigned nseg = 0;
-	uint16_t st = prp_segments(n, prp1, prp2, len, &nseg);
-
-	if (st)
-		return st;
-	for (unsigned i = 0; i < nseg; i++) {
-		if (sim_dart_dma_check(n->dart, n->prp_segs[i].bus, n->prp_segs[i].len, to_guest) < 0) {
-			n->stats.dma_faults++;
-			return SC_DATA_TRANSFER_ERROR;
-		}
-	}
-	for (unsigned i = 0; i < nseg; i++) {
-		/* Cannot fault: the mappings are the host's and did not change since the check. */
-		st = dma_chunk(n, n->prp_segs[i].bus, buf, n->prp_segs[i].len, to_guest);
-		if (st)
-			return st;
-		buf += n->prp_segs[i].len;
-	}
-	return SC_SUCCESS;
-}
-
-/* ---------------------------------------------------- admin commands */
-
-static void identify_controller(struct sim_nvme *n, uint8_t *id)
-{
-	le_store16(id + 0, SIM_NVME_VENDOR_ID);
-	le_store16(id + 2, SIM_NVME_VENDOR_ID);
-	put_ascii(id + 4, 20, SERIAL);
-	put_ascii(id + 24, 40, "vfio-apple simulated NVMe");
-	put_ascii(id + 64, 8, "1.0");
-	id[72] = 6;                   /* RAB */
-	id[77] = SIM_NVME_MDTS_SHIFT; /* MDTS */
-	le_store16(id + 78, 1);            /* CNTLID */
-	le_store32(id + 80, NVME_VERSION);
-	id[111] = 1;                  /* CNTRLTYPE: I/O controller */
-	id[258] = 3;                  /* ACL: four Aborts */
-	id[259] = AERL;
-	id[260] = 0x03;               /* FRMW: one slot, read-only */
-	le_store16(id + 266, 0x0157);      /* WCTEMP 343 K */
-	le_store16(id + 268, 0x0175);      /* CCTEMP 373 K */
-	id[512] = 0x66;               /* SQES: 64 bytes */
-	id[513] = 0x44;               /* CQES: 16 bytes */
-	le_store32(id + 516, 1);           /* NN */
-	id[525] = 1;                  /* VWC present */
-	snprintf((char *)id + 768, 256, "nqn.2026-01.io.vfio-apple:sim-nvme:%s", SERIAL);
-	le_store16(id + 2048, 2500);       /* PSD0: 25 W */
-	(void)n;
-}
-
-static void namespace_guid(uint8_t *g)
-{
-	static const char tag[16] = "vfa-sim-nvme-ns1";
-
-	memcpy(g, tag, 16);
-}
-
-static void identify_namespace(struct sim_nvme *n, uint8_t *id)
-{
-	uint64_t blocks = n->store_size / SIM_NVME_LBA_SIZE;
-
-	le_store64(id + 0, blocks);  /* NSZE */
-	le_store64(id + 8, blocks);  /* NCAP */
-	le_store64(id + 16, blocks); /* NUSE */
-	id[25] = 0;             /* NLBAF: one format */
-	id[26] = 0;             /* FLBAS: format 0 */
-	namespace_guid(id + 104);
-	le_store32(id + 128, 9u << 16); /* LBAF0: 512-byte data, no metadata */
-}
-
-static uint16_t admin_identify(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	uint8_t cns = (uint8_t)c->cdw10;
-	uint8_t csi = (uint8_t)(c->cdw11 >> 24);
-	uint8_t *id = n->scratch;
-
-	memset(id, 0, 4096);
-	switch (cns) {
-	case 0x00: /* namespace */
-		if (c->nsid != 1)
-			return SC_INVALID_NS;
-		identify_namespace(n, id);
-		break;
-	case 0x01: /* controller */
-		identify_controller(n, id);
-		break;
-	case 0x02: /* active namespace list: IDs above nsid */
-		if (c->nsid >= 0xfffffffe)
-			return SC_INVALID_NS;
-		if (c->nsid < 1)
-			le_store32(id, 1);
-		break;
-	case 0x03: /* namespace identification descriptors */
-		if (c->nsid != 1)
-			return SC_INVALID_NS;
-		id[0] = 2;  /* NIDT: NGUID */
-		id[1] = 16; /* NIDL */
-		namespace_guid(id + 4);
-		break;
-	case 0x05: /* I/O command set specific namespace: NVM has nothing more */
-		if (c->nsid != 1)
-			return SC_INVALID_NS;
-		if (csi != 0)
-			return SC_INVALID_FIELD;
-		break;
-	case 0x06: /* I/O command set specific controller: no extra limits */
-		if (csi != 0)
-			return SC_INVALID_FIELD;
-		break;
-	case 0x08: /* command set independent namespace */
-		if (c->nsid != 1)
-			return SC_INVALID_NS;
-		id[14] = 1; /* NSTAT: ready */
-		break;
-	default:
-		return SC_INVALID_FIELD;
-	}
-	return dma_prp(n, c->prp1, c->prp2, id, 4096, true);
-}
-
-static uint16_t admin_create_cq(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	uint16_t qid = (uint16_t)c->cdw10;
-	uint32_t qsize = (c->cdw10 >> 16) + 1;
-	bool pc = c->cdw11 & 1;
-	bool ien = c->cdw11 & 2;
-	uint16_t vector = (uint16_t)(c->cdw11 >> 16);
-
-	if (qid == 0 || qid >= NQUEUES || n->cq[qid].live)
-		return SC_INVALID_QID;
-	if (qsize < 2 || qsize > SIM_NVME_MAX_QUEUE_ENTRIES)
-		return SC_INVALID_QSIZE;
-	if (!pc)
-		return SC_INVALID_FIELD; /* CAP.CQR: queues must be contiguous */
-	if (c->prp1 & (page_size(n) - 1))
-		return SC_PRP_OFFSET_INVALID;
-	if (vector >= SIM_NVME_VECTORS)
-		return SC_INVALID_VECTOR;
-	n->cq[qid] = (struct nvme_cq){
-		.live = true, .base = c->prp1, .size = qsize, .phase = true, .ien = ien, .vector = vector,
+	*c = (struct nvme_sqe){
+		.opcode = raw[0],
+		.flags = raw[1],
+		.cid = le_load16(raw + 2),
+		.nsid = le_load32(raw + 4),
+		.rsvd = le_load64(raw + 8),
+		.mptr = le_load64(raw + 16),
+		.prp1 = le_load64(raw + 24),
+		.prp2 = le_load64(raw + 32),
+		.cdw10 = le_load32(raw + 40),
+		.cdw11 = le_load32(raw + 44),
+		.cdw12 = le_load32(raw + 48),
+		.cdw13 = le_load32(raw + 52),
+		.cdw14 = le_load32(raw + 56),
+		.cdw15 = le_load32(raw + 60),
 	};
-	return SC_SUCCESS;
 }
-
-static uint16_t admin_create_sq(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	uint16_t qid = (uint16_t)c->cdw10;
-	uint32_t qsize = (c->cdw10 >> 16) + 1;
-	bool pc = c->cdw11 & 1;
-	uint16_t cqid = (uint16_t)(c->cdw11 >> 16);
-
-	if (qid == 0 || qid >= NQUEUES || n->sq[qid].live)
-		return SC_INVALID_QID;
-	if (cqid == 0 || cqid >= NQUEUES || !n->cq[cqid].live)
-		return SC_CQ_INVALID;
-	if (qsize < 2 || qsize > SIM_NVME_MAX_QUEUE_ENTRIES)
-		return SC_INVALID_QSIZE;
-	if (!pc)
-		return SC_INVALID_FIELD;
-	if (c->prp1 & (page_size(n) - 1))
-		return SC_PRP_OFFSET_INVALID;
-	n->sq[qid] = (struct nvme_sq){ .live = true, .base = c->prp1, .size = qsize, .cqid = cqid };
-	return SC_SUCCESS;
-}
-
-static uint16_t admin_delete_sq(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	uint16_t qid = (uint16_t)c->cdw10;
-
-	if (qid == 0 || qid >= NQUEUES || !n->sq[qid].live)
-		return SC_INVALID_QID;
-	/* Commands run synchronously, so none is outstanding to abort. */
-	memset(&n->sq[qid], 0, sizeof(n->sq[qid]));
-	return SC_SUCCESS;
-}
-
-static uint16_t admin_delete_cq(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	uint16_t qid = (uint16_t)c->cdw10;
-
-	if (qid == 0 || qid >= NQUEUES || !n->cq[qid].live)
-		return SC_INVALID_QID;
-	for (unsigned i = 1; i < NQUEUES; i++)
-		if (n->sq[i].live && n->sq[i].cqid == qid)
-			return SC_INVALID_QUEUE_DELETION;
-	memset(&n->cq[qid], 0, sizeof(n->cq[qid]));
-	return SC_SUCCESS;
-}
-
-static uint32_t *feature_slot(struct sim_nvme *n, uint8_t fid)
-{
-	switch (fid) {
-	case 0x01: return &n->feat_arbitration;
-	case 0x02: return &n->feat_power;
-	case 0x04: return &n->feat_temp_thresh;
-	case 0x05: return &n->feat_error_recovery;
-	case 0x06: return &n->feat_vwc;
-	case 0x08: return &n->feat_irq_coalescing;
-	case 0x0a: return &n->feat_write_atomicity;
-	case 0x0b: return &n->feat_async_config;
-	default: return NULL;
-	}
-}
-
-static uint16_t admin_set_features(struct sim_nvme *n, const struct nvme_sqe *c, uint32_t *result)
-{
-	uint8_t fid = (uint8_t)c->cdw10;
-
-	if (fid == 0x07) { /* Number of Queues */
-		uint32_t nsq = (c->cdw11 & 0xffff) + 1, ncq = (c->cdw11 >> 16) + 1;
-		if (nsq == 0x10000 || ncq == 0x10000)
-			return SC_INVALID_FIELD;
-		/* Always all of them, as many controllers do. */
-		*result = (SIM_NVME_IO_QUEUES - 1) | (SIM_NVME_IO_QUEUES - 1) << 16;
-		return SC_SUCCESS;
-	}
-	if (fid == 0x09) { /* Interrupt Vector Configuration */
-		if ((c->cdw11 & 0xffff) >= SIM_NVME_VECTORS)
-			return SC_INVALID_FIELD;
-		return SC_SUCCESS;
-	}
-	if (fid == 0x02 && (c->cdw11 & 0x1f) != 0)
-		return SC_INVALID_FIELD; /* one power state */
-	uint32_t *slot = feature_slot(n, fid);
-	if (!slot)
-		return SC_INVALID_FIELD;
-	*slot = fid == 0x06 ? (c->cdw11 & 1) : c->cdw11;
-	return SC_SUCCESS;
-}
-
-static uint16_t admin_get_features(struct sim_nvme *n, const struct nvme_sqe *c, uint32_t *result)
-{
-	uint8_t fid = (uint8_t)c->cdw10;
-	unsigned sel = (c->cdw10 >> 8) & 7;
-
-	if (sel == 3) { /* supported capabilities: nothing saveable or per-namespace */
-		if (fid != 0x07 && fid != 0x09 && !feature_slot(n, fid))
-			return SC_INVALID_FIELD;
-		*result = 0;
-		return SC_SUCCESS;
-	}
-	if (sel > 3)
-		return SC_INVALID_FIELD;
-	if (fid == 0x07) {
-		*result = (SIM_NVME_IO_QUEUES - 1) | (SIM_NVME_IO_QUEUES - 1) << 16;
-		return SC_SUCCESS;
-	}
-	if (fid == 0x09) {
-		if ((c->cdw11 & 0xffff) >= SIM_NVME_VECTORS)
-			return SC_INVALID_FIELD;
-		*result = c->cdw11 & 0xffff;
-		return SC_SUCCESS;
-	}
-	uint32_t *slot = feature_slot(n, fid);
-	if (!slot)
-		return SC_INVALID_FIELD;
-	if (sel == 1) { /* default: the power-on values */
-		*result = fid == 0x04 ? 0x0157 : fid == 0x06 ? 1 : 0;
-		return SC_SUCCESS;
-	}
-	*result = *slot;
-	return SC_SUCCESS;
-}
-
-static uint16_t admin_get_log_page(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	uint8_t lid = (uint8_t)c->cdw10;
-	uint64_t numd = ((uint64_t)(c->cdw11 & 0xffff) << 16 | (c->cdw10 >> 16)) + 1;
-	uint64_t len = numd * 4;
-	uint64_t offset = (uint64_t)c->cdw13 << 32 | c->cdw12;
-	uint8_t log[4096];
-	size_t log_len;
-
-	if (len > SIM_NVME_MAX_TRANSFER || (offset & 3))
-		return SC_INVALID_FIELD;
-	memset(log, 0, sizeof(log));
-	switch (lid) {
-	case 0x00: /* supported log pages */
-		log_len = 1024;
-		for (unsigned l = 0; l <= 5; l++)
-			if (l != 4)
-				le_store32(log + 4 * l, 1);
-		break;
-	case 0x01: /* error information: one empty entry */
-		log_len = 64;
-		break;
-	case 0x02: { /* SMART / health */
-		log_len = 512;
-		le_store16(log + 1, 310); /* composite temperature, K */
-		log[3] = 100;        /* available spare % */
-		log[4] = 10;         /* spare threshold */
-		le_store64(log + 32, n->units_read);
-		le_store64(log + 48, n->units_written);
-		le_store64(log + 64, n->host_reads);
-		le_store64(log + 80, n->host_writes);
-		le_store64(log + 112, 1); /* power cycles */
-		break;
-	}
-	case 0x03: /* firmware slots */
-		log_len = 512;
-		log[0] = 1;
-		put_ascii(log + 8, 8, "1.0");
-		break;
-	case 0x05: { /* commands supported and effects */
-		static const uint8_t admin_ops[] = { 0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c };
-		static const uint8_t io_ops[] = { 0x00, 0x01, 0x02 };
-		log_len = 4096;
-		for (size_t i = 0; i < sizeof(admin_ops); i++)
-			le_store32(log + 4 * admin_ops[i], 1);
-		for (size_t i = 0; i < sizeof(io_ops); i++)
-			le_store32(log + 1024 + 4 * io_ops[i], io_ops[i] == 0x01 ? 3 : 1); /* write: LBCC */
-		break;
-	}
-	default:
-		return SC_INVALID_LOG_PAGE;
-	}
-	if (offset >= log_len)
-		return SC_INVALID_FIELD;
-	/* Bytes past the end of the log read as zero. */
-	memset(n->scratch, 0, len);
-	uint64_t avail = log_len - offset;
-	memcpy(n->scratch, log + offset, len < avail ? len : avail);
-	return dma_prp(n, c->prp1, c->prp2, n->scratch, len, true);
-}
-
-/* Returns false when the command is held (no completion now). */
-static bool admin_command(struct sim_nvme *n, const struct nvme_sqe *c, uint16_t *status, uint32_t *result)
-{
-	n->stats.admin_commands++;
-	*result = 0;
-	if ((c->flags & 0xc3) != 0) { /* fused operations or SGLs: not supported */
-		*status = SC_INVALID_FIELD;
-		return true;
-	}
-	switch (c->opcode) {
-	case 0x00: *status = admin_delete_sq(n, c); break;
-	case 0x01: *status = admin_create_sq(n, c); break;
-	case 0x02: *status = admin_get_log_page(n, c); break;
-	case 0x04: *status = admin_delete_cq(n, c); break;
-	case 0x05: *status = admin_create_cq(n, c); break;
-	case 0x06: *status = admin_identify(n, c); break;
-	case 0x08: /* Abort: commands complete at once, so nothing to abort */
-		*status = SC_SUCCESS;
-		*result = 1;
-		break;
-	case 0x09: *status = admin_set_features(n, c, result); break;
-	case 0x0a: *status = admin_get_features(n, c, result); break;
-	case 0x0c: /* Async Event Request: held until reset (no events to report) */
-		if (n->aers_held > AERL) {
-			*status = SC_AER_LIMIT;
-			break;
-		}
-		n->aers_held++;
-		return false;
-	default:
-		*status = SC_INVALID_OPCODE;
-		break;
-	}
-	return true;
-}
-
-/* -------------------------------------------------------- I/O commands */
-
-static uint16_t io_command(struct sim_nvme *n, const struct nvme_sqe *c)
-{
-	n->stats.io_commands++;
-	if ((c->flags & 0xc3) != 0)
-		return SC_INVALID_FIELD;
-	switch (c->opcode) {
-	case 0x00: /* Flush */
-		if (c->nsid != 1 && c->nsid != 0xffffffff)
-			return SC_INVALID_NS;
-		if (n->store_fd >= 0 && msync(n->store, n->store_size, MS_SYNC) < 0)
-			log_warn("sim nvme: flushing the backing file failed: %s", strerror(errno));
-		return SC_SUCCESS;
-	case 0x01:   /* Write */
-	case 0x02: { /* Read */
-		uint64_t slba = (uint64_t)c->cdw11 << 32 | c->cdw10;
-		uint64_t nlb = (uint64_t)(c->cdw12 & 0xffff) + 1;
-		uint64_t blocks = n->store_size / SIM_NVME_LBA_SIZE;
-		bool is_read = c->opcode == 0x02;
-
-		if (c->nsid != 1)
-			return SC_INVALID_NS;
-		if (slba >= blocks || nlb > blocks - slba)
-			return SC_LBA_OUT_OF_RANGE;
-		uint64_t len = nlb * SIM_NVME_LBA_SIZE;
-		if (len > SIM_NVME_MAX_TRANSFER)
-			return SC_INVALID_FIELD;
-		n->kick_bytes = len < n->kick_bytes ? n->kick_bytes - len : 0;
-		uint16_t st = dma_prp(n, c->prp1, c->prp2, n->store + slba * SIM_NVME_LBA_SIZE, len, is_read);
-		if (st == SC_SUCCESS) {
-			if (is_read) {
-				n->host_reads++;
-				n->units_read += (nlb + 999) / 1000;
-			} else {
-				n->host_writes++;
-				n->units_written += (nlb + 999) / 1000;
-			}
-		}
-		return st;
-	}
-	default:
-		return SC_INVALID_OPCODE;
-	}
-}
-
-/* -------------------------------------------------------- doorbells */
 
 /* Run what the guest queued on one SQ while its CQ has room. */
 static void process_sq(struct sim_nvme *n, uint16_t sqid)
@@ -881,7 +194,7 @@ static void process_sq(struct sim_nvme *n, uint16_t sqid)
 	while (sq->live && sq->head != sq->tail && !(n->csts & CSTS_CFS) && !n->shut_down) {
 		struct nvme_cq *cq = &n->cq[sq->cqid];
 		struct nvme_sqe cmd;
-		uint8_t raw[64];
+		uint8_t raw[NVME_SQE_SIZE];
 		uint16_t status;
 		uint32_t result = 0;
 		bool complete = true;
@@ -893,16 +206,16 @@ static void process_sq(struct sim_nvme *n, uint16_t sqid)
 			break;
 		}
 		n->kick_commands--;
-		if (sim_dart_dma_read(n->dart, sq->base + (uint64_t)sq->head * 64, raw, 64) < 0) {
+		if (sim_dart_dma_read(n->dart, sq->base + (uint64_t)sq->head * NVME_SQE_SIZE, raw, NVME_SQE_SIZE) < 0) {
 			controller_fatal(n, "submission queue entry not reachable through the DART");
 			break;
 		}
-		memcpy(&cmd, raw, sizeof(cmd)); /* little-endian host, as every supported one is */
+		sim_nvme_sqe_parse(raw, &cmd);
 		sq->head = (sq->head + 1) % sq->size;
 		if (sqid == 0) {
-			complete = admin_command(n, &cmd, &status, &result);
+			complete = sim_nvme_admin_command(n, &cmd, &status, &result);
 		} else {
-			status = io_command(n, &cmd);
+			status = sim_nvme_io_command(n, &cmd);
 		}
 		if (complete)
 			post_completion(n, sqid, cmd.cid, status, result);
@@ -986,8 +299,6 @@ static void doorbell_write(struct sim_nvme *n, uint64_t offset, uint32_t value)
 	kick_end(n);
 }
 
-/* ---------------------------------------------------- register file */
-
 static void controller_enable(struct sim_nvme *n)
 {
 	uint32_t asqs = (n->aqa & 0xfff) + 1, acqs = ((n->aqa >> 16) & 0xfff) + 1;
@@ -1003,6 +314,7 @@ static void controller_enable(struct sim_nvme *n)
 				     .vector = 0 };
 	n->shut_down = false;
 	n->csts = CSTS_RDY;
+	ctrl_to(n, NVME_CTRL_READY);
 }
 
 static void cc_write(struct sim_nvme *n, uint32_t value)
@@ -1021,12 +333,15 @@ static void cc_write(struct sim_nvme *n, uint32_t value)
 		drop_queues(n);
 		n->csts = 0;
 		n->shut_down = false;
+		ctrl_to(n, NVME_CTRL_DISABLED);
 	}
 	if (CC_SHN(n->cc) && !CC_SHN(old)) {
 		/* Nothing is in flight: the shutdown completes at once. */
 		n->aers_held = 0;
 		n->shut_down = true;
 		n->csts |= CSTS_SHST_DONE;
+		if (n->state != NVME_CTRL_FATAL) /* fatal stays fatal */
+			ctrl_to(n, NVME_CTRL_SHUTDOWN);
 	} else if (!CC_SHN(n->cc) && CC_SHN(old) && !(n->cc & CC_EN)) {
 		n->csts &= ~CSTS_SHST_DONE;
 	}
@@ -1072,8 +387,6 @@ static void reg_write32(struct sim_nvme *n, uint64_t off, uint32_t value)
 	}
 }
 
-/* ------------------------------------------------ host_device ops */
-
 static int nvme_identity(struct host_device *hd, struct hd_identity *out)
 {
 	(void)hd;
@@ -1098,69 +411,10 @@ static void nvme_release(struct host_device *hd)
 	to_nvme(hd)->claimed = false;
 }
 
-static int need_claim(struct sim_nvme *n, const char *what)
+int sim_nvme_need_claim(struct sim_nvme *n, const char *what)
 {
 	if (!n->claimed)
 		return hd_fail(&n->hd, -EACCES, "%s before claim: claim the device first", what);
-	return 0;
-}
-
-static int config_check(struct sim_nvme *n, uint32_t offset, unsigned width)
-{
-	if (width != 1 && width != 2 && width != 4)
-		return hd_fail(&n->hd, -EINVAL, "config access width %u: must be 1, 2 or 4", width);
-	if (offset % width || offset >= SIM_NVME_CONFIG_SIZE || width > SIM_NVME_CONFIG_SIZE - offset)
-		return hd_fail(&n->hd, -EINVAL, "config access at 0x%x width %u: unaligned or outside 4 KiB",
-			       offset, width);
-	return 0;
-}
-
-static int nvme_config_read(struct host_device *hd, uint32_t offset, unsigned width, uint32_t *value)
-{
-	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "config read");
-
-	if (ret < 0 || (ret = config_check(n, offset, width)) < 0)
-		return ret;
-	uint32_t v = 0;
-	for (unsigned i = 0; i < width; i++)
-		v |= (uint32_t)n->config[offset + i] << (8 * i);
-	*value = v;
-	return 0;
-}
-
-static void nvme_flr(struct sim_nvme *n);
-
-static int nvme_config_write(struct host_device *hd, uint32_t offset, unsigned width, uint32_t value)
-{
-	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "config write");
-	bool flr = false;
-
-	if (ret < 0 || (ret = config_check(n, offset, width)) < 0)
-		return ret;
-	for (unsigned i = 0; i < width; i++) {
-		uint32_t at = offset + i;
-		uint8_t b = (uint8_t)(value >> (8 * i));
-		if (at == CAP_PCIE + 0x09 && (b & 0x80))
-			flr = true; /* DEVCTL "initiate function-level reset" */
-		n->config[at] = (uint8_t)((n->config[at] & ~n->config_wmask[at]) | (b & n->config_wmask[at]));
-	}
-	if (flr)
-		nvme_flr(n);
-	return 0;
-}
-
-static int nvme_config_read_block(struct host_device *hd, uint32_t offset, void *buf, size_t len)
-{
-	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "config read");
-
-	if (ret < 0)
-		return ret;
-	if (offset > SIM_NVME_CONFIG_SIZE || len > SIM_NVME_CONFIG_SIZE - offset)
-		return hd_fail(hd, -EINVAL, "config read of %zu bytes at 0x%x: outside 4 KiB", len, offset);
-	memcpy(buf, n->config + offset, len);
 	return 0;
 }
 
@@ -1182,7 +436,7 @@ static int nvme_bar_info(struct host_device *hd, unsigned bar, struct hd_bar_inf
 static int nvme_bar_map(struct host_device *hd, unsigned bar, volatile void **out)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "BAR map");
+	int ret = sim_nvme_need_claim(n, "BAR map");
 
 	if (ret < 0)
 		return ret;
@@ -1211,7 +465,7 @@ static int mmio_check(struct sim_nvme *n, unsigned bar, uint64_t offset, unsigne
 static int nvme_mmio_read(struct host_device *hd, unsigned bar, uint64_t offset, unsigned width, uint64_t *value)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "MMIO read");
+	int ret = sim_nvme_need_claim(n, "MMIO read");
 
 	if (ret < 0 || (ret = mmio_check(n, bar, offset, width)) < 0)
 		return ret;
@@ -1234,7 +488,7 @@ static int nvme_mmio_read(struct host_device *hd, unsigned bar, uint64_t offset,
 static int nvme_mmio_write(struct host_device *hd, unsigned bar, uint64_t offset, unsigned width, uint64_t value)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "MMIO write");
+	int ret = sim_nvme_need_claim(n, "MMIO write");
 
 	if (ret < 0 || (ret = mmio_check(n, bar, offset, width)) < 0)
 		return ret;
@@ -1295,7 +549,7 @@ static int nvme_dma_unregister(struct host_device *hd, uint64_t key)
 static int nvme_irq_setup(struct host_device *hd, unsigned *nvectors)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "interrupt setup");
+	int ret = sim_nvme_need_claim(n, "interrupt setup");
 
 	if (ret < 0)
 		return ret;
@@ -1330,12 +584,12 @@ static int nvme_irq_wakeup_fd(struct host_device *hd)
 }
 
 /* Function-level reset: the device returns to power-on state; data stays. */
-static void nvme_flr(struct sim_nvme *n)
+void sim_nvme_flr(struct sim_nvme *n)
 {
 	uint8_t command = n->config[0x04];
 
 	controller_power_on(n);
-	config_power_on(n);
+	sim_nvme_config_power_on(n);
 	/* The host restores COMMAND around a reset (the dext keeps its claim). */
 	n->config[0x04] = command;
 	memset(n->bar4, 0, SIM_NVME_BAR4_SIZE);
@@ -1348,11 +602,11 @@ static void nvme_flr(struct sim_nvme *n)
 static int nvme_reset(struct host_device *hd)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = need_claim(n, "reset");
+	int ret = sim_nvme_need_claim(n, "reset");
 
 	if (ret < 0)
 		return ret;
-	nvme_flr(n);
+	sim_nvme_flr(n);
 	return 0;
 }
 
@@ -1386,9 +640,9 @@ static const struct host_device_ops sim_nvme_ops = {
 	.identity = nvme_identity,
 	.claim = nvme_claim,
 	.release = nvme_release,
-	.config_read = nvme_config_read,
-	.config_write = nvme_config_write,
-	.config_read_block = nvme_config_read_block,
+	.config_read = sim_nvme_cfg_read,
+	.config_write = sim_nvme_cfg_write,
+	.config_read_block = sim_nvme_cfg_read_block,
 	.bar_info = nvme_bar_info,
 	.bar_map = nvme_bar_map,
 	.mmio_read = nvme_mmio_read,
@@ -1403,45 +657,6 @@ static const struct host_device_ops sim_nvme_ops = {
 	.dma_stats = nvme_dma_stats,
 	.destroy = nvme_destroy,
 };
-
-static int open_store(struct sim_nvme *n, const struct sim_nvme_config *cfg, char *err, size_t errlen)
-{
-	uint64_t size = cfg->size;
-
-	if (cfg->backing) {
-		struct stat st;
-		n->store_fd = open(cfg->backing, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (n->store_fd < 0 || fstat(n->store_fd, &st) < 0) {
-			snprintf(err, errlen, "cannot open backing file %s: %s", cfg->backing, strerror(errno));
-			return -errno;
-		}
-		if (!size)
-			size = st.st_size ? (uint64_t)st.st_size : SIM_NVME_DEFAULT_SIZE;
-		if ((uint64_t)st.st_size < size && ftruncate(n->store_fd, (off_t)size) < 0) {
-			snprintf(err, errlen, "cannot grow backing file %s to %" PRIu64 " bytes: %s", cfg->backing,
-				 size, strerror(errno));
-			return -errno;
-		}
-	} else if (!size) {
-		size = SIM_NVME_DEFAULT_SIZE;
-	}
-	if (size % SIM_NVME_LBA_SIZE || size < SIM_NVME_MIN_SIZE || size > SIM_NVME_MAX_SIZE) {
-		snprintf(err, errlen, "namespace size %" PRIu64 " bytes: must be a multiple of 512 between 1 MiB and 1 TiB",
-			 size);
-		return -EINVAL;
-	}
-	n->store_size = size;
-	if (n->store_fd >= 0)
-		n->store = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, n->store_fd, 0);
-	else
-		n->store = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (n->store == MAP_FAILED) {
-		n->store = NULL;
-		snprintf(err, errlen, "cannot map %" PRIu64 " bytes of backing store: %s", size, strerror(errno));
-		return -ENOMEM;
-	}
-	return 0;
-}
 
 struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, size_t errlen)
 {
@@ -1466,7 +681,7 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 		nvme_destroy(&n->hd);
 		return NULL;
 	}
-	if (open_store(n, cfg, err, errlen) < 0) {
+	if (sim_nvme_open_store(n, cfg, err, errlen) < 0) {
 		nvme_destroy(&n->hd);
 		return NULL;
 	}
@@ -1482,8 +697,8 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 	n->cap = (uint64_t)(SIM_NVME_MAX_QUEUE_ENTRIES - 1) | 1ull << 16 | 20ull << 24 | 1ull << 37 |
 		 (uint64_t)MPS_MAX << 52;
 	controller_power_on(n);
-	config_power_on(n);
-	nvme_flr(n);
+	sim_nvme_config_power_on(n);
+	sim_nvme_flr(n);
 	return &n->hd;
 }
 
@@ -1503,3 +718,4 @@ void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out)
 	out->aers_held = n->aers_held;
 	out->fatal = (n->csts & CSTS_CFS) != 0;
 }
+
