@@ -128,12 +128,15 @@ static void rg_check(struct rg_dev *rg, bool ok, const char *what, unsigned int 
 	if (!rg->failed)
 		snprintf(rg->first, sizeof(rg->first), "%s[%u]", what, entry);
 	if (rg->failed < 8)
-		dev_err(&rg->pdev->dev, "%s[%u]: got 0x%llx, want 0x%llx\n", what, entry, got, want);
+		dev_err(&rg->pdev->dev, "%s[%u]: got 0x%llx, want 0x%llx\n",
+			what, entry, got, want);
 	rg->failed++;
 }
 
-#define RG_EQ(rg, what, i, got, want) \
-	rg_check(rg, (u64)(got) == (u64)(want), what, i, (u64)(got), (u64)(want))
+static void rg_eq(struct rg_dev *rg, const char *what, unsigned int i, u64 got, u64 want)
+{
+	rg_check(rg, got == want, what, i, got, want);
+}
 
 /*
  * One batch as the reference guest rings it: the page and the request array
@@ -184,34 +187,35 @@ static unsigned int rg_map(struct rg_dev *rg, const char *name, unsigned int fir
 	rg_ring(rg, RG_MAP, count, sizeof(*resp));
 
 	snprintf(what, sizeof(what), "%s.page_status", name);
-	RG_EQ(rg, what, 0, rg->snap_status, bad < count ? RG_IOERR : RG_OK);
+	rg_eq(rg, what, 0, rg->snap_status, bad < count ? RG_IOERR : RG_OK);
 	for (i = 0; i < count; i++) {
 		struct rg_entry *e = &rg->ent[first + i];
 		u64 id = le64_to_cpu(resp[i].id), dma = le64_to_cpu(resp[i].dma_addr);
 
 		if (i == bad) {
 			snprintf(what, sizeof(what), "%s.status", name);
-			RG_EQ(rg, what, i, le32_to_cpu(resp[i].status), RG_INVAL);
+			rg_eq(rg, what, i, le32_to_cpu(resp[i].status), RG_INVAL);
 			snprintf(what, sizeof(what), "%s.id", name);
-			RG_EQ(rg, what, i, id, 0);
+			rg_eq(rg, what, i, id, 0);
 			snprintf(what, sizeof(what), "%s.dma_addr", name);
-			RG_EQ(rg, what, i, dma, 0);
+			rg_eq(rg, what, i, dma, 0);
 			snprintf(what, sizeof(what), "%s.dma_len", name);
-			RG_EQ(rg, what, i, le32_to_cpu(resp[i].dma_len), 0);
+			rg_eq(rg, what, i, le32_to_cpu(resp[i].dma_len), 0);
 			e->id = 0;
 			continue;
 		}
 		snprintf(what, sizeof(what), "%s.status", name);
-		RG_EQ(rg, what, i, le32_to_cpu(resp[i].status), RG_OK);
+		rg_eq(rg, what, i, le32_to_cpu(resp[i].status), RG_OK);
 		snprintf(what, sizeof(what), "%s.dma_len", name);
-		RG_EQ(rg, what, i, le32_to_cpu(resp[i].dma_len), e->len);
+		rg_eq(rg, what, i, le32_to_cpu(resp[i].dma_len), e->len);
 		snprintf(what, sizeof(what), "%s.id_nonzero", name);
 		rg_check(rg, id != 0 && id != 0xa5a5a5a5a5a5a5a5ull, what, i, id, 1);
 		snprintf(what, sizeof(what), "%s.dma_addr_nonzero", name);
-		rg_check(rg, dma != 0 && dma != 0xa5a5a5a5a5a5a5a5ull && dma + e->len > dma, what, i, dma, 1);
+		rg_check(rg, dma != 0 && dma != 0xa5a5a5a5a5a5a5a5ull && dma + e->len > dma,
+			 what, i, dma, 1);
 		/* a DART keeps the offset inside its page; guest RAM is mapped 4 KiB aligned */
 		snprintf(what, sizeof(what), "%s.dma_addr_offset", name);
-		RG_EQ(rg, what, i, dma & 0xfff, e->gpa & 0xfff);
+		rg_eq(rg, what, i, dma & 0xfff, e->gpa & 0xfff);
 		e->id = id;
 		e->dma_addr = dma;
 	}
@@ -234,7 +238,8 @@ static void rg_check_distinct(struct rg_dev *rg)
 			if (!b->id)
 				continue;
 			rg_check(rg, a->id != b->id, "ids_unique", j, b->id, i);
-			rg_check(rg, a->dma_addr + a->len <= b->dma_addr || b->dma_addr + b->len <= a->dma_addr,
+			rg_check(rg, a->dma_addr + a->len <= b->dma_addr ||
+				 b->dma_addr + b->len <= a->dma_addr,
 				 "dma_ranges_disjoint", j, b->dma_addr, a->dma_addr);
 		}
 	}
@@ -270,14 +275,14 @@ static unsigned int rg_unmap(struct rg_dev *rg, const char *name, unsigned int f
 	rg_ring(rg, RG_UNMAP, n, sizeof(*resp));
 
 	snprintf(what, sizeof(what), "%s.page_status", name);
-	RG_EQ(rg, what, 0, rg->snap_status, stale ? RG_IOERR : RG_OK);
+	rg_eq(rg, what, 0, rg->snap_status, stale ? RG_IOERR : RG_OK);
 	for (i = 0; i < n; i++) {
 		snprintf(what, sizeof(what), "%s.id", name);
-		RG_EQ(rg, what, i, le64_to_cpu(resp[i].id), want_id[i]);
+		rg_eq(rg, what, i, le64_to_cpu(resp[i].id), want_id[i]);
 		snprintf(what, sizeof(what), "%s.status", name);
-		RG_EQ(rg, what, i, le32_to_cpu(resp[i].status), want_status[i]);
+		rg_eq(rg, what, i, le32_to_cpu(resp[i].status), want_status[i]);
 		snprintf(what, sizeof(what), "%s.reserved", name);
-		RG_EQ(rg, what, i, le32_to_cpu(resp[i].reserved), 0);
+		rg_eq(rg, what, i, le32_to_cpu(resp[i].reserved), 0);
 	}
 	return failed;
 }
@@ -368,7 +373,7 @@ static int rg_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	/* Reads before any doorbell, as the reference does at probe. */
 	version = readl(rg->regs + RG_REG_VERSION);
 	max_entries = readl(rg->regs + RG_REG_MAX_ENTRIES);
-	RG_EQ(rg, "version", 0, version, 2);
+	rg_eq(rg, "version", 0, version, 2);
 	rg_check(rg, max_entries >= many + 1, "max_entries", 0, max_entries, many + 1);
 	for (r = 0; r < rounds && version == 2 && max_entries >= many + 1; r++) {
 		/*
@@ -388,8 +393,9 @@ static int rg_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	live = readl(rg->regs + RG_REG_LIVE_MAPPINGS);
 	dev_info(&pdev->dev,
 		 "VFA-REFGUEST ref%02x_result=%s ref%02x_checks=%u ref%02x_failed=%u ref%02x_batches=%u ref%02x_batches_failed=%u ref%02x_first=%s ref%02x_live=%u\n",
-		 slot, rg->failed ? "fail" : "pass", slot, rg->checks, slot, rg->failed, slot, rg->batches,
-		 slot, rg->batches_failed, slot, rg->failed ? rg->first : "none", slot, live);
+		 slot, rg->failed ? "fail" : "pass", slot, rg->checks, slot, rg->failed,
+		 slot, rg->batches, slot, rg->batches_failed,
+		 slot, rg->failed ? rg->first : "none", slot, live);
 	return 0;
 
 free:
@@ -399,7 +405,8 @@ release:
 	pci_release_region(pdev, 0);
 disable:
 	pci_disable_device(pdev);
-	dev_err(&pdev->dev, "VFA-REFGUEST ref%02x_result=error ref%02x_errno=%d\n", slot, slot, ret);
+	dev_err(&pdev->dev, "VFA-REFGUEST ref%02x_result=error ref%02x_errno=%d\n",
+		slot, slot, ret);
 	return ret;
 }
 
