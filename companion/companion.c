@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * The apple-dma-pci companion device model.  Protocol: version 2 of
- * shared/spec/apple-dma-protocol.md, extended by docs/apple-dma-v3.md.
+ * The apple-dma-pci companion device model.  Protocol: docs/apple-dma-v3.md
+ * (version 2 made precise in its section 1, the negotiated version 3 in
+ * section 2).  The step numbers in the comments below are those of its
+ * "Processing a doorbell" list.
  *
  * Safety rules followed throughout: guest RAM is only reached through
  * guest_mem_translate(); the command page and the whole request array are
@@ -282,7 +284,10 @@ static uint32_t unmap_one(struct companion *c, const uint8_t *req, uint8_t *resp
 	return rc == 0 ? APPLE_DMA_OK : APPLE_DMA_IOERR;
 }
 
-/* Process one batch; returns the batch status (step numbers: the spec's). */
+/*
+ * Process one batch; returns the batch status.  Steps 4-9 of "Processing a
+ * doorbell" in docs/apple-dma-v3.md.
+ */
 static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, uint64_t req_gpa,
 			  uint64_t resp_gpa)
 {
@@ -291,15 +296,15 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 	void *resp;
 	uint32_t batch = APPLE_DMA_OK;
 
-	if (type == APPLE_DMA_CMD_UNMAP_ALL) /* v3: count and arrays ignored */
+	if (type == APPLE_DMA_CMD_UNMAP_ALL) /* 4 (v3): count and arrays ignored */
 		return forget_mappings(c, true, 0, 0) ? APPLE_DMA_IOERR : APPLE_DMA_OK;
-	/* 3 */
+	/* 5 */
 	if (count == 0 || count > c->max_entries || req_gpa == 0 || resp_gpa == 0) {
 		log_debug("apple-dma: batch refused: count %u (max %u), req %#llx, resp %#llx", count,
 			  c->max_entries, (unsigned long long)req_gpa, (unsigned long long)resp_gpa);
 		return APPLE_DMA_INVAL;
 	}
-	/* 7 */
+	/* 6 */
 	if (type == APPLE_DMA_CMD_MAP) {
 		req_size = APPLE_DMA_MAP_REQ_SIZE;
 		resp_size = APPLE_DMA_MAP_RESP_SIZE;
@@ -310,7 +315,7 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 		log_debug("apple-dma: unknown command type %u", type);
 		return APPLE_DMA_INVAL;
 	}
-	/* 4; count <= 65536 so the sizes cannot overflow */
+	/* 7; count <= 65536 so the sizes cannot overflow */
 	req = guest_mem_translate(c->gm, req_gpa, (uint64_t)count * req_size, false);
 	resp = guest_mem_translate(c->gm, resp_gpa, (uint64_t)count * resp_size, true);
 	if (!req || !resp) {
@@ -319,7 +324,7 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 			  (unsigned long long)(!req ? req_gpa : resp_gpa));
 		return APPLE_DMA_INVAL;
 	}
-	/* Copy every request out before writing anything (req and resp may
+	/* 8: copy every request out before writing anything (req and resp may
 	 * overlap, and the guest may be changing them). */
 	/* Guarded: a VMM that truncated its RAM file gets an error, not a dead broker. */
 	if (vfa_guarded_copy(c->req_copy, req, (size_t)count * req_size) < 0) {
@@ -343,7 +348,7 @@ static uint32_t run_batch(struct companion *c, uint32_t type, uint32_t count, ui
 		}
 		if (st != APPLE_DMA_OK) {
 			c->stats.failed_entries++;
-			batch = APPLE_DMA_IOERR; /* 5, 6 */
+			batch = APPLE_DMA_IOERR; /* 9 */
 		}
 	}
 	if (vfa_guarded_copy(resp, c->resp_buf, (size_t)count * resp_size) < 0) {
@@ -371,6 +376,7 @@ static void doorbell(struct companion *c)
 		c->stats.inval++;
 		return;
 	}
+	/* 3: copied out once */
 	if (vfa_guarded_copy(page, src, sizeof(page)) < 0) {
 		log_warn("apple-dma: the command page at %#llx is gone (its memory file was truncated)",
 			 (unsigned long long)c->cmd_gpa);
@@ -379,7 +385,7 @@ static void doorbell(struct companion *c)
 		return;
 	}
 	st = run_batch(c, le_load32(page), le_load32(page + 4), le_load64(page + 16), le_load64(page + 24));
-	/* 8: the page's status field (if the page is writable) and STATUS */
+	/* 10: the page's status field (if the page is writable) and STATUS */
 	dst = guest_mem_translate(c->gm, c->cmd_gpa, sizeof(page), true);
 	if (dst)
 		(void)vfa_guarded_copy(dst + 8, (uint8_t[4]){ (uint8_t)st, 0, 0, 0 }, 4);

@@ -2,8 +2,8 @@
 /*
  * The apple-dma-pci companion device (1b36:0015): the guest's channel for
  * asking the host to map its buffers for device DMA.  Version 2 of the wire
- * protocol (shared/spec/apple-dma-protocol.md) byte for byte, plus the
- * negotiated version-3 registers of docs/apple-dma-v3.md.
+ * protocol byte for byte, plus the negotiated version-3 registers: both
+ * specified in docs/apple-dma-v3.md.
  *
  * Free of any VMM or OS type: a front end forwards BAR0 and config-space
  * accesses here, and tells the companion before guest RAM goes away.  All
