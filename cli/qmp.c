@@ -36,6 +36,14 @@ const struct qmp_counter qmp_device_counters[] = {
 };
 const size_t qmp_device_counter_count = sizeof(qmp_device_counters) / sizeof(qmp_device_counters[0]);
 
+/* Read when the device has them (a later or earlier build may not). */
+static const struct qmp_counter optional_counters[] = {
+	{ "irqs-dropped", "interrupts", "dropped" },
+	{ "vectors-enabled", "interrupts", "vectors_enabled" },
+	{ "bar-reads", "device", "bar_reads" },
+	{ "bar-writes", "device", "bar_writes" },
+};
+
 const struct qmp_counter qmp_companion_counters[] = {
 	{ "doorbells", "companion", "doorbells" },
 	{ "map-entries", "companion", "map_entries" },
@@ -322,6 +330,13 @@ struct json_object *qmp_read_counters(struct qmp *q, const char *socket_path, co
 		json_object_put(status);
 		return NULL;
 	}
+	read_table(q, path, optional_counters, sizeof(optional_counters) / sizeof(optional_counters[0]), false, status,
+		   err, errlen);
+	/* false: the backend cannot count DART use and faults (the dext) */
+	value = qom_get(q, path, "dma-stats-known", why, sizeof(why));
+	if (value && json_object_is_type(value, json_type_boolean))
+		json_object_object_add(section(status, "dma"), "stats_known", json_object_get(value));
+	json_object_put(value);
 	value = qom_get(q, path, "companion-path", why, sizeof(why));
 	if (value && json_object_is_type(value, json_type_string) && json_object_get_string_len(value) > 0) {
 		const char *companion = json_object_get_string(value);
@@ -426,6 +441,21 @@ static const char *text(struct json_object *status, const char *name)
 		       : "-";
 }
 
+static bool has(struct json_object *status, const char *sect, const char *name)
+{
+	uint64_t v;
+
+	return get(status, sect, name, &v);
+}
+
+static bool stats_unknown(struct json_object *status)
+{
+	struct json_object *dma, *known;
+
+	return json_object_object_get_ex(status, "dma", &dma) && json_object_object_get_ex(dma, "stats_known", &known) &&
+	       !json_object_get_boolean(known);
+}
+
 void qmp_status_print(FILE *out, struct json_object *status)
 {
 	char a[32], b[32], c[32], d[32];
@@ -441,8 +471,9 @@ void qmp_status_print(FILE *out, struct json_object *status)
 		bytes(status, "dma", "live_bytes", b, sizeof(b)));
 	fprintf(out, "  peak       %s mappings, %s\n", num(status, "dma", "peak_mappings", a, sizeof(a)),
 		bytes(status, "dma", "peak_bytes", b, sizeof(b)));
-	fprintf(out, "  faults     %s (register failures %s)\n", num(status, "dma", "faults", a, sizeof(a)),
-		num(status, "dma", "register_failures", b, sizeof(b)));
+	fprintf(out, "  faults     %s (register failures %s)%s\n", num(status, "dma", "faults", a, sizeof(a)),
+		num(status, "dma", "register_failures", b, sizeof(b)),
+		stats_unknown(status) ? "; this backend does not report DART use or faults (the dext)" : "");
 	if (has_companion) {
 		fputs("companion\n", out);
 		fprintf(out, "  doorbells  %s (map entries %s, unmap entries %s)\n",
@@ -455,11 +486,16 @@ void qmp_status_print(FILE *out, struct json_object *status)
 			num(status, "companion", "inval", c, sizeof(c)), num(status, "companion", "ioerr", d, sizeof(d)));
 	}
 	fputs("interrupts\n", out);
-	fprintf(out, "  delivered  %s\n", num(status, "interrupts", "delivered", a, sizeof(a)));
-	fprintf(out, "resets       %s\n", num(status, "device", "resets", a, sizeof(a)));
+	fprintf(out, "  delivered  %s (dropped %s, vectors enabled %s)\n", num(status, "interrupts", "delivered", a, sizeof(a)),
+		num(status, "interrupts", "dropped", b, sizeof(b)), num(status, "interrupts", "vectors_enabled", c, sizeof(c)));
+	fprintf(out, "device       resets %s, BAR reads %s, BAR writes %s\n", num(status, "device", "resets", a, sizeof(a)),
+		num(status, "device", "bar_reads", b, sizeof(b)), num(status, "device", "bar_writes", c, sizeof(c)));
 	fputs("read         qom-get of", out);
 	for (size_t i = 0; i < qmp_device_counter_count; i++)
 		fprintf(out, " %s", qmp_device_counters[i].property);
+	for (size_t i = 0; i < sizeof(optional_counters) / sizeof(optional_counters[0]); i++)
+		if (has(status, optional_counters[i].section, optional_counters[i].field))
+			fprintf(out, " %s", optional_counters[i].property);
 	if (has_companion) {
 		fputs("; companion", out);
 		for (size_t i = 0; i < qmp_companion_counter_count; i++)

@@ -39,6 +39,10 @@ stage e2e-x86-7.3 timeout 300 env E2E_KERNEL=7_3 ./tests/e2e/run-x86.sh module
 stage e2e-arm64 timeout 720 ./tests/e2e/run-arm64.sh identity apple module reconnect crash refguest
 # The same guests against the ASan+UBSan broker (make check built build-san).
 stage e2e-x86-sanitizers timeout 720 env VFA_BIN=build-san/cli/vfio-apple ./tests/e2e/run-x86.sh identity apple module reconnect crash refguest
+# The in-process devices (vfio-apple-pci, apple-dma-pci) in a QEMU that has
+# them ($QEMU_BIN/$QEMU_BIN_ARM or $VFA_CACHE/qemu-inprocess): the same
+# guests, x86_64 6.1 and arm64 6.12, no broker.  One SKIPPED line without one.
+stage inprocess timeout 480 make -s check-inprocess
 # The guest module: kernel style, and its own scenarios (cache, rebind,
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh

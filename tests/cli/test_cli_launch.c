@@ -273,6 +273,9 @@ static const struct prop fake_props[] = {
 	{ "/machine/peripheral/vfa0", "dart-register-failures", "1" },
 	{ "/machine/peripheral/vfa0", "irqs-delivered", "1394" },
 	{ "/machine/peripheral/vfa0", "resets", "2" },
+	{ "/machine/peripheral/vfa0", "irqs-dropped", "0" },
+	{ "/machine/peripheral/vfa0", "bar-reads", "321" },
+	{ "/machine/peripheral/vfa0", "dma-stats-known", "true" },
 	{ "/machine/peripheral/vfa0", "companion-path", "\"/machine/peripheral-anon/device[0]\"" },
 	{ "/machine/peripheral-anon/device[0]", "doorbells", "7" },
 	{ "/machine/peripheral-anon/device[0]", "map-entries", "6" },
@@ -455,6 +458,16 @@ static void test_qmp_counters(void **state)
 	assert_int_equal(field_u64(st, "companion", "live_bytes"), 10485760);
 	assert_int_equal(field_u64(st, "companion", "inval"), 0);
 	assert_int_equal(field_u64(st, "companion", "ioerr"), 4);
+	assert_int_equal(field_u64(st, "interrupts", "dropped"), 0);
+	assert_int_equal(field_u64(st, "device", "bar_reads"), 321);
+	{
+		struct json_object *dma, *v;
+
+		assert_true(json_object_object_get_ex(st, "dma", &dma));
+		assert_true(json_object_object_get_ex(dma, "stats_known", &v));
+		assert_true(json_object_get_boolean(v));
+		assert_false(json_object_object_get_ex(dma, "bar_writes", &v));
+	}
 
 	/* the table says where it read from and what */
 	{
@@ -473,9 +486,11 @@ static void test_qmp_counters(void **state)
 		assert_non_null(strstr(text, "  faults     0 (register failures 1)\n"));
 		assert_non_null(strstr(text, "  doorbells  7 (map entries 6, unmap entries 3)\n"));
 		assert_non_null(strstr(text, "  live ids   5 (10.0 MiB), invalid batches 0, I/O error batches 4\n"));
-		assert_non_null(strstr(text, "  delivered  1394\n"));
-		assert_non_null(strstr(text, "resets       2\n"));
+		assert_non_null(strstr(text, "  delivered  1394 (dropped 0, vectors enabled -)\n"));
+		assert_non_null(strstr(text, "device       resets 2, BAR reads 321, BAR writes -\n"));
+		assert_null(strstr(text, "does not report"));
 		assert_non_null(strstr(text, "read         qom-get of dart-live-mappings"));
+		assert_non_null(strstr(text, " resets irqs-dropped bar-reads; companion"));
 		assert_non_null(strstr(text, "; companion doorbells map-entries"));
 		free(text);
 	}
