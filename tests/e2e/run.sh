@@ -265,13 +265,15 @@ run_refguest() {
 	say "=== refguest: a guest written for the reference (never reads STATUS), non-posted companion at 00:06.0, posted one at 00:07.0 ==="
 	build_refguest || return
 	initrd_for refguest --ko "$RG_KO"
-	# Broker 2 serves the posted companion (its function stays unattached).
+	# Broker 2 serves the posted companion at 00:07.0 and its own function
+	# at 00:08.0 (the companion maps only while its function's VMM is
+	# attached; no driver binds that function).
 	# At nice 19: woken by a posted doorbell, it must not preempt the vCPU
 	# that rang it (on a 2-core host it often would, and the posted write
 	# would then look synchronous); a busy host behaves this way anyway.
 	mkdir -p "$WORK/sock2"
 	local log2=$WORK/refguest-posted.broker.log
-	setpriv --pdeathsig TERM -- nice -n 19 "$VFA_BIN" serve -d "sim:nvme,size=16M,dart=apple" -s "$WORK/sock2" -l info >"$log2" 2>&1 &
+	setpriv --pdeathsig TERM -- nice -n 19 "$VFA_BIN" serve -d "sim:nvme,size=16M,dart=apple" -s "$WORK/sock2" -g 00:08.0 -l info >"$log2" 2>&1 &
 	broker2_pid=$!
 	for _ in $(seq 100); do
 		[ -S "$WORK/sock2/control.sock" ] && break
@@ -279,7 +281,8 @@ run_refguest() {
 	done
 	start_broker refguest "sim:nvme,size=64M,dart=apple"
 	local dev_posted='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$WORK/sock2/companion.sock'"},"addr":"0x7"}'
-	GUEST_ARCH=$arch run_guest refguest "$KERNEL" "$WORK/refguest.cpio.gz" 300 -device "$dev_posted"
+	local dev_pt2='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$WORK/sock2/passthrough.sock'"},"addr":"0x8"}'
+	GUEST_ARCH=$arch run_guest refguest "$KERNEL" "$WORK/refguest.cpio.gz" 300 -device "$dev_posted" -device "$dev_pt2"
 	local final=$WORK/refguest.final final2=$WORK/refguest-posted.final
 	check "broker answers status after the guest left" eval 'broker_status >"$final"'
 	check "the posted companion's broker answers status" eval 'BROKER_SOCK_DIR=$WORK/sock2 broker_status >"$final2"'
