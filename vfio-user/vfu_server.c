@@ -761,7 +761,7 @@ broken:
 int vfu_server_accept(struct vfu_server *s)
 {
 	struct vuser_accept a;
-	int r = vuser_tran_sock_accept(s->tran, &a);
+	int r = s->tran->ops->accept(s->tran, &a);
 
 	if (r < 0)
 		return r;
@@ -787,36 +787,49 @@ int vfu_server_accept(struct vfu_server *s)
 	return a.fd;
 }
 
+struct vfu_server *vfu_server_create_on(struct vuser_tran *tran, const char *name, const struct vfu_device_ops *ops,
+					void *opaque, char *err, size_t errlen)
+{
+	struct vfu_server *s;
+
+	if (!tran || !name || !ops || !ops->region_info || !ops->region_read || !ops->region_write) {
+		vfa_set_err(err, errlen, "vfio-user server: a transport, a name and region callbacks are required");
+		if (tran)
+			tran->ops->destroy(tran);
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s || !(s->path = strdup(name)) || !(s->dma = vuser_dma_create(VFU_MAX_DMA_MAPS)) ||
+	    !(s->irqs = vuser_irqs_create())) {
+		vfa_set_err(err, errlen, "out of memory");
+		if (s) {
+			vuser_irqs_destroy(s->irqs);
+			vuser_dma_destroy(s->dma);
+			free(s->path);
+			free(s);
+		}
+		tran->ops->destroy(tran);
+		return NULL;
+	}
+	s->ops = ops;
+	s->opaque = opaque;
+	s->tran = tran;
+	return s;
+}
+
 struct vfu_server *vfu_server_create(const char *socket_path, const struct vfu_device_ops *ops,
 				     void *opaque, char *err, size_t errlen)
 {
-	struct vfu_server *s;
+	struct vuser_tran *t;
 
 	if (!socket_path || !ops || !ops->region_info || !ops->region_read || !ops->region_write) {
 		vfa_set_err(err, errlen, "vfio-user server: socket path and region callbacks are required");
 		return NULL;
 	}
-	s = calloc(1, sizeof(*s));
-	if (!s || !(s->path = strdup(socket_path)) || !(s->dma = vuser_dma_create(VFU_MAX_DMA_MAPS)) ||
-	    !(s->irqs = vuser_irqs_create())) {
-		vfa_set_err(err, errlen, "out of memory");
-		goto fail;
-	}
-	s->ops = ops;
-	s->opaque = opaque;
-	s->tran = vuser_tran_sock_listen(socket_path, err, errlen);
-	if (!s->tran)
-		goto fail;
-	return s;
-
-fail:
-	if (s) {
-		vuser_irqs_destroy(s->irqs);
-		vuser_dma_destroy(s->dma);
-		free(s->path);
-		free(s);
-	}
-	return NULL;
+	t = vuser_tran_sock_listen(socket_path, err, errlen);
+	if (!t)
+		return NULL;
+	return vfu_server_create_on(t, socket_path, ops, opaque, err, errlen);
 }
 
 void vfu_server_destroy(struct vfu_server *s)
@@ -824,7 +837,7 @@ void vfu_server_destroy(struct vfu_server *s)
 	if (!s)
 		return;
 	vfu_server_disconnect(s);
-	vuser_tran_sock_unlink(s->tran);
+	s->tran->ops->unlink(s->tran);
 	s->tran->ops->destroy(s->tran);
 	vuser_dma_destroy(s->dma);
 	vuser_irqs_destroy(s->irqs);
@@ -837,7 +850,7 @@ void vfu_server_destroy(struct vfu_server *s)
 
 int vfu_server_listen_fd(const struct vfu_server *s)
 {
-	return vuser_tran_sock_listen_fd(s->tran);
+	return s->tran->ops->listen_fd(s->tran);
 }
 
 int vfu_server_client_fd(const struct vfu_server *s)

@@ -118,6 +118,17 @@ struct vfu_stats {
  */
 struct vfu_server *vfu_server_create(const char *socket_path, const struct vfu_device_ops *ops,
 				     void *opaque, char *err, size_t errlen);
+/*
+ * The same server over any transport (vfio-user/vuser_tran.h), which it
+ * then owns; name is for the log and socket_path().  With the memory
+ * transport (vuser_tran_mem_create) dispatch runs with no socket at all:
+ * vfu_server_accept() attaches its client, pushed messages are handled by
+ * vfu_server_handle().  NULL with err on failure (the transport is
+ * destroyed then too).
+ */
+struct vuser_tran;
+struct vfu_server *vfu_server_create_on(struct vuser_tran *tran, const char *name, const struct vfu_device_ops *ops,
+					void *opaque, char *err, size_t errlen);
 /* Closes the client (with the usual cleanup) and unlinks the socket. */
 void vfu_server_destroy(struct vfu_server *s);
 

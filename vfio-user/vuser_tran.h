@@ -5,7 +5,9 @@
  * calls it; the transport never calls the server (the seam libvfio-user
  * draws with struct transport_ops in lib/tran.h).
  *
- * The one implementation here is a UNIX stream socket (vuser_tran_sock.c):
+ * Two implementations: a UNIX stream socket (vuser_tran_sock.c, what the
+ * broker serves) and memory buffers (vuser_tran_mem.c: tests and fuzzers
+ * drive the server's dispatch with no socket at all).  The socket one:
  *
  * - Receiving: a message is read with exact lengths (header, then body),
  *   so the fds a client attaches (SCM_RIGHTS) arrive with that message and
@@ -53,8 +55,15 @@ enum vuser_rx {
 };
 
 struct vuser_tran;
+struct vuser_accept;
 
 struct vuser_tran_ops {
+	/* The fd to poll for new connections (-1: none, as in memory). */
+	int (*listen_fd)(const struct vuser_tran *t);
+	/* Accept one connection (see struct vuser_accept).  0 or -errno. */
+	int (*accept)(struct vuser_tran *t, struct vuser_accept *out);
+	/* Remove what the transport left in the file system (the socket path). */
+	void (*unlink)(struct vuser_tran *t);
 	/* Next message of the attached client. */
 	enum vuser_rx (*recv)(struct vuser_tran *t, struct vuser_msg *msg);
 	/* Close the fds recv handed over that nobody took; ready for the next one. */
@@ -91,10 +100,20 @@ struct vuser_accept {
  * mode 0600).  NULL with a sentence in err on failure.
  */
 struct vuser_tran *vuser_tran_sock_listen(const char *path, char *err, size_t errlen);
-int vuser_tran_sock_listen_fd(const struct vuser_tran *t);
-/* Accept one connection (see struct vuser_accept).  0 or -errno. */
-int vuser_tran_sock_accept(struct vuser_tran *t, struct vuser_accept *out);
-/* Unlinks the socket path too. */
-void vuser_tran_sock_unlink(struct vuser_tran *t);
+
+/*
+ * The memory transport: one client that is always there once accepted
+ * (its accept attaches it, pid = ours).  Requests are pushed whole, with
+ * fds (which the transport then owns); replies collect in a buffer that
+ * vuser_tran_mem_take() empties.  No fd to poll.
+ */
+struct vuser_tran *vuser_tran_mem_create(void);
+/* Queue one complete message (header included); 0 or -ENOMEM.  A pushed
+ * fd is closed by the transport unless the server keeps it. */
+int vuser_tran_mem_push(struct vuser_tran *t, const void *msg, size_t len, const int *fds, unsigned nfds);
+/* Copy out and remove up to cap bytes of replies; returns how many. */
+size_t vuser_tran_mem_take(struct vuser_tran *t, void *buf, size_t cap);
+/* The client hangs up: the next recv sees EOF. */
+void vuser_tran_mem_hangup(struct vuser_tran *t);
 
 #endif

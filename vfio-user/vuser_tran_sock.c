@@ -297,7 +297,14 @@ static void sock_destroy(struct vuser_tran *t)
 	free(s);
 }
 
+static int sock_listen_fd(const struct vuser_tran *t);
+static int sock_accept(struct vuser_tran *t, struct vuser_accept *out);
+static void sock_unlink(struct vuser_tran *t);
+
 static const struct vuser_tran_ops sock_ops = {
+	.listen_fd = sock_listen_fd,
+	.accept = sock_accept,
+	.unlink = sock_unlink,
 	.recv = sock_recv,
 	.msg_done = sock_msg_done,
 	.send = sock_send,
@@ -328,12 +335,12 @@ struct vuser_tran *vuser_tran_sock_listen(const char *path, char *err, size_t er
 	return &s->t;
 }
 
-int vuser_tran_sock_listen_fd(const struct vuser_tran *t)
+static int sock_listen_fd(const struct vuser_tran *t)
 {
 	return to_csock(t)->listen_fd;
 }
 
-int vuser_tran_sock_accept(struct vuser_tran *t, struct vuser_accept *out)
+static int sock_accept(struct vuser_tran *t, struct vuser_accept *out)
 {
 	struct tran_sock *s = to_sock(t);
 	int fd;
@@ -371,7 +378,7 @@ int vuser_tran_sock_accept(struct vuser_tran *t, struct vuser_accept *out)
 	return 0;
 }
 
-void vuser_tran_sock_unlink(struct vuser_tran *t)
+static void sock_unlink(struct vuser_tran *t)
 {
 	unlink(to_sock(t)->path);
 }

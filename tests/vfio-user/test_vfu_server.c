@@ -15,6 +15,7 @@
 #include "vfu_client.h"
 #include "vfu_protocol.h"
 #include "vfu_server.h"
+#include "vuser_tran.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1729,6 +1730,111 @@ static void test_stranger_refused(void **state)
 	assert_int_equal(vfu_server_peer_pid(f->s), getpid());
 }
 
+/* One request through the memory transport: push, handle, take the reply. */
+static size_t mem_roundtrip(struct vfu_server *s, struct vuser_tran *t, uint16_t id, uint16_t cmd, const void *payload,
+			    size_t len, const int *fds, unsigned nfds, struct vfu_hdr *h, uint8_t *reply, size_t cap)
+{
+	static uint8_t msg[4096];
+	struct vfu_hdr req = { .id = id, .command = cmd, .size = (uint32_t)(sizeof(req) + len) };
+	uint8_t out[8192];
+	size_t n;
+
+	assert_true(sizeof(req) + len <= sizeof(msg));
+	memcpy(msg, &req, sizeof(req));
+	if (len)
+		memcpy(msg + sizeof(req), payload, len);
+	assert_int_equal(vuser_tran_mem_push(t, msg, sizeof(req) + len, fds, nfds), 0);
+	assert_int_equal(vfu_server_handle(s), 0);
+	n = vuser_tran_mem_take(t, out, sizeof(out));
+	assert_true(n >= sizeof(*h));
+	memcpy(h, out, sizeof(*h));
+	assert_int_equal(h->size, n); /* one reply, whole */
+	assert_int_equal(h->id, id);
+	assert_int_equal(h->command, cmd);
+	assert_true(n - sizeof(*h) <= cap);
+	memcpy(reply, out + sizeof(*h), n - sizeof(*h));
+	return n - sizeof(*h);
+}
+
+/*
+ * Issue 13, item 2: the dispatch runs with no socket (the memory transport,
+ * vfio-user/vuser_tran_mem.c): VERSION, region write and read, DMA_MAP
+ * with an fd, SET_IRQS, and the client leaving, each checked on the device
+ * and in the reply bytes.
+ */
+static void test_dispatch_without_socket(void **state)
+{
+	struct fake_dev dev = { 0 };
+	struct vuser_tran *t = vuser_tran_mem_create();
+	struct vfu_server *s;
+	struct vfu_hdr h;
+	uint8_t req[1024], rep[1024];
+	char err[256];
+	size_t len;
+	int mfd, efd, fds0 = vfuc_count_fds();
+
+	(void)state;
+	assert_non_null(t);
+	s = vfu_server_create_on(t, "memory", &fake_ops, &dev, err, sizeof(err));
+	assert_non_null(s);
+	dev.s = s;
+	assert_int_equal(vfu_server_listen_fd(s), -1);
+	assert_true(vfu_server_accept(s) > 0);
+
+	len = vfuc_version_payload(req, sizeof(req), 0, 0, QEMU_CAPS);
+	assert_true(mem_roundtrip(s, t, 1, VFU_CMD_VERSION, req, len, NULL, 0, &h, rep, sizeof(rep)) >
+		    sizeof(struct vfu_version));
+	assert_false(h.flags & VFU_FLAG_ERROR);
+	assert_int_equal(dev.ready, 1);
+	assert_true(vfu_server_negotiated(s));
+
+	/* REGION_WRITE then REGION_READ of BAR0 */
+	struct vfu_region_rw rw = { .offset = 8, .region = 0, .count = 4 };
+	memcpy(req, &rw, sizeof(rw));
+	memcpy(req + sizeof(rw), "mem!", 4);
+	assert_int_equal(mem_roundtrip(s, t, 2, VFU_CMD_REGION_WRITE, req, sizeof(rw) + 4, NULL, 0, &h, rep,
+				       sizeof(rep)), sizeof(rw));
+	assert_memory_equal(dev.bar0 + 8, "mem!", 4);
+	assert_int_equal(mem_roundtrip(s, t, 3, VFU_CMD_REGION_READ, &rw, sizeof(rw), NULL, 0, &h, rep,
+				       sizeof(rep)), sizeof(rw) + 4);
+	assert_memory_equal(rep + sizeof(rw), "mem!", 4);
+
+	/* DMA_MAP with a sealed memfd: mapped and in the guest memory map */
+	mfd = make_memfd(MiB);
+	struct vfu_dma_map m = { .argsz = sizeof(m), .flags = RW, .addr = 0x100000, .size = MiB };
+	mem_roundtrip(s, t, 4, VFU_CMD_DMA_MAP, &m, sizeof(m), &mfd, 1, &h, rep, sizeof(rep));
+	assert_false(h.flags & VFU_FLAG_ERROR);
+	assert_int_equal(guest_mem_count(vfu_server_guest_mem(s)), 1);
+	assert_non_null(guest_mem_translate(vfu_server_guest_mem(s), 0x100000, 4096, true));
+
+	/* SET_IRQS with an eventfd, then a trigger reaches it */
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(efd >= 0);
+	struct vfu_irq_set is = { .argsz = sizeof(is), .flags = VFU_IRQ_SET_DATA_EVENTFD | VFU_IRQ_SET_ACTION_TRIGGER,
+				  .index = VFU_PCI_MSIX_IRQ, .start = 0, .count = 1 };
+	int dup_efd = dup(efd);
+	mem_roundtrip(s, t, 5, VFU_CMD_DEVICE_SET_IRQS, &is, sizeof(is), &dup_efd, 1, &h, rep, sizeof(rep));
+	assert_false(h.flags & VFU_FLAG_ERROR);
+	assert_int_equal(vfu_irq_trigger(s, VFU_PCI_MSIX_IRQ, 0), 0);
+	uint64_t count = 0;
+	assert_int_equal(read(efd, &count, 8), 8);
+	assert_int_equal(count, 1);
+	close(efd);
+
+	/* an unknown command: ENOSYS in the reply */
+	mem_roundtrip(s, t, 6, 99, NULL, 0, NULL, 0, &h, rep, sizeof(rep));
+	assert_true(h.flags & VFU_FLAG_ERROR);
+	assert_int_equal(h.error, ENOSYS);
+
+	/* the client leaves: the device hears of it, the memory goes */
+	vuser_tran_mem_hangup(t);
+	assert_true(vfu_server_handle(s) < 0);
+	assert_int_equal(dev.gone, 1);
+	assert_int_equal(guest_mem_count(vfu_server_guest_mem(s)), 0);
+	vfu_server_destroy(s);
+	assert_int_equal(vfuc_count_fds(), fds0); /* the memfd and the eventfd it was given are closed */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1766,6 +1872,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reader_that_never_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_file_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stranger_refused, setup, teardown),
+		cmocka_unit_test(test_dispatch_without_socket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
