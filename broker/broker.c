@@ -89,16 +89,16 @@ static enum pt_vector_state pt_sink_state(void *opaque, unsigned index, unsigned
 {
 	struct broker *b = opaque;
 
-	if (!vfu_irq_assigned(b->pt_srv, index, vector))
+	if (!vfu_server_irq_assigned(b->pt_srv, index, vector))
 		return PT_VECTOR_OFF;
-	return vfu_irq_enabled(b->pt_srv, index, vector) ? PT_VECTOR_READY : PT_VECTOR_MASKED;
+	return vfu_server_irq_enabled(b->pt_srv, index, vector) ? PT_VECTOR_READY : PT_VECTOR_MASKED;
 }
 
 static int pt_sink_trigger(void *opaque, unsigned index, unsigned vector)
 {
 	struct broker *b = opaque;
 
-	return vfu_irq_trigger(b->pt_srv, index, vector);
+	return vfu_server_irq_trigger(b->pt_srv, index, vector);
 }
 
 static int pt_region_info(void *opaque, unsigned index, uint64_t *size, uint32_t *flags)

@@ -326,7 +326,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (connected && (ctl & 0x10))
 			for (unsigned v = 0; v < MSIX_VECTORS; v++)
-				vfu_irq_trigger(server, VFU_PCI_MSIX_IRQ, v);
+				vfu_server_irq_trigger(server, VFU_PCI_MSIX_IRQ, v);
 	}
 	/* EOF: the server must notice, clean up and close its end */
 	shutdown(c, SHUT_WR);

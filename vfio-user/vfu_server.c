@@ -873,17 +873,17 @@ struct guest_mem *vfu_server_guest_mem(struct vfu_server *s)
 	return vuser_dma_guest_mem(s->dma);
 }
 
-bool vfu_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vector)
+bool vfu_server_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vector)
 {
 	return vuser_irq_assigned(s->irqs, index, vector);
 }
 
-bool vfu_irq_enabled(const struct vfu_server *s, unsigned index, unsigned vector)
+bool vfu_server_irq_enabled(const struct vfu_server *s, unsigned index, unsigned vector)
 {
 	return vuser_irq_enabled(s->irqs, index, vector);
 }
 
-int vfu_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector)
+int vfu_server_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector)
 {
 	return vuser_irq_trigger(s->irqs, index, vector);
 }

@@ -17,6 +17,10 @@
  *
  * Region and IRQ indices are Linux VFIO's (VFIO_PCI_*_REGION_INDEX,
  * VFIO_PCI_*_IRQ_INDEX from <linux/vfio.h>).
+ *
+ * Every public name starts with vfu_server_ (or is a vfu_ type of this
+ * project's), never one of libvfio-user's functions (vfu_irq_trigger,
+ * vfu_create_ctx...), which readers of this field know by heart.
  */
 #ifndef VFA_VFU_SERVER_H
 #define VFA_VFU_SERVER_H
@@ -50,7 +54,7 @@ struct vfu_device_ops {
 	unsigned (*irq_count)(void *opaque, unsigned index);
 	/*
 	 * After DEVICE_SET_IRQS changed eventfds or masks of that index (also
-	 * when a disable/reset clears them).  Query with vfu_irq_enabled().
+	 * when a disable/reset clears them).  Query with vfu_server_irq_enabled().
 	 */
 	void (*irqs_changed)(void *opaque, unsigned index);
 	/* DEVICE_RESET.  0 or -errno. */
@@ -166,15 +170,15 @@ void vfu_server_disconnect(struct vfu_server *s);
 struct guest_mem *vfu_server_guest_mem(struct vfu_server *s);
 
 /* The vector has an eventfd and is not masked. */
-bool vfu_irq_enabled(const struct vfu_server *s, unsigned index, unsigned vector);
+bool vfu_server_irq_enabled(const struct vfu_server *s, unsigned index, unsigned vector);
 /* The vector has an eventfd (masked or not). */
-bool vfu_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vector);
+bool vfu_server_irq_assigned(const struct vfu_server *s, unsigned index, unsigned vector);
 /*
  * Signal the vector: write its eventfd.  If it is masked, latch it pending
  * and fire on unmask.  0, or -ENOENT (no eventfd: dropped, counted nowhere),
  * -EINVAL (bad index/vector), -errno from write.
  */
-int vfu_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector);
+int vfu_server_irq_trigger(struct vfu_server *s, unsigned index, unsigned vector);
 
 /*
  * Inside a region_write callback: true when the client does not wait for

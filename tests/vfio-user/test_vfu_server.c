@@ -997,38 +997,38 @@ static void test_irqs_eventfd(void **state)
 	for (int i = 0; i < 4; i++)
 		efd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	/* nothing assigned yet */
-	assert_false(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 0));
-	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 0), -ENOENT);
-	assert_int_equal(vfu_irq_trigger(f->s, 7, 0), -EINVAL);
+	assert_false(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 0));
+	assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 0), -ENOENT);
+	assert_int_equal(vfu_server_irq_trigger(f->s, 7, 0), -EINVAL);
 
 	/* vectors 2..5 get eventfds */
 	set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 2, 4, NULL, efd, 4, 0);
 	assert_int_equal(f->dev.irqs_changed[VFU_PCI_MSIX_IRQ], 1);
-	assert_false(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 1));
+	assert_false(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 1));
 	for (unsigned v = 2; v < 6; v++)
-		assert_true(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, v));
-	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 3), 0);
+		assert_true(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, v));
+	assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 3), 0);
 	assert_int_equal(drain(efd[1]), 1);
 	assert_int_equal(drain(efd[0]), 0);
 
 	/* mask vector 3: a trigger is latched, then fires on unmask */
 	set_irqs(f, VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_MASK, VFU_PCI_MSIX_IRQ, 3, 1, NULL, NULL, 0, 0);
-	assert_false(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 3));
-	assert_true(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 3));
-	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 3), 0);
-	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 3), 0);
+	assert_false(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 3));
+	assert_true(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 3));
+	assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 3), 0);
+	assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 3), 0);
 	assert_int_equal(drain(efd[1]), 0);
 	set_irqs(f, VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_UNMASK, VFU_PCI_MSIX_IRQ, 3, 1, NULL, NULL, 0, 0);
 	assert_int_equal(drain(efd[1]), 1);
-	assert_true(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 3));
+	assert_true(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 3));
 
 	/* masks by bool: vectors 2 and 4 of 2..5 */
 	set_irqs(f, VFU_IRQ_SET_DATA_BOOL | VFU_IRQ_SET_ACTION_MASK, VFU_PCI_MSIX_IRQ, 2, 4,
 		 (const uint8_t[]){ 1, 0, 1, 0 }, NULL, 0, 0);
-	assert_false(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 2));
-	assert_true(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 3));
-	assert_false(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 4));
-	assert_true(vfu_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 5));
+	assert_false(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 2));
+	assert_true(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 3));
+	assert_false(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 4));
+	assert_true(vfu_server_irq_enabled(f->s, VFU_PCI_MSIX_IRQ, 5));
 	set_irqs(f, VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_UNMASK, VFU_PCI_MSIX_IRQ, 0, MSIX_VECTORS, NULL,
 		 NULL, 0, 0);
 
@@ -1043,14 +1043,14 @@ static void test_irqs_eventfd(void **state)
 
 	/* de-assign vectors 4..5 (eventfd action with no fds: QEMU's fd -1) */
 	set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 4, 2, NULL, NULL, 0, 0);
-	assert_false(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 4));
-	assert_true(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 3));
-	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 4), -ENOENT);
+	assert_false(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 4));
+	assert_true(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 3));
+	assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 4), -ENOENT);
 
 	/* count 0: the whole index is disabled */
 	set_irqs(f, NONE_TRIG, VFU_PCI_MSIX_IRQ, 0, 0, NULL, NULL, 0, 0);
-	assert_false(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 2));
-	assert_false(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 3));
+	assert_false(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 2));
+	assert_false(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 3));
 	/* INTx, ERR and REQ have no vectors, but may be disabled */
 	set_irqs(f, NONE_TRIG, VFU_PCI_INTX_IRQ, 0, 0, NULL, NULL, 0, 0);
 	set_irqs(f, NONE_TRIG, VFU_PCI_ERR_IRQ, 0, 0, NULL, NULL, 0, 0);
@@ -1061,7 +1061,7 @@ static void test_irqs_eventfd(void **state)
 
 	/* MSI: one vector */
 	set_irqs(f, EVT, VFU_PCI_MSI_IRQ, 0, 1, NULL, efd, 1, 0);
-	assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSI_IRQ, 0), 0);
+	assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSI_IRQ, 0), 0);
 	assert_int_equal(drain(efd[0]), 1);
 	/* a pipe is an interrupt too (QEMU's notifier where eventfd is missing) */
 	{
@@ -1071,7 +1071,7 @@ static void test_irqs_eventfd(void **state)
 		assert_int_equal(pipe(pfd), 0);
 		set_irqs(f, EVT, VFU_PCI_MSI_IRQ, 0, 1, NULL, &pfd[1], 1, 0);
 		close(pfd[1]);
-		assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSI_IRQ, 0), 0);
+		assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSI_IRQ, 0), 0);
 		assert_int_equal(read(pfd[0], &v, sizeof(v)), (ssize_t)sizeof(v));
 		assert_int_equal(v, 1);
 		set_irqs(f, EVT, VFU_PCI_MSI_IRQ, 0, 1, NULL, NULL, 0, 0);
@@ -1125,7 +1125,7 @@ static void test_irqs_errors(void **state)
 		bad[1] = mfd;
 		set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 0, 2, NULL, bad, 2, EINVAL);
 		set_irqs(f, EVT, VFU_PCI_MSIX_IRQ, 0, 1, NULL, &sv[0], 1, EINVAL);
-		assert_int_equal(vfu_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 1), -ENOENT);
+		assert_int_equal(vfu_server_irq_trigger(f->s, VFU_PCI_MSIX_IRQ, 1), -ENOENT);
 		assert_int_equal(fstat(mfd, &st), 0);
 		assert_int_equal(st.st_size, 4096);
 		assert_int_equal(lseek(mfd, 0, SEEK_CUR), 0);
@@ -1144,7 +1144,7 @@ static void test_irqs_errors(void **state)
 		expect_error(f, VFU_CMD_DEVICE_SET_IRQS, &is, 12, EINVAL);
 	}
 	assert_int_equal(f->dev.irqs_changed[VFU_PCI_MSIX_IRQ], changed);
-	assert_false(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 0));
+	assert_false(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 0));
 	for (int i = 0; i < 3; i++)
 		close(efd[i]);
 }
@@ -1349,7 +1349,7 @@ static void test_disconnect_cleanup(void **state)
 	assert_true(f->dev.unmaps[0].still_in_guest_mem);
 	assert_true(f->dev.unmaps[1].still_in_guest_mem);
 	assert_int_equal(guest_mem_count(gm), 0);
-	assert_false(vfu_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 0));
+	assert_false(vfu_server_irq_assigned(f->s, VFU_PCI_MSIX_IRQ, 0));
 	/* the eventfd and the server's end of the socket, plus our end */
 	assert_int_equal(vfuc_count_fds(), before - 3);
 	assert_int_equal(vfu_server_client_fd(f->s), -1);
@@ -1815,7 +1815,7 @@ static void test_dispatch_without_socket(void **state)
 	int dup_efd = dup(efd);
 	mem_roundtrip(s, t, 5, VFU_CMD_DEVICE_SET_IRQS, &is, sizeof(is), &dup_efd, 1, &h, rep, sizeof(rep));
 	assert_false(h.flags & VFU_FLAG_ERROR);
-	assert_int_equal(vfu_irq_trigger(s, VFU_PCI_MSIX_IRQ, 0), 0);
+	assert_int_equal(vfu_server_irq_trigger(s, VFU_PCI_MSIX_IRQ, 0), 0);
 	uint64_t count = 0;
 	assert_int_equal(read(efd, &count, 8), 8);
 	assert_int_equal(count, 1);
