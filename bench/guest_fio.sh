@@ -1,12 +1,14 @@
 #!/bin/bash
 # bench_guest_fio: 4 KiB random reads (fio, libaio) at QD1 and QD32 in a TCG
-# x86_64 guest, apple_dma over a dart=apple broker against the DART-off
-# reference (dart=identity, no module), in one run.  The two modes alternate
-# guest by guest (module, identity, module, ...), so that both see the same
-# machine load; each guest boot measures QD1 and QD32 once.
-# Prints per mode and queue depth the median IOPS, doorbells per 1,000 I/Os,
-# and the IOPS ratio module / identity.  TCG makes absolute IOPS small; the
-# ratio and the doorbell rate are the figures that carry over.
+# x86_64 guest, apple_dma over a dart=apple broker in its lazy (default)
+# and strict modes against the DART-off reference (dart=identity, no
+# module), in one run.  The modes alternate guest by guest (lazy, strict,
+# identity, lazy, ...), so that all see the same machine load; each guest
+# boot measures QD1 and QD32 once.  Prints per mode and queue depth the
+# median IOPS, doorbells per 1,000 I/Os, and the IOPS ratio to identity.
+# Then one 4-vCPU guest (lazy) measures numjobs=1 against numjobs=4 (QD8
+# each).  TCG makes absolute IOPS small; the ratios and the doorbell rate
+# are the figures that carry over.
 #
 # Env: BENCH_KERNEL (6_1), BENCH_RUNTIME (s per run, 10), BENCH_REPS (3),
 #      VFA_BIN (the build's vfio-apple), VFA_CACHE.
@@ -44,19 +46,23 @@ make_initrd() { # mode
 		--ko "$ko" --script "$WORK/$mode.sh" >/dev/null 2>&1 || die "mkinitramfs failed"
 }
 
-run_mode() { # mode dart
+run_mode() { # mode dart [QEMU args]
 	local mode=$1 dart=$2
+	shift 2
 	start_broker "$mode" "sim:nvme,size=256M,dart=$dart"
-	run_x86_guest "$mode" "$KERNEL" "$WORK/$mode.cpio.gz" $((180 + 4 * (runtime + 5))) >/dev/null
+	run_x86_guest "$mode" "$KERNEL" "$WORK/$mode.cpio.gz" $((180 + 4 * (runtime + 5))) "$@" >/dev/null
 	stop_broker_only
 	grep -a 'VFA-RESULT bench_mode=' "$CONSOLE" | tr -d '\r' >>"$WORK/$mode.results"
 	grep -aq 'VFA-RESULT bench=done' "$CONSOLE" || { show_context; die "the $mode guest did not finish"; }
 }
 
 make_initrd module
+make_initrd strict
 make_initrd identity
+make_initrd scale
 for _ in $(seq "$reps"); do
 	run_mode module apple
+	run_mode strict apple
 	run_mode identity identity
 done
 
@@ -71,10 +77,19 @@ per_kio() {
 }
 
 echo "bench_guest_fio: kernel $tag, 4 KiB randread, ${runtime} s x $reps per point, TCG"
-printf '%-4s %14s %14s %8s %20s\n' QD "module IOPS" "identity IOPS" ratio "doorbells/1000 I/O"
-for qd in 1 32; do
-	m=$(median "$WORK/module.results" $qd iops)
-	i=$(median "$WORK/identity.results" $qd iops)
-	r=$(awk -v m="$m" -v i="$i" 'BEGIN { printf "%.3f", i ? m / i : 0 }')
-	printf '%-4s %14s %14s %8s %20s\n' "$qd" "$m" "$i" "$r" "$(per_kio "$WORK/module.results" $qd)"
+printf '%-8s %-4s %10s %14s %8s %20s\n' mode QD IOPS "identity IOPS" ratio "doorbells/1000 I/O"
+for mode in module strict; do
+	for qd in 1 32; do
+		m=$(median "$WORK/$mode.results" $qd iops)
+		i=$(median "$WORK/identity.results" $qd iops)
+		r=$(awk -v m="$m" -v i="$i" 'BEGIN { printf "%.3f", i ? m / i : 0 }')
+		printf '%-8s %-4s %10s %14s %8s %20s\n' "${mode/module/lazy}" "$qd" "$m" "$i" "$r" \
+			"$(per_kio "$WORK/$mode.results" $qd)"
+	done
 done
+
+# numjobs scaling: one 4-vCPU guest, lazy module, QD8 per job.
+run_mode scale apple -smp 4
+j1=$(grep ' jobs=1 ' "$WORK/scale.results" | tr ' ' '\n' | sed -n 's/^iops=//p')
+j4=$(grep ' jobs=4 ' "$WORK/scale.results" | tr ' ' '\n' | sed -n 's/^iops=//p')
+echo "bench_guest_fio: 4 vCPUs, lazy, 4 KiB randread QD8 per job: numjobs=1 ${j1:-0} IOPS, numjobs=4 ${j4:-0} IOPS, ratio $(awk -v a="${j4:-0}" -v b="${j1:-0}" 'BEGIN { printf "%.2f", b ? a / b : 0 }')"

@@ -167,9 +167,9 @@ static bool strict;
 module_param(strict, bool, 0444);
 MODULE_PARM_DESC(strict, "Strict isolation: the device reaches only the granules of buffers mapped now (sub-granule buffers bounce), unmapped within one timer tick of the last unmap (default N: lazy)");
 
-static unsigned int idle_ms = 5;
+static unsigned int idle_ms = 3;
 module_param(idle_ms, uint, 0444);
-MODULE_PARM_DESC(idle_ms, "Lazy mode: an idle window is unmapped once idle this long, 1..5 ms (default 5; the release comes at most one timer tick later)");
+MODULE_PARM_DESC(idle_ms, "Lazy mode: an idle window is unmapped once idle this long and unused for one pass of the idle worker (one timer tick or idle_ms apart), 1..5 ms (default 3)");
 
 static bool v2_only;
 module_param(v2_only, bool, 0444);
@@ -219,6 +219,7 @@ struct ad_window {
 	u64 idle_since;		/* ktime (ns) of the put that left it without users */
 	struct page *free_page;	/* pages to free once the host let go of them */
 	atomic_t refs;
+	u8 used;		/* lazy: put since the idle worker last looked */
 	u8 free_order;
 	u8 state;
 	u8 kind;
@@ -715,6 +716,7 @@ static bool ad_win_put(struct apple_dma *ad, struct ad_window *w)
 		return false;
 	if (left == 0 && w->kind == AD_KIND_SHARED) {
 		WRITE_ONCE(w->idle_since, ktime_get_ns());
+		WRITE_ONCE(w->used, 1);
 		ad_kick_idle(ad);
 	}
 	return true;
@@ -1394,8 +1396,14 @@ static void ad_idle_scan(struct apple_dma *ad, bool *rearm)
 			if (!ad_win_idle(w))
 				continue;
 			age = now - min(now, READ_ONCE(w->idle_since));
-			if (!ad->strict && age < ad->idle_ns) {
-				soonest = min(soonest, ad->idle_ns - age);
+			/*
+			 * Lazy: idle for idle_ms and not used since the last
+			 * pass, so that a window in steady use is not released
+			 * because the vCPU (or this worker) ran late.
+			 */
+			if (!ad->strict && (READ_ONCE(w->used) || age < ad->idle_ns)) {
+				WRITE_ONCE(w->used, 0);
+				soonest = min(soonest, ad->idle_ns);
 				continue;
 			}
 			if (!ad_win_claim(ad, w))
@@ -1547,7 +1555,7 @@ static dma_addr_t ad_map_mmio(struct device *dev)
 	return DMA_MAPPING_ERROR;
 }
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 18, 0)
+#ifdef AD_HAVE_MAP_PHYS	/* Kbuild compile probe */
 static dma_addr_t ad_map_phys(struct device *dev, phys_addr_t phys, size_t size,
 			      enum dma_data_direction dir, unsigned long attrs)
 {
@@ -1897,7 +1905,7 @@ static void ad_init_ops(struct dma_map_ops *ops)
 	ops->free_pages = ad_free_pages;
 	ops->mmap = ad_mmap;
 	ops->get_sgtable = ad_get_sgtable;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 18, 0)
+#ifdef AD_HAVE_MAP_PHYS	/* Kbuild compile probe */
 	ops->map_phys = ad_map_phys;
 	ops->unmap_phys = ad_unmap_phys;
 #else
@@ -2999,8 +3007,8 @@ static struct ad_fake *ad_fake_create(const struct ad_fake_cfg *cfg)
 	ad->window = cfg->strict ? SZ_16K : SZ_2M;
 	ad->budget_bytes = cfg->budget_bytes ? cfg->budget_bytes : SZ_1G;
 	ad->budget_mappings = cfg->windows ? cfg->windows : 32;
-	ad->idle_ns = 5 * NSEC_PER_MSEC;
-	ad->idle_delay = cfg->strict ? 1 : max(1UL, msecs_to_jiffies(5));
+	ad->idle_ns = 3 * NSEC_PER_MSEC;
+	ad->idle_delay = cfg->strict ? 1 : max(1UL, msecs_to_jiffies(3));
 	if (ad_alloc_state(ad))
 		goto fail;
 	ad_set_cmd(ad, ad->cmd_gpa);
@@ -3389,7 +3397,7 @@ static const char *ad_t_mmio_max(void)
 	if (!f)
 		return "mmio_setup";
 	before = f->ad->stats.doorbells;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 18, 0)
+#ifdef AD_HAVE_MAP_PHYS	/* Kbuild compile probe */
 	bus = f->ad->ops.map_phys(&f->dev, 0xfe000000, SZ_4K, DMA_BIDIRECTIONAL, DMA_ATTR_MMIO);
 #else
 	bus = f->ad->ops.map_resource(&f->dev, 0xfe000000, SZ_4K, DMA_BIDIRECTIONAL, 0);

@@ -97,8 +97,10 @@ run_apple() {
 	check "doorbells rang ($(result io_doorbells))" gt "$(result io_doorbells)" 0
 	check "cache hits ($(result io_cache_hits)) outnumber misses ($(result io_cache_misses)) 20:1" \
 		gt "$(result io_cache_hits)" "$(($(result io_cache_misses) * 20))"
-	check "steady state: 4096 reads, at most 2 doorbells ($(result steady_doorbells))" \
-		gt 3 "$(result steady_doorbells)"
+	# fio's buffers are mapped once and, idle after the run, unmapped by
+	# the lazy release: a handful of doorbells, whatever the I/O count.
+	check "steady state: 4096 reads, at most 6 doorbells ($(result steady_doorbells))" \
+		gt 7 "$(result steady_doorbells)"
 	check "no failed mapping" eq "$(result io_failures)" 0
 	check "no unknown unmap" eq "$(result io_unknown_unmaps)" 0
 	check "the device holds what the module counts ($(result io_live_mappings) mappings)" \
