@@ -33,6 +33,7 @@
 #include "qemu/main-loop.h"
 #include "qemu/module.h"
 #include "qemu/range.h"
+#include "qemu/cutils.h"
 #include "hw/pci/msi.h"
 #include "hw/pci/msix.h"
 #include "hw/pci/pci.h"
@@ -215,6 +216,29 @@ static void vap_map_bar_direct(VFIOApplePCIState *s, unsigned nr,
     }
 }
 
+/* "BAR0 16K trapped, BAR4 16K (8K direct)": for the log and QMP. */
+static void vap_note_bar(VFIOApplePCIState *s, unsigned nr, uint64_t size)
+{
+    VFIOAppleBar *bar = &s->bars[nr];
+    uint64_t direct = 0;
+    g_autofree char *sz = size_to_str(size);
+    g_autofree char *old = s->bar_layout;
+    g_autofree char *mode = NULL;
+
+    for (unsigned i = 0; i < bar->ndirect; i++) {
+        direct += memory_region_size(&bar->direct[i]);
+    }
+    if (direct) {
+        g_autofree char *dsz = size_to_str(direct);
+
+        mode = g_strdup_printf("(%s mapped directly, the rest trapped)", dsz);
+    } else {
+        mode = g_strdup("trapped");
+    }
+    s->bar_layout = g_strdup_printf("%s%sBAR%u %s %s", old ? old : "",
+                                    old ? ", " : "", nr, sz, mode);
+}
+
 static bool vap_setup_bars(VFIOApplePCIState *s, Error **errp)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
@@ -284,6 +308,7 @@ static bool vap_setup_bars(VFIOApplePCIState *s, Error **errp)
             vap_map_bar_direct(s, nr, size, holes, nholes);
         }
         pci_register_bar(pdev, nr, type, &bar->mr);
+        vap_note_bar(s, nr, size);
     }
 
     if (s->msix_pos) {
@@ -652,6 +677,8 @@ static void vap_teardown(VFIOApplePCIState *s)
         s->hd = NULL;
     }
     migrate_del_blocker(&s->migration_blocker);
+    g_free(s->bar_layout);
+    s->bar_layout = NULL;
 }
 
 static void vap_realize(PCIDevice *pdev, Error **errp)
@@ -757,10 +784,11 @@ static void vap_realize(PCIDevice *pdev, Error **errp)
     }
     id = passthrough_identity(s->pt);
     info_report("vfio-apple-pci: %s (host %02x:%02x.%x %04x:%04x) at "
-                "%02x:%02x.%x%s", s->host, id->bus, id->device, id->function,
-                id->vendor_id, id->device_id, pci_dev_bus_num(pdev),
-                PCI_SLOT(pdev->devfn), PCI_FUNC(pdev->devfn),
-                s->companion ? ", apple-dma-pci companion bound" : "");
+                "%02x:%02x.%x; %s%s", s->host, id->bus, id->device,
+                id->function, id->vendor_id, id->device_id,
+                pci_dev_bus_num(pdev), PCI_SLOT(pdev->devfn),
+                PCI_FUNC(pdev->devfn), s->bar_layout ? s->bar_layout : "no BARs",
+                s->companion ? "; apple-dma-pci companion bound" : "");
     return;
 
 fail:
@@ -899,6 +927,13 @@ static char *vap_get_companion_path(Object *obj, Error **errp)
                         : g_strdup("");
 }
 
+static char *vap_get_bar_layout(Object *obj, Error **errp)
+{
+    VFIOApplePCIState *s = VFIO_APPLE_PCI(obj);
+
+    return g_strdup(s->bar_layout ? s->bar_layout : "");
+}
+
 static bool vap_get_dma_stats_known(Object *obj, Error **errp)
 {
     VFIOApplePCIState *s = VFIO_APPLE_PCI(obj);
@@ -936,6 +971,8 @@ static void vap_class_init(ObjectClass *klass, const void *data)
     }
     object_class_property_add_str(klass, "companion-path",
                                   vap_get_companion_path, NULL);
+    object_class_property_add_str(klass, "bar-layout", vap_get_bar_layout,
+                                  NULL);
     object_class_property_add_bool(klass, "dma-stats-known",
                                    vap_get_dma_stats_known, NULL);
 }

@@ -57,6 +57,7 @@ struct VFIOApplePCIState {
     unsigned identity_regions;  /* identity mode: RAM sections registered */
 
     VFIOAppleBar bars[VFIO_APPLE_NUM_BARS];
+    char *bar_layout;          /* "BAR0 16K trapped, BAR4 16K 8K-direct" */
     uint8_t emulated[PCIE_CONFIG_SPACE_SIZE]; /* 0xff: byte served by QEMU */
     uint8_t msix_pos, msi_pos;
     uint8_t msix_table_bir, msix_pba_bir;
