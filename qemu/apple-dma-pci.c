@@ -121,6 +121,7 @@ void apple_dma_pci_ram_removed(AppleDMAPCIState *s, uint64_t gpa, uint64_t len)
 typedef struct AppleDMAFind {
     AppleDMAPCIState *s;
     VFIOApplePCIState *match;
+    VFIOApplePCIState *served; /* matches, but has a companion already */
 } AppleDMAFind;
 
 /* A managed function for a companion given on the command line. */
@@ -134,11 +135,17 @@ static void apple_dma_find_managed(PCIBus *bus, PCIDevice *pdev, void *opaque)
         return;
     }
     m = VFIO_APPLE_PCI(pdev);
-    if (!m->pt || m->companion) {
-        return; /* not realized yet, or served already */
+    if (!m->pt) {
+        return; /* not realized yet: it finds us when it is */
     }
     if (f->s->managed_bdf != APPLE_DMA_UNSET &&
         f->s->managed_bdf != pci_get_bdf(pdev)) {
+        return;
+    }
+    if (m->companion) {
+        if (f->s->managed_bdf != APPLE_DMA_UNSET) {
+            f->served = m;
+        }
         return;
     }
     if (f->s->host_bus != APPLE_DMA_UNSET) {
@@ -201,6 +208,15 @@ static void apple_dma_realize(PCIDevice *pdev, Error **errp)
     pci_for_each_device_under_bus(pci_device_root_bus(pdev),
                                   apple_dma_find_managed, &f);
     if (f.match && !apple_dma_pci_bind(s, f.match, errp)) {
+        return;
+    }
+    if (!f.match && f.served) {
+        PCIDevice *m = PCI_DEVICE(f.served);
+
+        error_setg(errp, "vfio-apple-pci at %02x:%02x.%x already has a "
+                   "companion (created for it): give -device apple-dma-pci "
+                   "before it, or companion=off on it", pci_dev_bus_num(m),
+                   PCI_SLOT(m->devfn), PCI_FUNC(m->devfn));
         return;
     }
     if (!s->core) {

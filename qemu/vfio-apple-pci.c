@@ -42,6 +42,7 @@
 #include "migration/blocker.h"
 #include "migration/vmstate.h"
 #include "system/address-spaces.h"
+#include "system/hvf.h"
 #include "vfio-apple.h"
 
 #include "backends.h"
@@ -239,6 +240,24 @@ static void vap_note_bar(VFIOApplePCIState *s, unsigned nr, uint64_t size)
                                     old ? ", " : "", nr, sz, mode);
 }
 
+/*
+ * Map BARs straight into the guest?  Not under HVF by default: QEMU's HVF
+ * maps every RAM-backed region executable (accel/hvf/hvf-all.c), and
+ * device memory mapped executable into a guest can panic a Mac.  Trapped
+ * accesses are slower but safe; direct-bars=on overrides.
+ */
+static bool vap_direct_bars(VFIOApplePCIState *s)
+{
+    switch (s->direct_bars) {
+    case ON_OFF_AUTO_ON:
+        return true;
+    case ON_OFF_AUTO_OFF:
+        return false;
+    default:
+        return !hvf_enabled();
+    }
+}
+
 static bool vap_setup_bars(VFIOApplePCIState *s, Error **errp)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
@@ -305,7 +324,9 @@ static bool vap_setup_bars(VFIOApplePCIState *s, Error **errp)
                     ROUND_UP((uint64_t)pba_off + DIV_ROUND_UP(nentries, 64) * 8,
                              page) };
             }
-            vap_map_bar_direct(s, nr, size, holes, nholes);
+            if (vap_direct_bars(s)) {
+                vap_map_bar_direct(s, nr, size, holes, nholes);
+            }
         }
         pci_register_bar(pdev, nr, type, &bar->mr);
         vap_note_bar(s, nr, size);
@@ -948,6 +969,8 @@ static const Property vap_properties[] = {
                           companion_devfn, -1),
     DEFINE_PROP_UINT32("companion-max-entries", VFIOApplePCIState,
                        companion_max_entries, 4096),
+    DEFINE_PROP_ON_OFF_AUTO("direct-bars", VFIOApplePCIState, direct_bars,
+                            ON_OFF_AUTO_AUTO),
 };
 
 static void vap_class_init(ObjectClass *klass, const void *data)

@@ -15,6 +15,7 @@
 #include "hw/pci/pci_device.h"
 #include "system/memory.h"
 #include "qom/object.h"
+#include "qapi/qapi-types-common.h"
 
 #define TYPE_VFIO_APPLE_PCI "vfio-apple-pci"
 #define TYPE_APPLE_DMA_PCI "apple-dma-pci"
@@ -47,6 +48,7 @@ struct VFIOApplePCIState {
     bool companion_auto;     /* create an apple-dma-pci next to it */
     int32_t companion_devfn; /* where (-1: the first free slot) */
     uint32_t companion_max_entries;
+    OnOffAuto direct_bars;   /* auto: off under HVF (see vap_direct_bars) */
 
     struct host_device *hd;
     bool claimed;
