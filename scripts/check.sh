@@ -28,6 +28,9 @@ stage() {
 stage unit make -s check-unit
 stage sanitizers make -s check-san
 stage valgrind make -s check-valgrind
+# The code a Mac build compiles (core, darwin backend, qemu/): no
+# _GNU_SOURCE, no Linux-only call outside common/compat.c's Linux branch.
+stage portability ./scripts/check-portability.sh
 stage fuzz make -s check-fuzz
 # End-to-end with real QEMU 11.1 guests under TCG (provision/, tests/e2e/):
 # provisioning is cached in $VFA_CACHE, so only the first run pays for it.
