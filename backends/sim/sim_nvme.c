@@ -89,6 +89,7 @@ static bool ctrl_to(struct sim_nvme *n, enum nvme_ctrl_state to)
 	if (!ctrl_legal[n->state][to]) {
 		log_error("sim nvme: illegal controller transition %s -> %s (not taken)", ctrl_state_names[n->state],
 			  ctrl_state_names[to]);
+		n->stats.illegal_transitions++;
 		return false;
 	}
 	n->state = to;
@@ -717,5 +718,6 @@ void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out)
 	*out = n->stats;
 	out->aers_held = n->aers_held;
 	out->fatal = (n->csts & CSTS_CFS) != 0;
+	out->state = n->state;
 }
 

@@ -78,7 +78,16 @@ struct sim_nvme_stats {
 	uint64_t interrupts_masked; /* completions whose vector was not enabled */
 	uint64_t aers_held;       /* Async Event Requests outstanding now */
 	uint64_t kicks_deferred;  /* doorbells whose commands outran one kick's budget */
+	unsigned state;           /* enum sim_nvme_state */
+	uint64_t illegal_transitions; /* state changes the table refused (logged; a model bug) */
 	bool fatal;               /* CSTS.CFS */
+};
+/* The controller's state (sim_nvme.c keeps it in step with CSTS). */
+enum sim_nvme_state {
+	SIM_NVME_DISABLED, /* CC.EN 0 */
+	SIM_NVME_READY,    /* CSTS.RDY: queues run */
+	SIM_NVME_SHUTDOWN, /* CC.SHN done */
+	SIM_NVME_FATAL,    /* CSTS.CFS: a reset is needed */
 };
 /* All zero for a host device that is not a sim NVMe. */
 void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out);

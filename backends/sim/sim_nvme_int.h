@@ -158,10 +158,10 @@ struct prp_seg {
  * anywhere.
  */
 enum nvme_ctrl_state {
-	NVME_CTRL_DISABLED, /* CC.EN 0: registers may be set up */
-	NVME_CTRL_READY,    /* CSTS.RDY: queues run */
-	NVME_CTRL_SHUTDOWN, /* CC.SHN done: no command runs until CC.EN goes 0 (or a new enable) */
-	NVME_CTRL_FATAL,    /* CSTS.CFS: only a reset helps */
+	NVME_CTRL_DISABLED = SIM_NVME_DISABLED, /* CC.EN 0: registers may be set up */
+	NVME_CTRL_READY = SIM_NVME_READY,       /* CSTS.RDY: queues run */
+	NVME_CTRL_SHUTDOWN = SIM_NVME_SHUTDOWN, /* CC.SHN done: no command runs until CC.EN goes 0 (or a new enable) */
+	NVME_CTRL_FATAL = SIM_NVME_FATAL,       /* CSTS.CFS: only a reset helps */
 	NVME_CTRL_NSTATES,
 };
 

@@ -676,7 +676,11 @@ static void test_aer_and_shutdown(void **state)
 	struct drv_cqe cqe;
 	struct sim_nvme_stats st;
 
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.state, SIM_NVME_DISABLED);
 	drv_enable(d);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.state, SIM_NVME_READY);
 	for (int i = 0; i < 4; i++) {
 		drv_queue_cmd(d, 0, &c);
 		drv_ring(d, 0);
@@ -691,10 +695,19 @@ static void test_aer_and_shutdown(void **state)
 	assert_int_equal((drv_reg32(d, 0x1c) >> 2) & 3, 2);
 	sim_nvme_get_stats(d->hd, &st);
 	assert_int_equal(st.aers_held, 0);
+	assert_int_equal(st.state, SIM_NVME_SHUTDOWN);
+	/* shut down: a doorbell runs nothing */
+	drv_queue_cmd(d, 0, &(struct drv_cmd){ .opcode = 0x06, .cdw10 = 1 });
+	drv_ring(d, 0);
+	assert_false(drv_reap(d, 0, &cqe));
 	/* Disable and enable again: the controller works. */
 	drv_enable(d);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.state, SIM_NVME_READY);
 	assert_int_equal((drv_reg32(d, 0x1c) >> 2) & 3, 0);
 	assert_int_equal(drv_create_io_queue(d, 1, DRV_QDEPTH), 0);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.illegal_transitions, 0);
 }
 
 static void test_reset_mid_traffic(void **state)
@@ -984,6 +997,49 @@ static void test_doorbell_work_bounded(void **state)
 	assert_false(st.fatal);
 }
 
+static unsigned ctrl_state(struct drv *d)
+{
+	struct sim_nvme_stats st;
+
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.illegal_transitions, 0);
+	return st.state;
+}
+
+/*
+ * Issue 13, item 6: the controller's states follow CSTS through every legal
+ * transition of ctrl_legal[] (sim_nvme.c), and none is refused.
+ */
+static void test_controller_states(void **state)
+{
+	struct drv *d = *state;
+	const uint32_t good = (4u << 20) | (6u << 16); /* IOCQES 16 B, IOSQES 64 B */
+
+	assert_int_equal(ctrl_state(d), SIM_NVME_DISABLED);
+	/* an enable with a bad setup: fatal (CFS), and CC.EN 0 clears it */
+	drv_wreg32(d, 0x24, 0x001f001f);
+	drv_wreg32(d, 0x14, 1); /* IOSQES 0 */
+	assert_int_equal(ctrl_state(d), SIM_NVME_FATAL);
+	assert_true(drv_reg32(d, 0x1c) & 2);
+	drv_wreg32(d, 0x14, 0);
+	assert_int_equal(ctrl_state(d), SIM_NVME_DISABLED);
+	/* ready, shut down, disabled */
+	drv_enable(d);
+	assert_int_equal(ctrl_state(d), SIM_NVME_READY);
+	drv_wreg32(d, 0x14, good | 1 | (1u << 14));
+	assert_int_equal(ctrl_state(d), SIM_NVME_SHUTDOWN);
+	drv_wreg32(d, 0x14, good);
+	assert_int_equal(ctrl_state(d), SIM_NVME_DISABLED);
+	/* a shutdown asked while disabled, then an enable: ready */
+	drv_wreg32(d, 0x14, good | (1u << 14));
+	assert_int_equal(ctrl_state(d), SIM_NVME_SHUTDOWN);
+	drv_enable(d);
+	assert_int_equal(ctrl_state(d), SIM_NVME_READY);
+	/* a function-level reset: disabled from anywhere */
+	assert_int_equal(d->hd->ops->reset(d->hd), 0);
+	assert_int_equal(ctrl_state(d), SIM_NVME_DISABLED);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1006,6 +1062,7 @@ int main(void)
 		cmocka_unit_test(test_identity_dart),
 		cmocka_unit_test(test_file_backing),
 		cmocka_unit_test_setup_teardown(test_doorbell_work_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_controller_states, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

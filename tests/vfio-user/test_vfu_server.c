@@ -1835,6 +1835,67 @@ static void test_dispatch_without_socket(void **state)
 	assert_int_equal(vfuc_count_fds(), fds0); /* the memfd and the eventfd it was given are closed */
 }
 
+/*
+ * The transport's output queue is bounded: what the socket does not take
+ * waits (up to VUSER_TXQ_MAX bytes), more is refused with -ENOBUFS (the
+ * server then drops the client), and a reader gets every queued byte in
+ * order.  (Through the server this cannot happen today: it stops reading
+ * requests at VUSER_TXQ_PAUSE and one reply is at most a largest message.)
+ */
+static void test_transport_queue_bounded(void **state)
+{
+	char dir[] = "/tmp/vfu-txq-XXXXXX", path[128], err[256];
+	struct vuser_tran *t;
+	struct vuser_accept a;
+	static uint8_t chunk[256 * 1024], back[256 * 1024];
+	size_t queued_total = 0, got = 0;
+	int c;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/q.sock", dir);
+	t = vuser_tran_sock_listen(path, err, sizeof(err));
+	assert_non_null(t);
+	c = vfuc_connect(path);
+	assert_true(c >= 0);
+	assert_int_equal(t->ops->accept(t, &a), 0);
+	assert_true(a.fd > 0);
+	for (size_t i = 0; i < sizeof(chunk); i++)
+		chunk[i] = (uint8_t)(i * 7 + 1);
+	/* the peer reads nothing: the socket fills, then the queue, then -ENOBUFS */
+	for (;;) {
+		int r = t->ops->send(t, chunk, sizeof(chunk));
+
+		if (r == -ENOBUFS)
+			break;
+		assert_int_equal(r, 0);
+		queued_total += sizeof(chunk);
+		assert_true(queued_total < 64u << 20);
+	}
+	assert_true(t->ops->queued(t) > 0);
+	assert_true(t->ops->queued(t) <= VUSER_TXQ_MAX);
+	/* the reader drains; every byte arrives, in order */
+	while (got < queued_total) {
+		ssize_t n = recv(c, back, sizeof(back), MSG_DONTWAIT);
+
+		if (n < 0) {
+			assert_int_equal(errno, EAGAIN);
+			assert_int_equal(t->ops->flush(t), 0);
+			continue;
+		}
+		assert_true(n > 0);
+		for (ssize_t i = 0; i < n; i++)
+			if (back[i] != chunk[(got + (size_t)i) % sizeof(chunk)])
+				fail_msg("byte %zu differs", got + (size_t)i);
+		got += (size_t)n;
+	}
+	assert_int_equal(t->ops->queued(t), 0);
+	close(c);
+	t->ops->unlink(t);
+	t->ops->destroy(t);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1873,6 +1934,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dma_map_file_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stranger_refused, setup, teardown),
 		cmocka_unit_test(test_dispatch_without_socket),
+		cmocka_unit_test(test_transport_queue_bounded),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
