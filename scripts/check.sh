@@ -45,7 +45,7 @@ stage e2e-x86-sanitizers timeout 720 env VFA_BIN=build-san/cli/vfio-apple ./test
 # The in-process devices (vfio-apple-pci, apple-dma-pci) in a QEMU that has
 # them ($QEMU_BIN/$QEMU_BIN_ARM or $VFA_CACHE/qemu-inprocess): the same
 # guests, x86_64 6.1 and arm64 6.12, no broker.  One SKIPPED line without one.
-stage inprocess timeout 480 make -s check-inprocess
+stage inprocess timeout 600 make -s check-inprocess
 # The guest module: kernel style, and its own scenarios (cache, rebind,
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh
