@@ -412,11 +412,42 @@ static void nvme_release(struct host_device *hd)
 	to_nvme(hd)->claimed = false;
 }
 
-int sim_nvme_need_claim(struct sim_nvme *n, const char *what)
+static int need_claim(struct sim_nvme *n, const char *what)
 {
 	if (!n->claimed)
 		return hd_fail(&n->hd, -EACCES, "%s before claim: claim the device first", what);
 	return 0;
+}
+
+static int nvme_config_read(struct host_device *hd, uint32_t offset, unsigned width, uint32_t *value)
+{
+	struct sim_nvme *n = to_nvme(hd);
+	int ret = need_claim(n, "config read");
+
+	return ret < 0 ? ret : sim_nvme_cfg_read(n, offset, width, value);
+}
+
+static void nvme_flr(struct sim_nvme *n);
+
+static int nvme_config_write(struct host_device *hd, uint32_t offset, unsigned width, uint32_t value)
+{
+	struct sim_nvme *n = to_nvme(hd);
+	int ret = need_claim(n, "config write");
+	bool flr = false;
+
+	if (ret < 0 || (ret = sim_nvme_cfg_write(n, offset, width, value, &flr)) < 0)
+		return ret;
+	if (flr)
+		nvme_flr(n);
+	return 0;
+}
+
+static int nvme_config_read_block(struct host_device *hd, uint32_t offset, void *buf, size_t len)
+{
+	struct sim_nvme *n = to_nvme(hd);
+	int ret = need_claim(n, "config read");
+
+	return ret < 0 ? ret : sim_nvme_cfg_read_block(n, offset, buf, len);
 }
 
 static int nvme_bar_info(struct host_device *hd, unsigned bar, struct hd_bar_info *out)
@@ -437,7 +468,7 @@ static int nvme_bar_info(struct host_device *hd, unsigned bar, struct hd_bar_inf
 static int nvme_bar_map(struct host_device *hd, unsigned bar, volatile void **out)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "BAR map");
+	int ret = need_claim(n, "BAR map");
 
 	if (ret < 0)
 		return ret;
@@ -466,7 +497,7 @@ static int mmio_check(struct sim_nvme *n, unsigned bar, uint64_t offset, unsigne
 static int nvme_mmio_read(struct host_device *hd, unsigned bar, uint64_t offset, unsigned width, uint64_t *value)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "MMIO read");
+	int ret = need_claim(n, "MMIO read");
 
 	if (ret < 0 || (ret = mmio_check(n, bar, offset, width)) < 0)
 		return ret;
@@ -489,7 +520,7 @@ static int nvme_mmio_read(struct host_device *hd, unsigned bar, uint64_t offset,
 static int nvme_mmio_write(struct host_device *hd, unsigned bar, uint64_t offset, unsigned width, uint64_t value)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "MMIO write");
+	int ret = need_claim(n, "MMIO write");
 
 	if (ret < 0 || (ret = mmio_check(n, bar, offset, width)) < 0)
 		return ret;
@@ -550,7 +581,7 @@ static int nvme_dma_unregister(struct host_device *hd, uint64_t key)
 static int nvme_irq_setup(struct host_device *hd, unsigned *nvectors)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "interrupt setup");
+	int ret = need_claim(n, "interrupt setup");
 
 	if (ret < 0)
 		return ret;
@@ -585,7 +616,7 @@ static int nvme_irq_wakeup_fd(struct host_device *hd)
 }
 
 /* Function-level reset: the device returns to power-on state; data stays. */
-void sim_nvme_flr(struct sim_nvme *n)
+static void nvme_flr(struct sim_nvme *n)
 {
 	uint8_t command = n->config[0x04];
 
@@ -603,11 +634,11 @@ void sim_nvme_flr(struct sim_nvme *n)
 static int nvme_reset(struct host_device *hd)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "reset");
+	int ret = need_claim(n, "reset");
 
 	if (ret < 0)
 		return ret;
-	sim_nvme_flr(n);
+	nvme_flr(n);
 	return 0;
 }
 
@@ -641,9 +672,9 @@ static const struct host_device_ops sim_nvme_ops = {
 	.identity = nvme_identity,
 	.claim = nvme_claim,
 	.release = nvme_release,
-	.config_read = sim_nvme_cfg_read,
-	.config_write = sim_nvme_cfg_write,
-	.config_read_block = sim_nvme_cfg_read_block,
+	.config_read = nvme_config_read,
+	.config_write = nvme_config_write,
+	.config_read_block = nvme_config_read_block,
 	.bar_info = nvme_bar_info,
 	.bar_map = nvme_bar_map,
 	.mmio_read = nvme_mmio_read,
@@ -699,7 +730,7 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 		 (uint64_t)MPS_MAX << 52;
 	controller_power_on(n);
 	sim_nvme_config_power_on(n);
-	sim_nvme_flr(n);
+	nvme_flr(n);
 	return &n->hd;
 }
 

@@ -75,12 +75,11 @@ static int config_check(struct sim_nvme *n, uint32_t offset, unsigned width)
 	return 0;
 }
 
-int sim_nvme_cfg_read(struct host_device *hd, uint32_t offset, unsigned width, uint32_t *value)
+int sim_nvme_cfg_read(struct sim_nvme *n, uint32_t offset, unsigned width, uint32_t *value)
 {
-	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "config read");
+	int ret = config_check(n, offset, width);
 
-	if (ret < 0 || (ret = config_check(n, offset, width)) < 0)
+	if (ret < 0)
 		return ret;
 	uint32_t v = 0;
 	for (unsigned i = 0; i < width; i++)
@@ -89,35 +88,27 @@ int sim_nvme_cfg_read(struct host_device *hd, uint32_t offset, unsigned width, u
 	return 0;
 }
 
-int sim_nvme_cfg_write(struct host_device *hd, uint32_t offset, unsigned width, uint32_t value)
+int sim_nvme_cfg_write(struct sim_nvme *n, uint32_t offset, unsigned width, uint32_t value, bool *flr)
 {
-	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "config write");
-	bool flr = false;
+	int ret = config_check(n, offset, width);
 
-	if (ret < 0 || (ret = config_check(n, offset, width)) < 0)
+	*flr = false;
+	if (ret < 0)
 		return ret;
 	for (unsigned i = 0; i < width; i++) {
 		uint32_t at = offset + i;
 		uint8_t b = (uint8_t)(value >> (8 * i));
 		if (at == CAP_PCIE + 0x09 && (b & 0x80))
-			flr = true; /* DEVCTL "initiate function-level reset" */
+			*flr = true; /* DEVCTL "initiate function-level reset": the caller resets */
 		n->config[at] = (uint8_t)((n->config[at] & ~n->config_wmask[at]) | (b & n->config_wmask[at]));
 	}
-	if (flr)
-		sim_nvme_flr(n);
 	return 0;
 }
 
-int sim_nvme_cfg_read_block(struct host_device *hd, uint32_t offset, void *buf, size_t len)
+int sim_nvme_cfg_read_block(struct sim_nvme *n, uint32_t offset, void *buf, size_t len)
 {
-	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_nvme_need_claim(n, "config read");
-
-	if (ret < 0)
-		return ret;
 	if (offset > SIM_NVME_CONFIG_SIZE || len > SIM_NVME_CONFIG_SIZE - offset)
-		return hd_fail(hd, -EINVAL, "config read of %zu bytes at 0x%x: outside 4 KiB", len, offset);
+		return hd_fail(&n->hd, -EINVAL, "config read of %zu bytes at 0x%x: outside 4 KiB", len, offset);
 	memcpy(buf, n->config + offset, len);
 	return 0;
 }

@@ -11,9 +11,9 @@
  *   sim_nvme_io.c      I/O commands, PRP transfers through the DART, the
  *                      backing store
  *
- * The calls go one way: sim_nvme.c runs commands through the admin and I/O
- * files and config space through the config file; those use only the
- * helpers declared here.  (Modelled on QEMU hw/nvme/ctrl.c's tables.)
+ * The calls go one way: sim_nvme.c runs commands through the admin file
+ * (which moves data through the I/O file) and the I/O file, and config
+ * space through the config file; none of them calls back into sim_nvme.c.  (Modelled on QEMU hw/nvme/ctrl.c's tables.)
  */
 #ifndef VFA_SIM_NVME_INT_H
 #define VFA_SIM_NVME_INT_H
@@ -252,16 +252,15 @@ static inline uint32_t page_size(const struct sim_nvme *n)
 /* Parse a submission queue entry: little-endian fields, any host. */
 void sim_nvme_sqe_parse(const uint8_t raw[NVME_SQE_SIZE], struct nvme_sqe *c);
 
-/* sim_nvme.c */
-int sim_nvme_need_claim(struct sim_nvme *n, const char *what);
-/* Function-level reset: the device returns to power-on state; data stays. */
-void sim_nvme_flr(struct sim_nvme *n);
-
-/* sim_nvme_config.c */
+/*
+ * sim_nvme_config.c: config space as such (the claim check and the FLR a
+ * DEVCTL write asks for are the caller's, sim_nvme.c's host_device verbs).
+ */
 void sim_nvme_config_power_on(struct sim_nvme *n);
-int sim_nvme_cfg_read(struct host_device *hd, uint32_t offset, unsigned width, uint32_t *value);
-int sim_nvme_cfg_write(struct host_device *hd, uint32_t offset, unsigned width, uint32_t value);
-int sim_nvme_cfg_read_block(struct host_device *hd, uint32_t offset, void *buf, size_t len);
+int sim_nvme_cfg_read(struct sim_nvme *n, uint32_t offset, unsigned width, uint32_t *value);
+/* *flr: the write set DEVCTL's "initiate function-level reset". */
+int sim_nvme_cfg_write(struct sim_nvme *n, uint32_t offset, unsigned width, uint32_t value, bool *flr);
+int sim_nvme_cfg_read_block(struct sim_nvme *n, uint32_t offset, void *buf, size_t len);
 
 /* sim_nvme_admin.c: false when the command is held (no completion now). */
 bool sim_nvme_admin_command(struct sim_nvme *n, const struct nvme_sqe *c, uint16_t *status, uint32_t *result);
