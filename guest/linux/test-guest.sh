@@ -95,12 +95,16 @@ run_apple() {
 	check "pattern written and read back equal" eq "$(result pattern)" match
 	check "fio verify passed with 0 errors" eq "$(result fio_module)/$(result errors)" ok/0
 	check "doorbells rang ($(result io_doorbells))" gt "$(result io_doorbells)" 0
-	check "cache hits ($(result io_cache_hits)) outnumber misses ($(result io_cache_misses)) 20:1" \
-		gt "$(result io_cache_hits)" "$(($(result io_cache_misses) * 20))"
-	# fio's buffers are mapped once and, idle after the run, unmapped by
-	# the lazy release: a handful of doorbells, whatever the I/O count.
-	check "steady state: 4096 reads, at most 6 doorbells ($(result steady_doorbells))" \
-		gt 7 "$(result steady_doorbells)"
+	# The lazy release unmaps windows idle for two passes of its worker
+	# (about 8 ms): few, slow I/Os (7.3 maps whole 256 KiB segments, under
+	# TCG) miss more often than many small ones, hence 5:1, not more.
+	check "cache hits ($(result io_cache_hits)) outnumber misses ($(result io_cache_misses)) 5:1" \
+		gt "$(result io_cache_hits)" "$(($(result io_cache_misses) * 5))"
+	# fio's buffers are mapped and, idle after the run (or a stall of the
+	# TCG guest), unmapped by the lazy release: a few doorbells, not one per
+	# read (bench_guest_fio measures the rate: about 0.15 per 1,000).
+	check "steady state: 4096 reads, under 1 doorbell per 100 ($(result steady_doorbells))" \
+		gt 41 "$(result steady_doorbells)"
 	check "no failed mapping" eq "$(result io_failures)" 0
 	check "no unknown unmap" eq "$(result io_unknown_unmaps)" 0
 	check "the device holds what the module counts ($(result io_live_mappings) mappings)" \
