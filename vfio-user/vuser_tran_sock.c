@@ -19,8 +19,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#ifndef MSG_CMSG_CLOEXEC
-#define MSG_CMSG_CLOEXEC 0
+/* Received fds close-on-exec: atomically where recvmsg can (Linux), else just after. */
+#ifdef MSG_CMSG_CLOEXEC
+#define RECV_CLOEXEC MSG_CMSG_CLOEXEC
+#define SET_CLOEXEC_AFTER 0
+#else
+#define RECV_CLOEXEC 0
+#define SET_CLOEXEC_AFTER 1
 #endif
 
 #define HDR_SIZE ((uint32_t)sizeof(struct vfu_hdr))
@@ -90,7 +95,7 @@ static ssize_t recv_some(struct tran_sock *s, void *dst, size_t len)
 	ssize_t n;
 
 	do {
-		n = recvmsg(s->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		n = recvmsg(s->fd, &mh, MSG_DONTWAIT | RECV_CLOEXEC);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
@@ -108,9 +113,8 @@ static ssize_t recv_some(struct tran_sock *s, void *dst, size_t len)
 			int fd;
 
 			memcpy(&fd, data + i * sizeof(int), sizeof(int));
-#if !MSG_CMSG_CLOEXEC
-			fcntl(fd, F_SETFD, FD_CLOEXEC);
-#endif
+			if (SET_CLOEXEC_AFTER)
+				fcntl(fd, F_SETFD, FD_CLOEXEC);
 			if (s->rx_nfds < VFU_MAX_MSG_FDS) {
 				s->rx_fds[s->rx_nfds++] = fd;
 			} else {
