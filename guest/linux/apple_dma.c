@@ -2829,11 +2829,40 @@ static const struct pci_device_id ad_ids[] = {
 };
 MODULE_DEVICE_TABLE(pci, ad_ids);
 
+/*
+ * The companion was reset and every host mapping with it: drop the cache
+ * and restore the command page now, before a cache hit can hand out a dead
+ * bus address.
+ */
+static void ad_reset_notify(struct apple_dma *ad)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&ad->lock, flags);
+	if (!ad->dead)
+		ad_recover(ad);
+	spin_unlock_irqrestore(&ad->lock, flags);
+}
+
+/* The kernel reset the companion (pci_reset_function() and friends). */
+static void ad_reset_done(struct pci_dev *pdev)
+{
+	struct apple_dma *ad = pci_get_drvdata(pdev);
+
+	if (ad)
+		ad_reset_notify(ad);
+}
+
+static const struct pci_error_handlers ad_err_handlers = {
+	.reset_done = ad_reset_done,
+};
+
 static struct pci_driver ad_driver = {
 	.name = AD_NAME,
 	.id_table = ad_ids,
 	.probe = ad_probe,
 	.remove = ad_remove,
+	.err_handler = &ad_err_handlers,
 };
 
 /* ---- unit tests against a fake doorbell ---------------------------------- */
@@ -3284,6 +3313,32 @@ out:
 	return r;
 }
 
+/* A reset the kernel reports (reset_done): no cache hit returns a dead address. */
+static const char *ad_t_reset_done(void)
+{
+	struct ad_fake_cfg cfg = { };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	const char *r = NULL;
+	dma_addr_t a, b;
+	u64 before;
+
+	if (!f)
+		return "reset_done_setup";
+	a = ad_t_map(f, AD_T_GPA, SZ_4K);
+	ad_t_unmap(f, a, SZ_4K);	/* cached, idle */
+	ad_fake_reset(f);
+	ad_reset_notify(f->ad);
+	before = f->ad->stats.doorbells;
+	b = ad_t_map(f, AD_T_GPA, SZ_4K);
+	if (b == DMA_MAPPING_ERROR || !ad_fake_maps(f, b, SZ_4K, AD_T_GPA))
+		r = "reset_done_dead_address";
+	else if (f->ad->stats.doorbells == before)
+		r = "reset_done_cache_kept";
+	ad_t_unmap(f, b, SZ_4K);
+	ad_fake_destroy(f);
+	return r;
+}
+
 /* Only the command page lost (the host kept our mappings): restore it, keep the cache. */
 static const char *ad_t_lost_page(void)
 {
@@ -3475,6 +3530,7 @@ static const struct {
 	{ "unmap_refused", ad_t_unmap_refused },
 	{ "reset", ad_t_reset },
 	{ "lost_page", ad_t_lost_page },
+	{ "reset_done", ad_t_reset_done },
 	{ "strict", ad_t_strict },
 	{ "lazy", ad_t_lazy },
 	{ "mmio_max", ad_t_mmio_max },
