@@ -77,12 +77,15 @@ static void cfg_st(uint8_t *p, int len, uint32_t v)
 
 /* ---- config space ---------------------------------------------------- */
 
+static void vap_drain_posted(VFIOApplePCIState *s);
+
 static uint32_t vap_config_read(PCIDevice *pdev, uint32_t addr, int len)
 {
     VFIOApplePCIState *s = VFIO_APPLE_PCI(pdev);
     uint32_t emu = cfg_ld(s->emulated + addr, len);
     uint32_t value = 0;
 
+    vap_drain_posted(s);
     if (emu) {
         value = pci_default_read_config(pdev, addr, len) & emu;
     }
@@ -110,6 +113,7 @@ static void vap_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
     uint8_t buf[4];
     int rc;
 
+    vap_drain_posted(s);
     /* QEMU's side: BAR placement, COMMAND, MSI/MSI-X enable and masks. */
     pci_default_write_config(pdev, addr, val, len);
     /* The host's side, through the policy (docs/passthrough.md). */
@@ -137,26 +141,67 @@ static uint64_t vap_bar_read(void *opaque, hwaddr addr, unsigned size)
     VFIOAppleBar *bar = opaque;
     uint8_t buf[8] = { 0 };
 
+    vap_drain_posted(bar->dev); /* a read does not pass posted writes */
     if (passthrough_bar_read(bar->dev->pt, bar->nr, addr, buf, size) < 0) {
         return UINT64_MAX; /* what a read of a missing device returns */
     }
     return ldn_le_p(buf, size);
 }
 
-static void vap_bar_write(void *opaque, hwaddr addr, uint64_t val,
-                          unsigned size)
+static void vap_host_bar_write(VFIOApplePCIState *s, unsigned nr,
+                               hwaddr addr, uint64_t val, unsigned size)
 {
-    VFIOAppleBar *bar = opaque;
     uint8_t buf[8];
     int rc;
 
     stn_le_p(buf, size, val);
-    rc = passthrough_bar_write(bar->dev->pt, bar->nr, addr, buf, size);
+    rc = passthrough_bar_write(s->pt, nr, addr, buf, size);
     if (rc < 0) {
         warn_report_once("vfio-apple-pci %s: BAR%u write at 0x%" HWADDR_PRIx
-                         " failed: %s", bar->dev->host, bar->nr, addr,
-                         strerror(-rc));
+                         " failed: %s", s->host, nr, addr, strerror(-rc));
     }
+}
+
+/* Give the host every posted write, oldest first. */
+static void vap_drain_posted(VFIOApplePCIState *s)
+{
+    for (unsigned i = 0; i < s->nposted; i++) {
+        VFIOApplePostedWrite *w = &s->posted[i];
+
+        vap_host_bar_write(s, w->bar, w->addr, w->val, w->size);
+    }
+    s->nposted = 0;
+}
+
+static void vap_posted_bh(void *opaque)
+{
+    vap_drain_posted(opaque);
+}
+
+/*
+ * A trapped BAR write is posted, as PCIe posts memory writes: the vCPU goes
+ * on while the main loop hands it to the host.  A simulated device then
+ * works on another thread, as hardware works beside the CPU, instead of
+ * inside the guest's doorbell write.
+ */
+static void vap_bar_write(void *opaque, hwaddr addr, uint64_t val,
+                          unsigned size)
+{
+    VFIOAppleBar *bar = opaque;
+    VFIOApplePCIState *s = bar->dev;
+
+    if (!s->posted_writes || !s->posted_bh) {
+        vap_host_bar_write(s, bar->nr, addr, val, size);
+        return;
+    }
+    if (s->nposted == VFIO_APPLE_POSTED_MAX) {
+        vap_drain_posted(s);
+    }
+    s->posted[s->nposted++] = (VFIOApplePostedWrite) {
+        .addr = addr, .val = val, .bar = bar->nr, .size = size,
+    };
+    s->posted_count++;
+    qemu_bh_schedule(s->posted_bh);
 }
 
 static const MemoryRegionOps vap_bar_ops = {
@@ -655,6 +700,14 @@ static void vap_teardown(VFIOApplePCIState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
 
+    if (s->posted_bh) {
+        if (s->pt) {
+            vap_drain_posted(s);
+        }
+        qemu_bh_delete(s->posted_bh);
+        s->posted_bh = NULL;
+    }
+
     if (s->companion) {
         AppleDMAPCIState *c = s->companion;
 
@@ -745,6 +798,7 @@ static void vap_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "vfio-apple-pci %s: %s", s->host, err);
         goto fail;
     }
+    s->posted_bh = qemu_bh_new(vap_posted_bh, s);
     s->gm = guest_mem_create();
     if (!s->gm) {
         error_setg(errp, "vfio-apple-pci: out of memory");
@@ -836,6 +890,7 @@ static void vap_reset(DeviceState *dev)
     if (!s->pt) {
         return;
     }
+    vap_drain_posted(s);
     stw_le_p(cmd, pci_get_word(pdev->config + PCI_COMMAND));
     passthrough_config_write(s->pt, PCI_COMMAND, cmd, sizeof(cmd));
     rc = passthrough_reset(s->pt);
@@ -868,6 +923,7 @@ enum vap_counter {
     VAP_RESETS,
     VAP_BAR_READS,
     VAP_BAR_WRITES,
+    VAP_POSTED_WRITES,
 };
 
 static const char *const vap_counter_names[] = {
@@ -883,6 +939,7 @@ static const char *const vap_counter_names[] = {
     [VAP_RESETS] = "resets",
     [VAP_BAR_READS] = "bar-reads",
     [VAP_BAR_WRITES] = "bar-writes",
+    [VAP_POSTED_WRITES] = "posted-writes-count",
 };
 
 static void vap_get_counter(Object *obj, Visitor *v, const char *name,
@@ -936,6 +993,9 @@ static void vap_get_counter(Object *obj, Visitor *v, const char *name,
     case VAP_BAR_WRITES:
         value = pt.bar_writes;
         break;
+    case VAP_POSTED_WRITES:
+        value = s->posted_count;
+        break;
     }
     visit_type_uint64(v, name, &value, errp);
 }
@@ -971,6 +1031,7 @@ static const Property vap_properties[] = {
                        companion_max_entries, 4096),
     DEFINE_PROP_ON_OFF_AUTO("direct-bars", VFIOApplePCIState, direct_bars,
                             ON_OFF_AUTO_AUTO),
+    DEFINE_PROP_BOOL("posted-writes", VFIOApplePCIState, posted_writes, true),
 };
 
 static void vap_class_init(ObjectClass *klass, const void *data)

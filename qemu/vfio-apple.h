@@ -32,6 +32,16 @@ struct guest_mem;
 #define VFIO_APPLE_NUM_BARS 6
 #define VFIO_APPLE_BAR_PIECES 3 /* direct-mapped pieces around MSI-X */
 
+/* A trapped BAR write not yet given to the host (posted, as on PCIe). */
+typedef struct VFIOApplePostedWrite {
+    uint64_t addr;
+    uint64_t val;
+    uint8_t bar;
+    uint8_t size;
+} VFIOApplePostedWrite;
+
+#define VFIO_APPLE_POSTED_MAX 256
+
 typedef struct VFIOAppleBar {
     VFIOApplePCIState *dev;
     unsigned nr;
@@ -49,6 +59,7 @@ struct VFIOApplePCIState {
     int32_t companion_devfn; /* where (-1: the first free slot) */
     uint32_t companion_max_entries;
     OnOffAuto direct_bars;   /* auto: off under HVF (see vap_direct_bars) */
+    bool posted_writes;      /* trapped BAR writes complete in the main loop */
 
     struct host_device *hd;
     bool claimed;
@@ -64,6 +75,13 @@ struct VFIOApplePCIState {
     uint8_t msix_pos, msi_pos;
     uint8_t msix_table_bir, msix_pba_bir;
     int irq_fd;
+
+    /* Posted trapped-BAR writes, in order; any read or config access first
+     * drains them, as a PCIe read may not pass earlier posted writes. */
+    VFIOApplePostedWrite posted[VFIO_APPLE_POSTED_MAX];
+    unsigned nposted;
+    QEMUBH *posted_bh;
+    uint64_t posted_count;
 
     Error *migration_blocker;
     AppleDMAPCIState *companion;
