@@ -118,6 +118,50 @@ int vuser_dma_file_ok(int fd, const char **why)
 	return 0;
 #endif
 }
+/*
+ * Map [off, off + len) of fd at an address congruent to the guest-physical
+ * address gpa modulo VUSER_DMA_ALIGN.  The DART keeps a buffer's offset
+ * within its 16 KiB granule, and a guest checks that the bus address has the
+ * same offset as its guest-physical address (docs/apple-dma-v3.md): that
+ * holds only when host address and guest-physical address agree below the
+ * granule, as they do on a Mac (16 KiB pages) and as QEMU lays out its RAM.
+ * NULL with errno set on failure.
+ */
+#define VUSER_DMA_ALIGN ((uint64_t)2 << 20)
+
+static void *map_congruent(int fd, uint64_t off, size_t len, uint64_t gpa, uint64_t pg, bool writable)
+{
+	uint64_t want = (gpa & (VUSER_DMA_ALIGN - 1)) & ~(pg - 1);
+	size_t span;
+	uint8_t *res, *at, *tail;
+	void *base;
+
+	if (len > SIZE_MAX - 2 * VUSER_DMA_ALIGN) {
+		errno = EINVAL;
+		return NULL;
+	}
+	span = len + 2 * VUSER_DMA_ALIGN;
+	res = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (res == MAP_FAILED)
+		return NULL;
+	at = res + ((VUSER_DMA_ALIGN - ((uintptr_t)res & (VUSER_DMA_ALIGN - 1))) & (VUSER_DMA_ALIGN - 1)) + want;
+	base = mmap(at, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | MAP_FIXED, fd, (off_t)off);
+	if (base == MAP_FAILED) {
+		int err = errno;
+
+		munmap(res, span);
+		errno = err;
+		return NULL;
+	}
+	/* Give back the reservation around the mapping. */
+	if (at > res)
+		munmap(res, (size_t)(at - res));
+	tail = at + ((len + pg - 1) & ~(pg - 1));
+	if (tail < res + span)
+		munmap(tail, (size_t)(res + span - tail));
+	return base;
+}
+
 
 int vuser_dma_add(struct vuser_dma *d, uint64_t gpa, uint64_t len, int fd, uint64_t offset, bool writable,
 		  void **va)
@@ -150,9 +194,8 @@ int vuser_dma_add(struct vuser_dma *d, uint64_t gpa, uint64_t len, int fd, uint6
 		if (len > SIZE_MAX - delta)
 			return -EINVAL;
 		map_len = (size_t)(len + delta);
-		base = mmap(NULL, map_len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd,
-			    (off_t)(offset - delta));
-		if (base == MAP_FAILED)
+		base = map_congruent(fd, offset - delta, map_len, gpa - delta, (uint64_t)pg, writable);
+		if (!base)
 			return -errno;
 		*va = (uint8_t *)base + delta;
 	}

@@ -831,6 +831,38 @@ static void test_dma_map_fd(void **state)
 	assert_memory_equal(va, &pattern, 4);
 }
 
+/*
+ * The server maps guest RAM at host addresses that agree with the
+ * guest-physical address below 2 MiB, whatever the fd offset: the DART
+ * keeps a buffer's offset within its 16 KiB granule, and apple_dma refuses
+ * a bus address whose offset differs from the guest address's.
+ */
+static void test_dma_map_congruent(void **state)
+{
+	struct fx *f = *state;
+	struct guest_mem *gm = vfu_server_guest_mem(f->s);
+	int fd = make_memfd(4 * MiB);
+	static const uint64_t cases[][2] = {
+		/* gpa, fd offset */
+		{ 0x6400000, 0x100000 },
+		{ 0x100000, 0x3000 },
+		{ (1ull << 32) + 0x5000, 0x1000 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint8_t *va;
+
+		dma_map(f, cases[i][0], 0x20000, cases[i][1], RW, fd, 0);
+		va = guest_mem_translate(gm, cases[i][0] + 0x10, 4, true);
+		assert_non_null(va);
+		assert_int_equal(((uintptr_t)va - 0x10) & (2 * MiB - 1), cases[i][0] & (2 * MiB - 1));
+		/* and it is the right file page */
+		assert_int_equal(pwrite(fd, "ok", 2, (off_t)(cases[i][1] + 0x10)), 2);
+		assert_memory_equal(va, "ok", 2);
+	}
+	close(fd);
+}
+
 static void test_dma_map_no_fd(void **state)
 {
 	struct fx *f = *state;
@@ -1910,6 +1942,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_posted_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_multi, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_fd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dma_map_congruent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_no_fd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_unmap_ranges, setup, teardown),
