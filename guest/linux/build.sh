@@ -43,7 +43,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd -P)
 # Kbuild writes next to the sources: build a private copy per release, so
 # that builds for several kernels can run at once.
-cp -f "$HERE/apple_dma.c" "$HERE/Kbuild" "$out/"
+cp -f "$HERE"/*.c "$HERE"/*.h "$HERE/Kbuild" "$out/"
 
 kmake=(make -s KCFLAGS=-Werror)
 [ "$arch" = arm64 ] && kmake+=(ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-)

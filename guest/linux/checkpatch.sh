@@ -1,5 +1,5 @@
 #!/bin/bash
-# Run the kernel's checkpatch.pl (--strict) over the module's source.
+# Run the kernel's checkpatch.pl (--strict) over the module's sources.
 #
 # checkpatch.pl comes from Debian's linux-source-6.1 package (apt-get
 # download, not installed), unpacked once into $VFA_CACHE/checkpatch/.
@@ -30,4 +30,4 @@ if [ ! -f "$cp" ]; then
 fi
 perl "$cp" --no-tree --strict --terse \
 	--ignore LINUX_VERSION_CODE,CONSTANT_COMPARISON,CONST_STRUCT \
-	-f "$HERE/apple_dma.c"
+	-f "$HERE"/*.c "$HERE"/*.h

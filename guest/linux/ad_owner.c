@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+/* apple_dma: the managed function: ownership, notifier, refusals, release. */
+
+#include "apple_dma.h"
+
+/* ---- the managed function ------------------------------------------------ */
+
+static struct apple_dma *ad_find_owner(struct pci_dev *pdev)
+{
+	struct apple_dma *ad;
+
+	lockdep_assert_held(&ad_instances_lock);
+	if (pci_domain_nr(pdev->bus) != 0)
+		return NULL;
+	list_for_each_entry(ad, &ad_instances, node)
+		if (!ad->removing &&
+		    ad->managed_bdf == PCI_DEVID(pdev->bus->number, pdev->devfn))
+			return ad;
+	return NULL;
+}
+
+/*
+ * Why @dev cannot have its DMA routed through the companion, or NULL.
+ * Behind a guest IOMMU the device would be given the vIOMMU's addresses
+ * (and from 6.12 the kernel ignores replaced DMA operations there); a
+ * device that is not cache-coherent needs cache maintenance, which a
+ * module cannot do (arch_sync_dma_* is not exported).  Coherence is known
+ * only once the driver core configured the device's DMA (@configured: at
+ * BUS_NOTIFY_BIND_DRIVER, or with a driver bound); before, arm64 says "not
+ * coherent" for every device.
+ */
+static const char *ad_unusable(struct device *dev, bool configured)
+{
+	if (device_iommu_mapped(dev))
+		return "is behind a guest IOMMU, whose addresses are not the DART's";
+	if (configured && !dev_is_dma_coherent(dev))
+		return "is not DMA-coherent; apple_dma cannot do its cache maintenance";
+	return NULL;
+}
+
+/*
+ * Route @mdev's DMA through @ad.  Only while no driver is bound (the caller
+ * holds the device lock, or the driver core is about to probe): the ops of
+ * a device are never swapped under a running driver.
+ */
+static void ad_install_ops(struct apple_dma *ad, struct pci_dev *mdev, bool configured)
+{
+	const char *why = ad_unusable(&mdev->dev, configured);
+
+	lockdep_assert_held(&ad_instances_lock);
+	if (why) {
+		/* Refuse loudly; if our ops went in before (no driver yet), take them out. */
+		dev_err(ad->dev, "refusing %s: it %s\n", pci_name(mdev), why);
+		if (get_dma_ops(&mdev->dev) == &ad->ops)
+			set_dma_ops(&mdev->dev, ad->managed_orig_ops);
+		return;
+	}
+	if (get_dma_ops(&mdev->dev) == &ad->ops)
+		return;
+	if (!ad->managed) {
+		ad->managed = pci_dev_get(mdev);
+		ad->managed_orig_ops = get_dma_ops(&mdev->dev);
+	}
+	set_dma_ops(&mdev->dev, &ad->ops);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+	/* The core may have decided "no syncs needed" for dma-direct: bounces need them. */
+	dma_reset_need_sync(&mdev->dev);
+#endif
+	dev_info(ad->dev, "DMA of %s now goes through the companion\n", pci_name(mdev));
+}
+
+static int ad_bus_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct pci_dev *pdev = to_pci_dev(data);
+	struct apple_dma *ad;
+
+	switch (action) {
+	case BUS_NOTIFY_ADD_DEVICE:
+	case BUS_NOTIFY_BIND_DRIVER:	/* after dma_configure, before probe */
+		mutex_lock(&ad_instances_lock);
+		ad = ad_find_owner(pdev);
+		if (ad)
+			ad_install_ops(ad, pdev, action == BUS_NOTIFY_BIND_DRIVER);
+		mutex_unlock(&ad_instances_lock);
+		break;
+	case BUS_NOTIFY_DEL_DEVICE:
+		mutex_lock(&ad_instances_lock);
+		ad = ad_find_owner(pdev);
+		if (ad && ad->managed == pdev) {
+			ad->managed = NULL;
+			pci_dev_put(pdev);
+		}
+		mutex_unlock(&ad_instances_lock);
+		break;
+	}
+	return NOTIFY_DONE;
+}
+
+struct notifier_block ad_bus_nb = {
+	.notifier_call = ad_bus_notify,
+};
+
+/* Take over an already present managed function; 0 when it is absent. */
+int ad_claim_present(struct apple_dma *ad)
+{
+	struct pci_dev *mdev;
+	bool was_bound;
+	int ret = 0;
+
+	mdev = pci_get_domain_bus_and_slot(0, ad->managed_bdf >> 8, ad->managed_bdf & 0xff);
+	if (!mdev) {
+		dev_info(ad->dev,
+			 "managed function 0000:%02x:%02x.%d not present yet; taking it when it appears\n",
+			 ad->managed_bdf >> 8, PCI_SLOT(ad->managed_bdf),
+			 PCI_FUNC(ad->managed_bdf));
+		return 0;
+	}
+	if (ad_unusable(&mdev->dev, !!READ_ONCE(mdev->dev.driver))) {
+		dev_err(ad->dev, "refusing %s: it %s\n", pci_name(mdev),
+			ad_unusable(&mdev->dev, true));
+		ret = -ENODEV;
+		goto out;
+	}
+	was_bound = !!READ_ONCE(mdev->dev.driver);
+	if (was_bound && get_dma_ops(&mdev->dev) != &ad->ops) {
+		if (!rebind) {
+			dev_err(ad->dev,
+				"%s is already bound to a driver that uses other DMA addresses; unbind it first (or load with rebind=1)\n",
+				pci_name(mdev));
+			ret = -EBUSY;
+			goto out;
+		}
+		dev_warn(ad->dev, "%s is already bound: unbinding its driver to route its DMA\n",
+			 pci_name(mdev));
+		device_release_driver(&mdev->dev);
+	}
+	device_lock(&mdev->dev);
+	if (!mdev->dev.driver) {
+		mutex_lock(&ad_instances_lock);
+		ad_install_ops(ad, mdev, false);
+		mutex_unlock(&ad_instances_lock);
+	}
+	device_unlock(&mdev->dev);
+	/* Bind now a driver that was unbound above or that failed before us. */
+	if (!READ_ONCE(mdev->dev.driver) && device_attach(&mdev->dev) < 0)
+		dev_warn(ad->dev, "binding a driver to %s failed\n", pci_name(mdev));
+out:
+	pci_dev_put(mdev);
+	return ret;
+}
+
+/*
+ * Give the managed function back: unbind its driver, restore its ops.
+ * False when a driver kept (or got) it bound throughout: then its ops
+ * still point into @ad, which must outlive it (see ad_remove()).
+ */
+bool ad_release_managed(struct apple_dma *ad)
+{
+	struct pci_dev *mdev;
+	bool restored = false;
+	int tries;
+
+	mutex_lock(&ad_instances_lock);
+	ad->removing = true;
+	list_del_init(&ad->node);
+	mdev = ad->managed ? pci_dev_get(ad->managed) : NULL;
+	mutex_unlock(&ad_instances_lock);
+	if (!mdev)
+		return true;
+	for (tries = 0; tries < 5; tries++) {
+		if (mdev->dev.driver) {
+			dev_info(ad->dev, "unbinding %s: its DMA cannot work without the companion\n",
+				 pci_name(mdev));
+			device_release_driver(&mdev->dev);
+		}
+		device_lock(&mdev->dev);
+		if (!mdev->dev.driver) {
+			if (get_dma_ops(&mdev->dev) == &ad->ops)
+				set_dma_ops(&mdev->dev, ad->managed_orig_ops);
+			device_unlock(&mdev->dev);
+			restored = true;
+			break;
+		}
+		device_unlock(&mdev->dev);
+	}
+	mutex_lock(&ad_instances_lock);
+	if (ad->managed) {
+		pci_dev_put(ad->managed);
+		ad->managed = NULL;
+	}
+	mutex_unlock(&ad_instances_lock);
+	if (!restored && get_dma_ops(&mdev->dev) != &ad->ops)
+		restored = true;	/* another driver path put other ops in */
+	pci_dev_put(mdev);
+	return restored;
+}
