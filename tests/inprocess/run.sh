@@ -15,8 +15,9 @@
 #   module     dart=apple WITH apple_dma: 256 MiB of verified mixed I/O,
 #              doorbells counted, 0 DART faults, and 0 live mappings (DART
 #              and companion ids) after the guest powered off;
-#   reset      dart=apple with apple_dma: a function-level reset of 00:05.0
-#              (sysfs reset) while fio writes; the reset reaches the backend
+#   reset      dart=apple with apple_dma, posted-writes=on: a function-level
+#              reset of 00:05.0 (sysfs reset) while fio writes; the reset
+#              reaches the backend
 #              (resets counter), the I/O verifies, later I/O works, 0 faults,
 #              0 live mappings after power-off;
 #   dext       host=sim-dext:nvme: the darwin backend over the dext test
@@ -134,7 +135,8 @@ BROKER_LOG=/dev/null # no broker here (lib.sh's show_context prints it)
 run_ip_guest() {
 	local name=$1 host=$2 initrd=$3 limit=$4
 	local qmp=$WORK/$name.qmp t0=$SECONDS qemu args
-	local dev="vfio-apple-pci,id=vfa0,host=${host//,/,,},addr=0x5,companion-addr=0x6"
+	# IP_DEVICE_EXTRA: more vfio-apple-pci properties (PROP=VALUE,...)
+	local dev="vfio-apple-pci,id=vfa0,host=${host//,/,,},addr=0x5,companion-addr=0x6${IP_DEVICE_EXTRA:+,$IP_DEVICE_EXTRA}"
 	CONSOLE=$WORK/$name.console
 	if [ "$ARCH" = arm64 ]; then
 		qemu=$QEMU_ARM_IP
@@ -295,7 +297,9 @@ s_reset() {
 	say "=== $ARCH reset: function-level reset of 00:05.0 in the middle of verified I/O ==="
 	module || return
 	initrd reset "$HERE/guest/reset.sh" -- --fio --ko "$KO"
-	run_ip_guest "$NAME" "sim:nvme,size=256M,dart=apple" "$INITRD" 600
+	# Posted trapped-BAR writes here (the other scenarios run the default,
+	# synchronous ones): the reset must drain them in order.
+	IP_DEVICE_EXTRA=posted-writes=on run_ip_guest "$NAME" "sim:nvme,size=256M,dart=apple" "$INITRD" 600
 	powered_off
 	check "nvme bound through apple_dma" eq "$(result driver)" nvme
 	check "the reset was issued while fio was writing ($(result written_before_reset) bytes out)" \
