@@ -7,6 +7,7 @@
 #include "launch.h"
 
 #include "clock.h"
+#include "unix_socket.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -327,6 +328,7 @@ static int root_prefix(const struct launch *l, int user_argc, char *const user_a
 /* vfio-user: shareable RAM and the two vfio-user-pci devices. */
 static int vfio_user_args(const struct launch *l, struct launch_argv *a)
 {
+	char pt_path[2 * PATH_MAX], comp_path[2 * PATH_MAX];
 	int ret = 0;
 
 	ret |= argv_add(a, "-object");
@@ -338,18 +340,23 @@ static int vfio_user_args(const struct launch *l, struct launch_argv *a)
 	/* The passthrough function keeps QEMU's posted writes: its doorbells
 	 * are fast that way, and nvme never depends on a write having landed
 	 * before its next read (a read is never posted). */
+	/* Socket paths go into JSON quoted, so that no path can close the
+	 * string and add keys of its own. */
+	if (vfa_json_quote(l->sockets.passthrough, pt_path, sizeof(pt_path)) < 0 ||
+	    vfa_json_quote(l->sockets.companion, comp_path, sizeof(comp_path)) < 0)
+		return -1;
 	ret |= argv_add(a, "-device");
-	ret |= argv_addf(a, "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"%s\"},\"addr\":\"0x5\"}",
-			 l->sockets.passthrough);
+	ret |= argv_addf(a, "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":%s},\"addr\":\"0x5\"}",
+			 pt_path);
 	if (l->companion) {
 		/* The companion's DOORBELL must complete before the guest's write
 		 * returns (the protocol's promise; reference-style guest modules
 		 * read the responses without reading STATUS): no posted writes. */
 		ret |= argv_add(a, "-device");
 		ret |= argv_addf(a,
-				 "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"%s\"},"
+				 "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":%s},"
 				 "\"addr\":\"0x6\",\"x-no-posted-writes\":true}",
-				 l->sockets.companion);
+				 comp_path);
 	}
 	return ret;
 }
@@ -416,13 +423,12 @@ int launch_prepare_sockets(struct launch *l, char *err, size_t errlen)
 	const char *const *socks = l->mode == LAUNCH_IN_PROCESS ? qmp_socks : broker_socks;
 	size_t n = l->mode == LAUNCH_IN_PROCESS ? (l->qmp[0] ? 1 : 0) : 3;
 
-	if (mkdir(l->sockets.dir, 0700) < 0 && errno != EEXIST) {
-		int saved = errno;
+	/* Ours, 0700 and no symlink: another local user must not be able to
+	 * swap a socket and receive the guest's RAM (docs/vfio-user.md). */
+	int rc = vfa_socket_dir_prepare(l->sockets.dir, err, errlen);
 
-		snprintf(err, errlen, "cannot create socket directory %s: %s (run as root, or choose --socket-dir)",
-			 l->sockets.dir, strerror(saved));
-		return -saved;
-	}
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i < n; i++) {
 		int ret = socket_path_prepare(socks[i], err, errlen);
 

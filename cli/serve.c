@@ -11,6 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#ifdef VFA_HAVE_DARWIN
+#include "darwin_backend.h"
+#endif
 #ifdef VFA_HAVE_BROKER
 #include "broker.h"
 #endif
@@ -176,6 +179,12 @@ int cmd_serve(int argc, char **argv)
 			.companion_max_entries = (uint32_t)max_entries,
 		};
 
+#ifdef VFA_HAVE_DARWIN
+		/* Guest RAM this broker gets from QEMU is copy-on-write for the
+		 * dext: say at start which path works on a Mac. */
+		if (strncmp(device, "sim", 3) != 0)
+			darwin_log_serve_note();
+#endif
 		return broker_run(&cfg);
 	}
 #else

@@ -306,6 +306,16 @@ static void test_qemu_argv(void **state)
 	for (size_t i = 0; i < a.count; i++)
 		assert_null(strstr(a.v[i], "companion.sock"));
 	launch_argv_free(&a);
+
+	/* A socket directory with a quote and a backslash cannot add JSON keys:
+	 * the path stays one escaped string value (issue 11 item 6). */
+	plan.companion = true;
+	plan.qemu_bin.in_root[0] = '\0';
+	assert_int_equal(socket_paths_from_dir(&plan.sockets, "/tmp/x\",\"addr\":\"0x9\\"), 0);
+	assert_int_equal(launch_qemu_argv(&plan, 0, NULL, &a), 0);
+	assert_true(argv_has(&a, "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":"
+				 "\"/tmp/x\\\",\\\"addr\\\":\\\"0x9\\\\/passthrough.sock\"},\"addr\":\"0x5\"}"));
+	launch_argv_free(&a);
 }
 
 /* ---- sockets ---------------------------------------------------------------- */
