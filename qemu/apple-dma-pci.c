@@ -23,6 +23,7 @@
 #include "vfio-apple.h"
 
 #include "companion.h"
+#include "passthrough.h"
 
 #define APPLE_DMA_UNSET UINT32_MAX
 
@@ -124,12 +125,22 @@ typedef struct AppleDMAFind {
     VFIOApplePCIState *served; /* matches, but has a companion already */
 } AppleDMAFind;
 
+bool apple_dma_pci_host_matches(AppleDMAPCIState *s, VFIOApplePCIState *m)
+{
+    const struct hd_identity *id = m->pt ? passthrough_identity(m->pt) : NULL;
+
+    if (s->host_bus == APPLE_DMA_UNSET) {
+        return true;
+    }
+    return id && id->bus == s->host_bus && id->device == s->host_device &&
+           id->function == s->host_function;
+}
+
 /* A managed function for a companion given on the command line. */
 static void apple_dma_find_managed(PCIBus *bus, PCIDevice *pdev, void *opaque)
 {
     AppleDMAFind *f = opaque;
     VFIOApplePCIState *m;
-    uint32_t b, d, fn;
 
     if (f->match || !object_dynamic_cast(OBJECT(pdev), TYPE_VFIO_APPLE_PCI)) {
         return;
@@ -148,14 +159,9 @@ static void apple_dma_find_managed(PCIBus *bus, PCIDevice *pdev, void *opaque)
         }
         return;
     }
-    if (f->s->host_bus != APPLE_DMA_UNSET) {
-        if (!vfio_apple_pci_host_bdf(m, &b, &d, &fn) ||
-            b != f->s->host_bus || d != f->s->host_device ||
-            fn != f->s->host_function) {
-            return;
-        }
+    if (apple_dma_pci_host_matches(f->s, m)) {
+        f->match = m;
     }
-    f->match = m;
 }
 
 /* Every companion must have found its function once the machine is built. */
@@ -164,11 +170,16 @@ static void apple_dma_init_done(Notifier *notifier, void *data)
     AppleDMAPCIState *s = container_of(notifier, AppleDMAPCIState, init_done);
 
     if (!s->core) {
-        error_report("apple-dma-pci at %02x.%x: no vfio-apple-pci matches "
-                     "managed-bdf=0x%x; give the managed function's guest "
-                     "address (bus << 8 | devfn) or drop this device",
+        g_autofree char *host = s->host_bus == APPLE_DMA_UNSET ? g_strdup("") :
+            g_strdup_printf(" and host %02x:%02x.%x", s->host_bus,
+                            s->host_device, s->host_function);
+
+        error_report("apple-dma-pci at %02x.%x: no vfio-apple-pci without a "
+                     "companion matches managed-bdf=0x%x%s; give the managed "
+                     "function's guest address (bus << 8 | devfn) and host "
+                     "address, or drop this device",
                      PCI_SLOT(PCI_DEVICE(s)->devfn),
-                     PCI_FUNC(PCI_DEVICE(s)->devfn), s->managed_bdf);
+                     PCI_FUNC(PCI_DEVICE(s)->devfn), s->managed_bdf, host);
         exit(1);
     }
 }

@@ -626,21 +626,15 @@ static void vap_find_companion(PCIBus *bus, PCIDevice *pdev, void *opaque)
 {
     VAPFindCompanion *f = opaque;
     AppleDMAPCIState *c;
-    uint32_t b, d, fn;
 
     if (f->match || !object_dynamic_cast(OBJECT(pdev), TYPE_APPLE_DMA_PCI)) {
         return;
     }
     c = APPLE_DMA_PCI(pdev);
-    if (c->core || c->managed_bdf != pci_get_bdf(PCI_DEVICE(f->s))) {
-        return;
+    if (!c->core && c->managed_bdf == pci_get_bdf(PCI_DEVICE(f->s)) &&
+        apple_dma_pci_host_matches(c, f->s)) {
+        f->match = c;
     }
-    if (c->host_bus != UINT32_MAX &&
-        (!vfio_apple_pci_host_bdf(f->s, &b, &d, &fn) || c->host_bus != b ||
-         c->host_device != d || c->host_function != fn)) {
-        return;
-    }
-    f->match = c;
 }
 
 static bool vap_attach_companion(VFIOApplePCIState *s, Error **errp)
@@ -678,20 +672,6 @@ static bool vap_attach_companion(VFIOApplePCIState *s, Error **errp)
         return false;
     }
     s->companion_created = true;
-    return true;
-}
-
-bool vfio_apple_pci_host_bdf(VFIOApplePCIState *s, uint32_t *bus,
-                             uint32_t *dev, uint32_t *fn)
-{
-    const struct hd_identity *id = s->pt ? passthrough_identity(s->pt) : NULL;
-
-    if (!id) {
-        return false;
-    }
-    *bus = id->bus;
-    *dev = id->device;
-    *fn = id->function;
     return true;
 }
 

@@ -114,8 +114,10 @@ void apple_dma_pci_unbind(AppleDMAPCIState *s);
 /* Guest RAM [gpa, gpa + len) is about to go: drop mappings inside it. */
 void apple_dma_pci_ram_removed(AppleDMAPCIState *s, uint64_t gpa,
                                uint64_t len);
-/* The host identity of a managed function, for x-apple-host-* matching. */
-bool vfio_apple_pci_host_bdf(VFIOApplePCIState *s, uint32_t *bus,
-                             uint32_t *dev, uint32_t *fn);
+/*
+ * Whether companion s may serve m by its x-apple-host-* address (true when
+ * the companion was given none).
+ */
+bool apple_dma_pci_host_matches(AppleDMAPCIState *s, VFIOApplePCIState *m);
 
 #endif
