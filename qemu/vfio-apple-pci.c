@@ -604,13 +604,20 @@ static void vap_collect_range(uint64_t gpa, uint64_t len, void *va,
 
 static void vap_forget_all_ram(VFIOApplePCIState *s)
 {
-    while (s->gm && guest_mem_count(s->gm)) {
+    size_t left = s->gm ? guest_mem_count(s->gm) : 0;
+
+    /* In rounds of 64; a round that forgets nothing ends it. */
+    while (left) {
         VAPRangeList l = { .n = 0 };
 
         guest_mem_for_each(s->gm, vap_collect_range, &l);
         for (unsigned i = 0; i < l.n; i++) {
             vap_forget_ram(s, l.gpa[i], l.len[i]);
         }
+        if (guest_mem_count(s->gm) >= left) {
+            break;
+        }
+        left = guest_mem_count(s->gm);
     }
 }
 
