@@ -12,10 +12,15 @@
 # gcc matches those kernels.  The module lands in
 # guest/linux/out/<release>/apple_dma.ko (or $OUT/<release>/); the last line
 # printed is its path.  Warnings are errors (W=1, -Werror).
+#
+# MODULE_SRC=DIR MODULE_NAME=NAME build another module's Kbuild tree the same
+# way (tests/e2e/refguest/build.sh: NAME.ko from DIR's *.c, *.h and Kbuild).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+SRC=${MODULE_SRC:-$HERE}
+NAME=${MODULE_NAME:-apple_dma}
 VFA_CACHE=${VFA_CACHE:-/var/cache/vfio-apple}
 ROOT=$VFA_CACHE/trixie
 
@@ -43,7 +48,9 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd -P)
 # Kbuild writes next to the sources: build a private copy per release, so
 # that builds for several kernels can run at once.
-cp -f "$HERE"/*.c "$HERE"/*.h "$HERE/Kbuild" "$out/"
+shopt -s nullglob
+cp -f "$SRC"/*.c "$SRC"/*.h "$SRC/Kbuild" "$out/"
+shopt -u nullglob
 
 kmake=(make -s KCFLAGS=-Werror)
 [ "$arch" = arm64 ] && kmake+=(ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-)
@@ -72,5 +79,5 @@ else
 	die "no headers for $krel: neither $ROOT/usr/src/linux-headers-$krel nor /usr/src/linux-headers-$krel (run provision/provision.sh --headers${arch:+ --arm64})"
 fi
 
-[ -f "$out/apple_dma.ko" ] || die "the build produced no apple_dma.ko in $out"
-echo "$out/apple_dma.ko"
+[ -f "$out/$NAME.ko" ] || die "the build produced no $NAME.ko in $out"
+echo "$out/$NAME.ko"
