@@ -17,6 +17,7 @@
  * docs/macos.md, "What has been verified").
  */
 #include "cli.h"
+#include "darwin_registry.h"
 #include "list.h"
 
 #include <errno.h>
@@ -27,116 +28,33 @@
 #include <CoreFoundation/CoreFoundation.h>
 #include <IOKit/IOKitLib.h>
 
-#define SEL_GET_IDENTITY 0
-#define DEXT_USER_CLASS "VFIOUserPCIDriver"
-
-static bool is_dext_service(io_service_t service)
+/*
+ * The identity: from the registry, or only when that lacks it from the dext
+ * (IOServiceOpen and selector 0; opening does not claim).  The IOServiceOpen
+ * or call result.
+ */
+static kern_return_t identify(io_service_t service, struct host_function *fn)
 {
-	CFTypeRef cls = IORegistryEntryCreateCFProperty(service, CFSTR("IOUserClass"), kCFAllocatorDefault, 0);
-	bool match = false;
-
-	if (!cls)
-		return false;
-	if (CFGetTypeID(cls) == CFStringGetTypeID())
-		match = CFEqual(cls, CFSTR(DEXT_USER_CLASS));
-	CFRelease(cls);
-	return match;
-}
-
-static bool registry_u32(io_registry_entry_t entry, CFStringRef key, uint32_t *out)
-{
-	CFTypeRef v = IORegistryEntryCreateCFProperty(entry, key, kCFAllocatorDefault, 0);
-	bool ok = false;
-
-	if (!v)
-		return false;
-	if (CFGetTypeID(v) == CFDataGetTypeID() && CFDataGetLength((CFDataRef)v) >= 4) {
-		const uint8_t *b = CFDataGetBytePtr((CFDataRef)v);
-
-		*out = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-		ok = true;
-	}
-	CFRelease(v);
-	return ok;
-}
-
-/* The identity from the provider IOPCIDevice's properties; false if any is missing. */
-static bool registry_identity(io_service_t service, struct host_function *fn)
-{
-	io_registry_entry_t pci = IO_OBJECT_NULL;
-	uint32_t vendor, device, class_code;
-	unsigned b, d, f;
-	char text[64];
-	bool ok = false;
-
-	if (IORegistryEntryGetParentEntry(service, kIOServicePlane, &pci) != KERN_SUCCESS)
-		return false;
-	if (IOObjectConformsTo(pci, "IOPCIDevice") && registry_u32(pci, CFSTR("vendor-id"), &vendor) &&
-	    registry_u32(pci, CFSTR("device-id"), &device) && registry_u32(pci, CFSTR("class-code"), &class_code)) {
-		CFTypeRef dbg = IORegistryEntryCreateCFProperty(pci, CFSTR("pcidebug"), kCFAllocatorDefault, 0);
-
-		if (dbg && CFGetTypeID(dbg) == CFStringGetTypeID() &&
-		    CFStringGetCString((CFStringRef)dbg, text, sizeof(text), kCFStringEncodingUTF8) &&
-		    sscanf(text, "%u:%u:%u", &b, &d, &f) == 3 && b <= 0xff && d <= 0x1f && f <= 7) {
-			fn->bus = (uint8_t)b;
-			fn->device = (uint8_t)d;
-			fn->function = (uint8_t)f;
-			fn->vendor_id = (uint16_t)vendor;
-			fn->device_id = (uint16_t)device;
-			fn->class_code = class_code & 0xffffff;
-			ok = true;
-		}
-		if (dbg)
-			CFRelease(dbg);
-	}
-	IOObjectRelease(pci);
-	return ok;
-}
-
-/* Ask the dext (selector 0).  Returns the IOServiceOpen or call result. */
-static kern_return_t dext_identity(io_service_t service, struct host_function *fn)
-{
+	struct hd_identity id;
 	io_connect_t conn = IO_OBJECT_NULL;
-	uint64_t id[6] = { 0 };
-	uint32_t id_count = 6;
-	kern_return_t kr = IOServiceOpen(service, mach_task_self(), 0, &conn);
+	kern_return_t kr = KERN_SUCCESS;
 
-	if (kr != KERN_SUCCESS)
-		return kr;
-	kr = IOConnectCallScalarMethod(conn, SEL_GET_IDENTITY, NULL, 0, id, &id_count);
-	IOServiceClose(conn);
-	if (kr != KERN_SUCCESS)
-		return kr;
-	if (id_count < 6)
-		return kIOReturnError;
-	fn->bus = (uint8_t)id[0];
-	fn->device = (uint8_t)(id[1] & 0x1f);
-	fn->function = (uint8_t)(id[2] & 7);
-	fn->vendor_id = (uint16_t)id[3];
-	fn->device_id = (uint16_t)id[4];
-	fn->class_code = (uint32_t)(id[5] & 0xffffff);
-	return KERN_SUCCESS;
-}
-
-/* Name of the topmost IOPCIDevice above the service: tells Thunderbolt roots apart. */
-static void host_root(io_service_t service, char *root, size_t len)
-{
-	io_registry_entry_t entry = service, parent;
-
-	root[0] = '\0';
-	while (IORegistryEntryGetParentEntry(entry, kIOServicePlane, &parent) == KERN_SUCCESS) {
-		if (entry != service)
-			IOObjectRelease(entry);
-		entry = parent;
-		if (IOObjectConformsTo(entry, "IOPCIDevice")) {
-			io_name_t name;
-
-			if (IORegistryEntryGetName(entry, name) == KERN_SUCCESS)
-				snprintf(root, len, "%s", name);
-		}
+	if (!darwin_registry_identity(service, &id)) {
+		kr = IOServiceOpen(service, mach_task_self(), 0, &conn);
+		if (kr != KERN_SUCCESS)
+			return kr;
+		kr = darwin_read_identity(conn, &id);
+		IOServiceClose(conn);
+		if (kr != KERN_SUCCESS)
+			return kr;
 	}
-	if (entry != service)
-		IOObjectRelease(entry);
+	fn->bus = id.bus;
+	fn->device = id.device;
+	fn->function = id.function;
+	fn->vendor_id = id.vendor_id;
+	fn->device_id = id.device_id;
+	fn->class_code = id.class_code;
+	return KERN_SUCCESS;
 }
 
 int host_functions_enumerate(struct host_function **out, size_t *count, char *err, size_t errlen)
@@ -160,17 +78,17 @@ int host_functions_enumerate(struct host_function **out, size_t *count, char *er
 		struct host_function fn;
 
 		memset(&fn, 0, sizeof(fn));
-		if (!is_dext_service(service)) {
+		if (!darwin_is_dext_service(service)) {
 			IOObjectRelease(service);
 			continue;
 		}
-		if (!registry_identity(service, &fn) && (kr = dext_identity(service, &fn)) != KERN_SUCCESS) {
+		if ((kr = identify(service, &fn)) != KERN_SUCCESS) {
 			unopened++;
 			last = kr;
 			IOObjectRelease(service);
 			continue;
 		}
-		host_root(service, fn.host_root, sizeof(fn.host_root));
+		darwin_host_root(service, fn.host_root, sizeof(fn.host_root));
 		IOObjectRelease(service);
 		if (n == cap) {
 			size_t new_cap = cap ? cap * 2 : 8;

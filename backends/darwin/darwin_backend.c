@@ -30,6 +30,7 @@
  * (-ENOSPC) once live bytes or mappings would pass the platform's limits.
  */
 #include "darwin_backend.h"
+#include "darwin_registry.h"
 
 #include <CoreFoundation/CoreFoundation.h>
 #include <IOKit/IOKitLib.h>
@@ -52,7 +53,7 @@
 
 #include "log.h"
 
-#define DEXT_USER_CLASS "VFIOUserPCIDriver"
+#define DEXT_USER_CLASS DARWIN_DEXT_USER_CLASS
 #define DEXT_SERVICE_CLASS "IOUserService"
 #define PCI_CONFIG_SIZE 4096u
 #define PCI_FUNCTIONS 8
@@ -1069,115 +1070,6 @@ static struct darwin_fn *fn_create(struct darwin_slot *slot, io_service_t servic
 	return fn;
 }
 
-/* Name of the topmost IOPCIDevice above the service: tells Thunderbolt roots apart. */
-static void find_host_root(io_service_t service, io_name_t root)
-{
-	io_registry_entry_t entry = service, parent;
-
-	root[0] = '\0';
-	while (IORegistryEntryGetParentEntry(entry, kIOServicePlane, &parent) == KERN_SUCCESS) {
-		if (entry != service)
-			IOObjectRelease(entry);
-		entry = parent;
-		if (IOObjectConformsTo(entry, "IOPCIDevice")) {
-			io_name_t name;
-
-			if (IORegistryEntryGetName(entry, name) == KERN_SUCCESS)
-				memcpy(root, name, sizeof(name));
-		}
-	}
-	if (entry != service)
-		IOObjectRelease(entry);
-}
-
-static bool is_dext_service(io_service_t service)
-{
-	CFTypeRef cls = IORegistryEntryCreateCFProperty(service, CFSTR("IOUserClass"), kCFAllocatorDefault, 0);
-	bool match = false;
-
-	if (!cls)
-		return false;
-	if (CFGetTypeID(cls) == CFStringGetTypeID())
-		match = CFEqual(cls, CFSTR(DEXT_USER_CLASS));
-	CFRelease(cls);
-	return match;
-}
-
-/* A 32-bit little-endian number from a registry data property. */
-static bool registry_u32(io_registry_entry_t entry, CFStringRef key, uint32_t *out)
-{
-	CFTypeRef v = IORegistryEntryCreateCFProperty(entry, key, kCFAllocatorDefault, 0);
-	bool ok = false;
-
-	if (!v)
-		return false;
-	if (CFGetTypeID(v) == CFDataGetTypeID() && CFDataGetLength((CFDataRef)v) >= 4) {
-		const uint8_t *b = CFDataGetBytePtr((CFDataRef)v);
-
-		*out = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-		ok = true;
-	}
-	CFRelease(v);
-	return ok;
-}
-
-/*
- * The identity from the registry, without opening a user client (each one
- * costs the dext its table of 65,536 DMA regions: hundreds of MiB): the
- * IOPCIDevice provider's vendor-id, device-id and class-code, and its
- * "pcidebug" property, "bus:device:function" in decimal.
- */
-static bool registry_identity(io_service_t service, struct hd_identity *id)
-{
-	io_registry_entry_t pci = 0;
-	uint32_t vendor, device, class_code;
-	unsigned b, d, f;
-	char text[64];
-	bool ok = false;
-
-	if (IORegistryEntryGetParentEntry(service, kIOServicePlane, &pci) != KERN_SUCCESS)
-		return false;
-	if (IOObjectConformsTo(pci, "IOPCIDevice") && registry_u32(pci, CFSTR("vendor-id"), &vendor) &&
-	    registry_u32(pci, CFSTR("device-id"), &device) && registry_u32(pci, CFSTR("class-code"), &class_code)) {
-		CFTypeRef dbg = IORegistryEntryCreateCFProperty(pci, CFSTR("pcidebug"), kCFAllocatorDefault, 0);
-
-		if (dbg && CFGetTypeID(dbg) == CFStringGetTypeID() &&
-		    CFStringGetCString((CFStringRef)dbg, text, sizeof(text), kCFStringEncodingUTF8) &&
-		    sscanf(text, "%u:%u:%u", &b, &d, &f) == 3 && b <= 0xff && d <= 0x1f && f <= 7) {
-			id->bus = (uint8_t)b;
-			id->device = (uint8_t)d;
-			id->function = (uint8_t)f;
-			id->vendor_id = (uint16_t)vendor;
-			id->device_id = (uint16_t)device;
-			id->class_code = class_code & 0xffffff;
-			ok = true;
-		}
-		if (dbg)
-			CFRelease(dbg);
-	}
-	IOObjectRelease(pci);
-	return ok;
-}
-
-static IOReturn read_identity(io_connect_t conn, struct hd_identity *id)
-{
-	uint64_t v[6];
-	uint32_t n = 6;
-	IOReturn kr = IOConnectCallScalarMethod(conn, SEL_GET_IDENTITY, NULL, 0, v, &n);
-
-	if (kr != kIOReturnSuccess)
-		return kr;
-	if (n != 6)
-		return kIOReturnInternalError;
-	id->bus = (uint8_t)v[0];
-	id->device = (uint8_t)(v[1] & 0x1f);
-	id->function = (uint8_t)(v[2] & 0x7);
-	id->vendor_id = (uint16_t)v[3];
-	id->device_id = (uint16_t)v[4];
-	id->class_code = (uint32_t)(v[5] & 0xffffff);
-	return kIOReturnSuccess;
-}
-
 static struct darwin_fn *find_open_fn(uint64_t entry_id)
 {
 	for (struct darwin_slot *s = slots; s; s = s->next) {
@@ -1256,13 +1148,13 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 		io_name_t this_root;
 		uint64_t eid = 0;
 
-		if (!is_dext_service(service)) {
+		if (!darwin_is_dext_service(service)) {
 			IOObjectRelease(service);
 			continue;
 		}
 		services++;
 		IORegistryEntryGetRegistryEntryID(service, &eid);
-		find_host_root(service, this_root);
+		darwin_host_root(service, this_root, sizeof(this_root));
 		if (w->host_root && strcmp(w->host_root, this_root)) {
 			IOObjectRelease(service); /* another root: no need to ask its identity */
 			continue;
@@ -1270,10 +1162,10 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 		open_fn = find_open_fn(eid);
 		if (open_fn) {
 			id = open_fn->ident;
-		} else if (!registry_identity(service, &id)) {
+		} else if (!darwin_registry_identity(service, &id)) {
 			/* No identity in the registry: ask the dext. */
 			kr = IOServiceOpen(service, mach_task_self(), 0, &c);
-			if (kr == KERN_SUCCESS && (kr = read_identity(c, &id)) != kIOReturnSuccess) {
+			if (kr == KERN_SUCCESS && (kr = darwin_read_identity(c, &id)) != kIOReturnSuccess) {
 				IOServiceClose(c);
 				c = 0;
 			}
@@ -1344,7 +1236,7 @@ static int find_function(const struct wanted *w, struct darwin_fn **shared, io_c
 			goto fail;
 		}
 		struct hd_identity check;
-		kr = read_identity(*conn, &check);
+		kr = darwin_read_identity(*conn, &check);
 		if (kr != kIOReturnSuccess || check.bus != ident->bus || check.device != ident->device ||
 		    check.function != ident->function) {
 			if (kr != kIOReturnSuccess)
