@@ -93,6 +93,16 @@ struct json_object *control_query(const char *path, int timeout_ms, char *err, s
 /* Human table of a status object (fields missing from it print as "-"). */
 void status_print(FILE *out, struct json_object *status);
 
+/*
+ * Fields of a status object, status.section.name (section NULL: top level),
+ * for the tables of `status` and `status --qmp`: a number (false when
+ * missing), a number or byte size as text and a string, "-" when missing.
+ */
+bool status_get_u64(struct json_object *obj, const char *section, const char *name, uint64_t *out);
+const char *status_num(struct json_object *obj, const char *section, const char *name, char *buf, size_t len);
+const char *status_bytes(struct json_object *obj, const char *section, const char *name, char *buf, size_t len);
+const char *status_text(struct json_object *obj, const char *section, const char *name);
+
 /* Sizes for people: "1.5 GiB", "640.0 KiB", "512 B". */
 void format_bytes(uint64_t bytes, char *buf, size_t len);
 

@@ -401,51 +401,11 @@ int qmp_quit(const char *socket_path, int timeout_ms)
 
 /* ---- the table ----------------------------------------------------------- */
 
-static bool get(struct json_object *status, const char *sect, const char *name, uint64_t *out)
-{
-	struct json_object *sub, *value;
-
-	if (!json_object_object_get_ex(status, sect, &sub) || !json_object_object_get_ex(sub, name, &value) ||
-	    !json_object_is_type(value, json_type_int))
-		return false;
-	*out = (uint64_t)json_object_get_uint64(value);
-	return true;
-}
-
-static const char *num(struct json_object *status, const char *sect, const char *name, char *buf, size_t len)
-{
-	uint64_t v;
-
-	if (!get(status, sect, name, &v))
-		return "-";
-	snprintf(buf, len, "%" PRIu64, v);
-	return buf;
-}
-
-static const char *bytes(struct json_object *status, const char *sect, const char *name, char *buf, size_t len)
-{
-	uint64_t v;
-
-	if (!get(status, sect, name, &v))
-		return "-";
-	format_bytes(v, buf, len);
-	return buf;
-}
-
-static const char *text(struct json_object *status, const char *name)
-{
-	struct json_object *value;
-
-	return json_object_object_get_ex(status, name, &value) && json_object_is_type(value, json_type_string)
-		       ? json_object_get_string(value)
-		       : "-";
-}
-
 static bool has(struct json_object *status, const char *sect, const char *name)
 {
 	uint64_t v;
 
-	return get(status, sect, name, &v);
+	return status_get_u64(status, sect, name, &v);
 }
 
 static bool stats_unknown(struct json_object *status)
@@ -462,34 +422,40 @@ void qmp_status_print(FILE *out, struct json_object *status)
 	struct json_object *companion;
 	bool has_companion = json_object_object_get_ex(status, "companion_path", &companion);
 
-	fprintf(out, "source       QMP %s (in-process QEMU, no broker), guest %s\n", text(status, "qmp"),
-		text(status, "run_state"));
-	fprintf(out, "device       vfio-apple-pci %s, host %s\n", text(status, "device_path"), text(status, "host"));
-	fprintf(out, "companion    %s\n", has_companion ? text(status, "companion_path") : "none (companion=off)");
+	fprintf(out, "source       QMP %s (in-process QEMU, no broker), guest %s\n", status_text(status, NULL, "qmp"),
+		status_text(status, NULL, "run_state"));
+	fprintf(out, "device       vfio-apple-pci %s, host %s\n", status_text(status, NULL, "device_path"),
+		status_text(status, NULL, "host"));
+	fprintf(out, "companion    %s\n",
+		has_companion ? status_text(status, NULL, "companion_path") : "none (companion=off)");
 	fputs("DMA (DART)\n", out);
-	fprintf(out, "  live       %s mappings, %s\n", num(status, "dma", "live_mappings", a, sizeof(a)),
-		bytes(status, "dma", "live_bytes", b, sizeof(b)));
-	fprintf(out, "  peak       %s mappings, %s\n", num(status, "dma", "peak_mappings", a, sizeof(a)),
-		bytes(status, "dma", "peak_bytes", b, sizeof(b)));
-	fprintf(out, "  faults     %s (register failures %s)%s\n", num(status, "dma", "faults", a, sizeof(a)),
-		num(status, "dma", "register_failures", b, sizeof(b)),
+	fprintf(out, "  live       %s mappings, %s\n", status_num(status, "dma", "live_mappings", a, sizeof(a)),
+		status_bytes(status, "dma", "live_bytes", b, sizeof(b)));
+	fprintf(out, "  peak       %s mappings, %s\n", status_num(status, "dma", "peak_mappings", a, sizeof(a)),
+		status_bytes(status, "dma", "peak_bytes", b, sizeof(b)));
+	fprintf(out, "  faults     %s (register failures %s)%s\n", status_num(status, "dma", "faults", a, sizeof(a)),
+		status_num(status, "dma", "register_failures", b, sizeof(b)),
 		stats_unknown(status) ? "; this backend does not report DART use or faults (the dext)" : "");
 	if (has_companion) {
 		fputs("companion\n", out);
 		fprintf(out, "  doorbells  %s (map entries %s, unmap entries %s)\n",
-			num(status, "companion", "doorbells", a, sizeof(a)),
-			num(status, "companion", "map_entries", b, sizeof(b)),
-			num(status, "companion", "unmap_entries", c, sizeof(c)));
+			status_num(status, "companion", "doorbells", a, sizeof(a)),
+			status_num(status, "companion", "map_entries", b, sizeof(b)),
+			status_num(status, "companion", "unmap_entries", c, sizeof(c)));
 		fprintf(out, "  live ids   %s (%s), invalid batches %s, I/O error batches %s\n",
-			num(status, "companion", "live_ids", a, sizeof(a)),
-			bytes(status, "companion", "live_bytes", b, sizeof(b)),
-			num(status, "companion", "inval", c, sizeof(c)), num(status, "companion", "ioerr", d, sizeof(d)));
+			status_num(status, "companion", "live_ids", a, sizeof(a)),
+			status_bytes(status, "companion", "live_bytes", b, sizeof(b)),
+			status_num(status, "companion", "inval", c, sizeof(c)),
+			status_num(status, "companion", "ioerr", d, sizeof(d)));
 	}
 	fputs("interrupts\n", out);
-	fprintf(out, "  delivered  %s (dropped %s, vectors enabled %s)\n", num(status, "interrupts", "delivered", a, sizeof(a)),
-		num(status, "interrupts", "dropped", b, sizeof(b)), num(status, "interrupts", "vectors_enabled", c, sizeof(c)));
-	fprintf(out, "device       resets %s, BAR reads %s, BAR writes %s\n", num(status, "device", "resets", a, sizeof(a)),
-		num(status, "device", "bar_reads", b, sizeof(b)), num(status, "device", "bar_writes", c, sizeof(c)));
+	fprintf(out, "  delivered  %s (dropped %s, vectors enabled %s)\n",
+		status_num(status, "interrupts", "delivered", a, sizeof(a)),
+		status_num(status, "interrupts", "dropped", b, sizeof(b)),
+		status_num(status, "interrupts", "vectors_enabled", c, sizeof(c)));
+	fprintf(out, "device       resets %s, BAR reads %s, BAR writes %s\n",
+		status_num(status, "device", "resets", a, sizeof(a)), status_num(status, "device", "bar_reads", b, sizeof(b)),
+		status_num(status, "device", "bar_writes", c, sizeof(c)));
 	fputs("read         qom-get of", out);
 	for (size_t i = 0; i < qmp_device_counter_count; i++)
 		fprintf(out, " %s", qmp_device_counters[i].property);

@@ -57,7 +57,7 @@ static struct json_object *field(struct json_object *obj, const char *section, c
 	return value;
 }
 
-static bool get_u64(struct json_object *obj, const char *section, const char *name, uint64_t *out)
+bool status_get_u64(struct json_object *obj, const char *section, const char *name, uint64_t *out)
 {
 	struct json_object *value = field(obj, section, name);
 
@@ -68,27 +68,27 @@ static bool get_u64(struct json_object *obj, const char *section, const char *na
 }
 
 /* A counter as text, "-" when the broker did not send it. */
-static const char *num(struct json_object *obj, const char *section, const char *name, char *buf, size_t len)
+const char *status_num(struct json_object *obj, const char *section, const char *name, char *buf, size_t len)
 {
 	uint64_t value;
 
-	if (!get_u64(obj, section, name, &value))
+	if (!status_get_u64(obj, section, name, &value))
 		return "-";
 	snprintf(buf, len, "%" PRIu64, value);
 	return buf;
 }
 
-static const char *bytes(struct json_object *obj, const char *section, const char *name, char *buf, size_t len)
+const char *status_bytes(struct json_object *obj, const char *section, const char *name, char *buf, size_t len)
 {
 	uint64_t value;
 
-	if (!get_u64(obj, section, name, &value))
+	if (!status_get_u64(obj, section, name, &value))
 		return "-";
 	format_bytes(value, buf, len);
 	return buf;
 }
 
-static const char *text(struct json_object *obj, const char *section, const char *name)
+const char *status_text(struct json_object *obj, const char *section, const char *name)
 {
 	struct json_object *value = field(obj, section, name);
 
@@ -104,7 +104,7 @@ static void print_client(FILE *out, struct json_object *status, const char *role
 
 	if (connected && json_object_is_type(connected, json_type_boolean))
 		state = json_object_get_boolean(connected) ? "connected" : "waiting";
-	fprintf(out, "  %-12s %-10s %s\n", role, state, client ? text(client, NULL, "socket") : "-");
+	fprintf(out, "  %-12s %-10s %s\n", role, state, client ? status_text(client, NULL, "socket") : "-");
 }
 
 void status_print(FILE *out, struct json_object *status)
@@ -112,51 +112,51 @@ void status_print(FILE *out, struct json_object *status)
 	char a[32], b[32], c[32], d[32];
 	uint64_t uptime, features;
 
-	fprintf(out, "broker       pid %s, version %s, up ", num(status, NULL, "pid", a, sizeof(a)),
-		text(status, NULL, "version"));
-	if (get_u64(status, NULL, "uptime_s", &uptime))
+	fprintf(out, "broker       pid %s, version %s, up ", status_num(status, NULL, "pid", a, sizeof(a)),
+		status_text(status, NULL, "version"));
+	if (status_get_u64(status, NULL, "uptime_s", &uptime))
 		fprintf(out, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64 "\n", uptime / 3600, uptime / 60 % 60,
 			uptime % 60);
 	else
 		fputs("-\n", out);
-	fprintf(out, "device       %s\n", text(status, NULL, "device"));
+	fprintf(out, "device       %s\n", status_text(status, NULL, "device"));
 	if (field(status, NULL, "host"))
-		fprintf(out, "host         %s %s class %s\n", text(status, "host", "address"), text(status, "host", "id"),
-			text(status, "host", "class"));
+		fprintf(out, "host         %s %s class %s\n", status_text(status, "host", "address"),
+			status_text(status, "host", "id"), status_text(status, "host", "class"));
 	fputs("clients\n", out);
 	print_client(out, status, "passthrough");
 	print_client(out, status, "companion");
 
 	fputs("DMA (DART)\n", out);
-	fprintf(out, "  live       %s of %s mappings, %s of %s\n", num(status, "dma", "live_mappings", a, sizeof(a)),
-		num(status, "dma", "max_mappings", b, sizeof(b)), bytes(status, "dma", "live_bytes", c, sizeof(c)),
-		bytes(status, "dma", "max_bytes", d, sizeof(d)));
-	fprintf(out, "  peak       %s mappings, %s\n", num(status, "dma", "peak_mappings", a, sizeof(a)),
-		bytes(status, "dma", "peak_bytes", b, sizeof(b)));
-	fprintf(out, "  faults     %s (register failures %s)\n", num(status, "dma", "faults", a, sizeof(a)),
-		num(status, "dma", "register_failures", b, sizeof(b)));
+	fprintf(out, "  live       %s of %s mappings, %s of %s\n", status_num(status, "dma", "live_mappings", a, sizeof(a)),
+		status_num(status, "dma", "max_mappings", b, sizeof(b)), status_bytes(status, "dma", "live_bytes", c, sizeof(c)),
+		status_bytes(status, "dma", "max_bytes", d, sizeof(d)));
+	fprintf(out, "  peak       %s mappings, %s\n", status_num(status, "dma", "peak_mappings", a, sizeof(a)),
+		status_bytes(status, "dma", "peak_bytes", b, sizeof(b)));
+	fprintf(out, "  faults     %s (register failures %s)\n", status_num(status, "dma", "faults", a, sizeof(a)),
+		status_num(status, "dma", "register_failures", b, sizeof(b)));
 
 	fputs("companion\n", out);
 	fprintf(out, "  doorbells  %s (map entries %s, unmap entries %s)\n",
-		num(status, "companion", "doorbells", a, sizeof(a)),
-		num(status, "companion", "map_entries", b, sizeof(b)),
-		num(status, "companion", "unmap_entries", c, sizeof(c)));
+		status_num(status, "companion", "doorbells", a, sizeof(a)),
+		status_num(status, "companion", "map_entries", b, sizeof(b)),
+		status_num(status, "companion", "unmap_entries", c, sizeof(c)));
 	fprintf(out, "  live ids   %s, invalid requests %s, I/O errors %s\n",
-		num(status, "companion", "live_ids", a, sizeof(a)), num(status, "companion", "inval", b, sizeof(b)),
-		num(status, "companion", "ioerr", c, sizeof(c)));
-	if (get_u64(status, "companion", "guest_features", &features))
+		status_num(status, "companion", "live_ids", a, sizeof(a)), status_num(status, "companion", "inval", b, sizeof(b)),
+		status_num(status, "companion", "ioerr", c, sizeof(c)));
+	if (status_get_u64(status, "companion", "guest_features", &features))
 		fprintf(out, "  guest uses 0x%" PRIx64 "%s%s%s\n", features, features & 1 ? " budget" : "",
 			features & 2 ? " unique-ids" : "", features & 4 ? " unmap-all" : "");
 	else
 		fputs("  guest uses -\n", out);
-	if (get_u64(status, "companion", "posted_doorbells", &features) && features > 0)
+	if (status_get_u64(status, "companion", "posted_doorbells", &features) && features > 0)
 		fprintf(out, "  WARNING    %" PRIu64 " doorbells were posted writes: a guest that does not read STATUS\n"
 			     "             breaks; give the companion's vfio-user-pci x-no-posted-writes=on\n",
 			features);
 
 	fputs("interrupts\n", out);
-	fprintf(out, "  delivered  %s (vectors enabled %s)\n", num(status, "interrupts", "delivered", a, sizeof(a)),
-		num(status, "interrupts", "vectors_enabled", b, sizeof(b)));
+	fprintf(out, "  delivered  %s (vectors enabled %s)\n", status_num(status, "interrupts", "delivered", a, sizeof(a)),
+		status_num(status, "interrupts", "vectors_enabled", b, sizeof(b)));
 }
 
 int cmd_status(int argc, char **argv)
