@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "le.h"
 #include "log.h"
@@ -19,11 +20,28 @@ static void put_ascii(uint8_t *p, size_t len, const char *s)
 	memcpy(p, s, n < len ? n : len);
 }
 
+/*
+ * This controller's serial number: "VFA0SIM" and 13 hex digits unique to
+ * the instance (process id and the instance's address).  Linux refuses a
+ * second controller with the same subsystem NQN and a namespace whose
+ * NGUID another one has already, so two simulated NVMe in one guest must
+ * differ in both; they derive from this.
+ */
+static void instance_serial(const struct sim_nvme *n, char out[21])
+{
+	uint64_t tag = ((uint64_t)(unsigned)getpid() << 24) ^ ((uint64_t)(uintptr_t)n >> 4);
+
+	snprintf(out, 21, "VFA0SIM%013" PRIx64, (uint64_t)(tag & 0xfffffffffffffULL));
+}
+
 static void identify_controller(struct sim_nvme *n, uint8_t *id)
 {
+	char serial[21];
+
+	instance_serial(n, serial);
 	le_store16(id + 0, SIM_NVME_VENDOR_ID);
 	le_store16(id + 2, SIM_NVME_VENDOR_ID);
-	put_ascii(id + 4, 20, SERIAL);
+	put_ascii(id + 4, 20, serial);
 	put_ascii(id + 24, 40, "vfio-apple simulated NVMe");
 	put_ascii(id + 64, 8, "1.0");
 	id[72] = 6;                   /* RAB */
@@ -40,16 +58,18 @@ static void identify_controller(struct sim_nvme *n, uint8_t *id)
 	id[513] = 0x44;               /* CQES: 16 bytes */
 	le_store32(id + 516, 1);           /* NN */
 	id[525] = 1;                  /* VWC present */
-	snprintf((char *)id + 768, 256, "nqn.2026-01.io.vfio-apple:sim-nvme:%s", SERIAL);
+	snprintf((char *)id + 768, 256, "nqn.2026-01.io.vfio-apple:sim-nvme:%s", serial);
 	le_store16(id + 2048, 2500);       /* PSD0: 25 W */
-	(void)n;
 }
 
-static void namespace_guid(uint8_t *g)
+/* NGUID: "vfa-" and the controller's 12 last serial digits (unique, see above). */
+static void namespace_guid(const struct sim_nvme *n, uint8_t *g)
 {
-	static const char tag[16] = "vfa-sim-nvme-ns1";
+	char serial[21];
 
-	memcpy(g, tag, 16);
+	instance_serial(n, serial);
+	memcpy(g, "vfa-", 4);
+	memcpy(g + 4, serial + 8, 12);
 }
 
 static void identify_namespace(struct sim_nvme *n, uint8_t *id)
@@ -61,7 +81,7 @@ static void identify_namespace(struct sim_nvme *n, uint8_t *id)
 	le_store64(id + 16, blocks); /* NUSE */
 	id[25] = 0;             /* NLBAF: one format */
 	id[26] = 0;             /* FLBAS: format 0 */
-	namespace_guid(id + 104);
+	namespace_guid(n, id + 104);
 	le_store32(id + 128, 9u << 16); /* LBAF0: 512-byte data, no metadata */
 }
 
@@ -92,7 +112,7 @@ static uint16_t admin_identify(struct sim_nvme *n, const struct nvme_sqe *c)
 			return SC_INVALID_NS;
 		id[0] = 2;  /* NIDT: NGUID */
 		id[1] = 16; /* NIDL */
-		namespace_guid(id + 4);
+		namespace_guid(n, id + 4);
 		break;
 	case 0x05: /* I/O command set specific namespace: NVM has nothing more */
 		if (c->nsid != 1)
