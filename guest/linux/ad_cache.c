@@ -85,7 +85,7 @@ void ad_release_list(struct apple_dma *ad, struct list_head *list)
 		list_for_each_entry_safe(w, tmp, list, link) {
 			if (i++ == n)
 				break;
-			if (status == AD_ST_RESET ||
+			if (status == AD_ST_RESET || status == AD_ST_GONE ||
 			    ((status == AD_ST_OK || status == AD_ST_IOERR) &&
 			     le32_to_cpu(resp[i - 1].status) == AD_ST_OK)) {
 				/* Done, or dropped by the reset: nothing left on the host. */
@@ -556,6 +556,8 @@ int ad_resolve(struct apple_dma *ad, struct ad_range *r, u32 n, u8 first_level, 
 	u32 i, nb;
 
 	ad->stats.slow_paths++;
+	if (ad->gone)
+		return -EIO;
 restart:
 	for (i = 0; i < n; i++) {
 		r[i].win = NULL;
@@ -572,7 +574,7 @@ restart:
 			if (ri->done || ri->win)
 				continue;
 			if (ri->level == AD_LVL_BOUNCE) {
-				if (may_bounce && ad->pool_lost && ad->bounce_page)
+				if (may_bounce && ad->pool_lost && ad->bounce_page && !ad->gone)
 					ad_pool_map(ad);
 				if (may_bounce && !ad_bounce_map(ad, ri, limit)) {
 					ri->done = true;
@@ -615,12 +617,12 @@ restart:
 		if (ad->reset_gen != gen) {
 			/* Every bus address handed out above is dead. */
 			for (i = 0; i < n; i++)
-				if (r[i].bounced)
+				if (r[i].bounced && !ad->gone)
 					r[i].bounced = false;	/* the pool was reset */
 				else if (r[i].done || r[i].win)
 					ad_range_put(ad, &r[i]);
 			gen = ad->reset_gen;
-			if (restarts++ || ad->broken)
+			if (restarts++ || ad->broken || ad->gone)
 				goto fail;
 			failed_any = false;
 			goto restart;
@@ -654,34 +656,33 @@ restart:
 	} while (again);
 
 	/* After a reset, map the pool again before anything needs it. */
-	if (may_bounce && ad->pool_lost && ad->bounce_page)
+	if (may_bounce && ad->pool_lost && ad->bounce_page && !ad->gone)
 		ad_pool_map(ad);
-	if (!failed_any)
+	if (!failed_any && !ad->gone)
 		return 0;
 fail:
 	for (i = 0; i < n; i++)
 		if (r[i].done)
 			ad_range_put(ad, &r[i]);
-	return -ENOMEM;
+	return ad->gone ? -EIO : -ENOMEM;
 }
 
-/* ---- companion reset ----------------------------------------------------- */
+/* ---- companion reset, companion gone ------------------------------------ */
 
 /*
- * The companion lost our command page: it was reset, and a reset drops
- * every mapping.  Restore the page, then forget every window: idle ones are
- * freed, ones in use become orphans (their users hold dead bus addresses;
- * their unmaps are counted as unknown), the pool is mapped again before its
- * next use.  Called from ad_doorbell() with ad->lock held.
+ * Forget every window: the host holds none of them any more.  Idle ones
+ * are freed, ones in use become orphans (their users hold dead bus
+ * addresses; their unmaps find nothing), ones on a release list being
+ * processed are left to it.  The bounce pool's mapping is gone too: with
+ * @keep_bounces (the companion is gone, nothing will be mapped again) the
+ * slots in flight are kept so that their unmaps still copy back; otherwise
+ * (a reset, the pool is mapped again) they are dropped.  ad->lock held.
  */
-void ad_recover(struct apple_dma *ad)
+void ad_forget_all(struct apple_dma *ad, bool keep_bounces)
 {
 	unsigned long flags;
 	u32 i;
 
-	ad->stats.resets++;
-	ad->reset_gen++;
-	ad_set_cmd(ad, ad->cmd_gpa);
 	write_seqcount_begin(&ad->tree_seq);
 	for (i = 0; i < ad->nr_windows; i++) {
 		struct ad_window *w = &ad->windows[i];
@@ -719,10 +720,27 @@ void ad_recover(struct apple_dma *ad)
 	if (ad->bounce_page) {
 		ad->pool_lost = true;
 		ad->bounce_win = NULL;
-		bitmap_zero(ad->bounce_map, 1U << ad->bounce_order);
-		memset(ad->bounce_slots, 0, sizeof(*ad->bounce_slots) << ad->bounce_order);
+		if (!keep_bounces) {
+			bitmap_zero(ad->bounce_map, 1U << ad->bounce_order);
+			memset(ad->bounce_slots, 0,
+			       sizeof(*ad->bounce_slots) << ad->bounce_order);
+		}
 	}
 	spin_unlock_irqrestore(&ad->bounce_lock, flags);
+}
+
+/*
+ * The companion lost our command page: it was reset, and a reset drops
+ * every mapping.  Restore the page, then forget every window; the pool is
+ * mapped again before its next use.  Called from ad_doorbell() (or
+ * reset_done) with ad->lock held.
+ */
+void ad_recover(struct apple_dma *ad)
+{
+	ad->stats.resets++;
+	ad->reset_gen++;
+	ad_set_cmd(ad, ad->cmd_gpa);
+	ad_forget_all(ad, false);
 	if (ad->stats.reset_lost)
 		dev_warn(ad->dev, "%llu mappings in use were lost with the reset\n",
 			 ad->stats.reset_lost);
@@ -822,6 +840,9 @@ void ad_unmap_bus(struct apple_dma *ad, u64 bus, u64 len, bool copy_back)
 		ad_bounce_unmap(ad, bus, copy_back);
 		return;
 	}
+	/* Gone: every window was dropped with the host; nothing to find. */
+	if (READ_ONCE(ad->gone))
+		return;
 	for (tries = 0; tries < 3; tries++) {
 		seq = read_seqcount_begin(&ad->tree_seq);
 		w = ad_lookup_bus(ad, bus, len, false);

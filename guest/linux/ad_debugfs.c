@@ -80,7 +80,7 @@ static int ad_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "unmap_errors %llu\n", s.unmap_errors);
 	seq_printf(m, "selftest %s\n", ad->selftest_result);
 	/* What the device says this companion holds (version 3; 0 otherwise). */
-	if (ad->features & AD_FEAT_BUDGET) {
+	if ((ad->features & AD_FEAT_BUDGET) && !READ_ONCE(ad->gone)) {
 		seq_printf(m, "device_live_mappings %u\n",
 			   readl(ad->regs + AD_REG_LIVE_MAPPINGS));
 		seq_printf(m, "device_live_bytes %llu\n",
@@ -104,6 +104,8 @@ static int ad_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "idle_release_max_us %llu\n", div_u64(s.idle_release_max_ns, NSEC_PER_USEC));
 	seq_printf(m, "private_unmaps %llu\n", s.private_unmaps);
 	seq_printf(m, "pool_bus %#llx\n", (u64)ad->bounce_bus);
+	seq_printf(m, "gone %d\n", READ_ONCE(ad->gone));
+	seq_printf(m, "gone_dropped %llu\n", s.gone_dropped);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ad_stats);

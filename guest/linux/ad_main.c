@@ -155,13 +155,17 @@ fail:
 /*
  * Unmap everything this instance holds on the host (at remove), then point
  * the device at no command page, so that a stray doorbell cannot make it
- * read memory that is about to be reused.
+ * read memory that is about to be reused.  One batch per hold of the lock,
+ * so that interrupts are off for one doorbell of batch_max entries at a
+ * time.  A companion that is gone answers nothing: its windows are
+ * dropped without the host (ad_mark_gone()).
  */
 void ad_release_all(struct apple_dma *ad)
 {
-	LIST_HEAD(all);
+	LIST_HEAD(batch);
 	unsigned long flags;
-	u32 i, busy = 0, stuck = 0;
+	u32 i = 0, n, busy = 0, stuck = 0;
+	bool gone;
 
 	spin_lock_irqsave(&ad->lock, flags);
 	ad->dead = true;
@@ -169,22 +173,29 @@ void ad_release_all(struct apple_dma *ad)
 	spin_unlock_irqrestore(&ad->lock, flags);
 	cancel_delayed_work_sync(&ad->idle_work);
 
-	spin_lock_irqsave(&ad->lock, flags);
-	for (i = 0; i < ad->nr_windows; i++) {
-		struct ad_window *w = &ad->windows[i];
+	while (i < ad->nr_windows) {
+		n = 0;
+		spin_lock_irqsave(&ad->lock, flags);
+		for (; i < ad->nr_windows && n < ad->batch_max; i++) {
+			struct ad_window *w = &ad->windows[i];
 
-		if (w->state != AD_WIN_LIVE && w->state != AD_WIN_STUCK)
-			continue;
-		if (w->state == AD_WIN_LIVE && atomic_read(&w->refs) > 0 &&
-		    w->kind != AD_KIND_POOL)
-			busy++;
-		atomic_set(&w->refs, AD_REFS_DEAD);
-		w->state = AD_WIN_DYING;
-		ad_win_unlink_seq(ad, w);
-		list_move_tail(&w->link, &all);
+			if (w->state != AD_WIN_LIVE && w->state != AD_WIN_STUCK)
+				continue;
+			if (w->state == AD_WIN_LIVE && atomic_read(&w->refs) > 0 &&
+			    w->kind != AD_KIND_POOL)
+				busy++;
+			atomic_set(&w->refs, AD_REFS_DEAD);
+			w->state = AD_WIN_DYING;
+			ad_win_unlink_seq(ad, w);
+			list_move_tail(&w->link, &batch);
+			n++;
+		}
+		if (n)
+			ad_release_list(ad, &batch);
+		spin_unlock_irqrestore(&ad->lock, flags);
 	}
-	if (!list_empty(&all))
-		ad_release_list(ad, &all);
+
+	spin_lock_irqsave(&ad->lock, flags);
 	stuck = list_count_nodes(&ad->stuck_list);
 	if (stuck && (ad->features & AD_FEAT_UNMAP_ALL) &&
 	    ad_doorbell(ad, AD_CMD_UNMAP_ALL, 0) == AD_ST_OK) {
@@ -194,10 +205,12 @@ void ad_release_all(struct apple_dma *ad)
 			ad_win_free(ad, w);
 		stuck = 0;
 	}
-	ad_set_cmd(ad, 0);
+	gone = ad->gone;
+	if (!gone)
+		ad_set_cmd(ad, 0);
 	ad->broken = true;	/* no doorbell after this */
 	spin_unlock_irqrestore(&ad->lock, flags);
-	if (busy)
+	if (busy && !gone)
 		dev_warn(ad->dev, "%u mappings were still in use at remove\n", busy);
 	if (stuck)
 		dev_err(ad->dev, "%u mappings the host refused to unmap stay registered\n", stuck);
@@ -305,6 +318,11 @@ static int ad_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 
 	version = readl(ad->regs + AD_REG_VERSION);
+	if (version == U32_MAX) {
+		dev_err(dev, "the companion reads all-ones: it is gone (surprise removal?)\n");
+		ret = -ENODEV;
+		goto err_unmap;
+	}
 	if (version != AD_PROTOCOL_VERSION) {
 		dev_err(dev, "companion speaks protocol version %#x, this driver version %u\n",
 			version, AD_PROTOCOL_VERSION);
@@ -394,6 +412,28 @@ err_free:
 	return ret;
 }
 
+/*
+ * The end of an instance, after ad_release_all().  If the managed function
+ * kept a driver (@restored false), its DMA operations still point into
+ * @ad: freeing them would be a use after free.  Then the instance stays
+ * (dead: every map fails, without a doorbell) and the module is pinned for
+ * good.  Returns true when @ad was freed.
+ */
+bool ad_teardown(struct apple_dma *ad, bool restored)
+{
+	if (!restored) {
+		dev_err(ad->dev,
+			"0000:%02x:%02x.%d kept its driver: keeping apple_dma's DMA operations (every mapping fails) and the module loaded\n",
+			ad->managed_bdf >> 8, PCI_SLOT(ad->managed_bdf), PCI_FUNC(ad->managed_bdf));
+		__module_get(THIS_MODULE);
+		return false;
+	}
+	ad_free_state(ad);
+	free_percpu(ad->pstats);
+	kfree(ad);
+	return true;
+}
+
 void ad_remove(struct pci_dev *pdev)
 {
 	struct apple_dma *ad = pci_get_drvdata(pdev);
@@ -401,26 +441,10 @@ void ad_remove(struct pci_dev *pdev)
 
 	debugfs_remove_recursive(ad->debugfs);
 	ad_release_all(ad);
-	if (!restored) {
-		/*
-		 * A driver still holds the function with our ops: freeing them
-		 * would be a use after free.  Keep the (dead: every map fails)
-		 * instance and the module for good.
-		 */
-		dev_err(&pdev->dev, "%s kept its driver: keeping apple_dma's DMA operations (every mapping fails) and the module loaded\n",
-			ad->managed ? pci_name(ad->managed) : "the managed function");
-		__module_get(THIS_MODULE);
-		pci_iounmap(pdev, ad->regs);
-		pci_release_region(pdev, 0);
-		pci_disable_device(pdev);
-		return;
-	}
-	ad_free_state(ad);
 	pci_iounmap(pdev, ad->regs);
 	pci_release_region(pdev, 0);
 	pci_disable_device(pdev);
-	free_percpu(ad->pstats);
-	kfree(ad);
+	ad_teardown(ad, restored);
 }
 
 static const struct pci_device_id ad_ids[] = {

@@ -5,6 +5,26 @@
 
 /* ---- the DMA operations -------------------------------------------------- */
 
+/*
+ * Must every map fail at once?  After remove, or once the companion is
+ * gone; the PCI core's "disconnected" mark (a surprise removal it saw) is
+ * taken up here without waiting for a doorbell to read all-ones.
+ */
+static bool ad_refuse(struct apple_dma *ad)
+{
+	unsigned long flags;
+
+	if (READ_ONCE(ad->dead) || READ_ONCE(ad->gone))
+		return true;
+	if (!ad->pdev || READ_ONCE(ad->pdev->error_state) != pci_channel_io_perm_failure)
+		return false;
+	spin_lock_irqsave(&ad->lock, flags);
+	if (!ad->dead)
+		ad_mark_gone(ad, "the PCI core found it disconnected");
+	spin_unlock_irqrestore(&ad->lock, flags);
+	return true;
+}
+
 /* Strict mode bounces a buffer that does not cover whole granules. */
 static bool ad_sub_granule(struct apple_dma *ad, u64 gpa, u64 len)
 {
@@ -23,7 +43,7 @@ dma_addr_t ad_map_one(struct device *dev, phys_addr_t phys, size_t size,
 	int ret;
 
 	ad_add(&ad->pstats->map_calls, 1);
-	if (!size || phys + size - 1 < phys || READ_ONCE(ad->dead))
+	if (!size || phys + size - 1 < phys || ad_refuse(ad))
 		goto fail;
 	if (kind == AD_KIND_SHARED && ad_sub_granule(ad, phys, size)) {
 		if (!may_bounce)
@@ -35,7 +55,8 @@ dma_addr_t ad_map_one(struct device *dev, phys_addr_t phys, size_t size,
 		w = ad_hit(ad, phys, size);
 		if (w) {
 			bus = w->bus_start + (phys - w->gpa_start);
-			if (bus + size - 1 <= limit) {
+			/* Gone meanwhile: its address is dead. */
+			if (bus + size - 1 <= limit && !READ_ONCE(ad->gone)) {
 				ad_add(&ad->pstats->cache_hits, 1);
 				return bus;
 			}
@@ -140,7 +161,7 @@ int ad_map_sg(struct device *dev, struct scatterlist *sgl, int nents, enum dma_d
 	ad_add(&ad->pstats->sg_calls, 1);
 	if (nents <= 0)
 		return -EINVAL;
-	if (READ_ONCE(ad->dead)) {
+	if (ad_refuse(ad)) {
 		ret = -EIO;
 		goto fail;
 	}
@@ -194,6 +215,10 @@ int ad_map_sg(struct device *dev, struct scatterlist *sgl, int nents, enum dma_d
 		if (ret)
 			goto fail;
 		left -= n;
+	}
+	if (READ_ONCE(ad->gone)) {
+		ret = -EIO;	/* gone after the hits above: their addresses are dead */
+		goto fail;
 	}
 	ad_add(&ad->pstats->map_calls, nents);
 	return nents;

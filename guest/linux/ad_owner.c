@@ -29,7 +29,7 @@ static struct apple_dma *ad_find_owner(struct pci_dev *pdev)
  * BUS_NOTIFY_BIND_DRIVER, or with a driver bound); before, arm64 says "not
  * coherent" for every device.
  */
-static const char *ad_unusable(struct device *dev, bool configured)
+const char *ad_unusable(struct device *dev, bool configured)
 {
 	if (device_iommu_mapped(dev))
 		return "is behind a guest IOMMU, whose addresses are not the DART's";
@@ -87,6 +87,9 @@ static int ad_bus_notify(struct notifier_block *nb, unsigned long action, void *
 		mutex_lock(&ad_instances_lock);
 		ad = ad_find_owner(pdev);
 		if (ad && ad->managed == pdev) {
+			/* Hot-unplug: its driver is gone; no ops into @ad stay behind. */
+			if (get_dma_ops(&pdev->dev) == &ad->ops)
+				set_dma_ops(&pdev->dev, ad->managed_orig_ops);
 			ad->managed = NULL;
 			pci_dev_put(pdev);
 		}

@@ -5,6 +5,47 @@
 
 /* ---- the doorbell ------------------------------------------------------ */
 
+/*
+ * Is the companion gone?  A PCIe device that vanished (a Thunderbolt cable
+ * pulled, the host function dead) reads all-ones, and the PCI core marks a
+ * device it found disconnected.  VERSION reads 2 on a live companion.
+ * Lockless; one MMIO read unless the core already knows.
+ */
+bool ad_gone(struct apple_dma *ad)
+{
+	if (READ_ONCE(ad->gone))
+		return true;
+	if (ad->fake)
+		return ad_fake_version(ad) == U32_MAX;
+	if (ad->pdev && READ_ONCE(ad->pdev->error_state) == pci_channel_io_perm_failure)
+		return true;
+	return readl(ad->regs + AD_REG_VERSION) == U32_MAX;
+}
+
+/*
+ * The companion is gone, and the host's mappings with it: from now on
+ * every map fails at once (no doorbell, no retry, no bus address handed
+ * out) and every window is dropped without asking the host.  Bounced
+ * buffers in flight keep their slots, so that an unmap still copies back
+ * what the device wrote before it vanished.  Said once.  ad->lock held.
+ */
+void ad_mark_gone(struct apple_dma *ad, const char *how)
+{
+	u64 before = ad->live_mappings;
+
+	lockdep_assert_held(&ad->lock);
+	if (ad->gone)
+		return;
+	WRITE_ONCE(ad->gone, true);
+	ad->reset_gen++;	/* addresses handed out in the middle of a map are dead */
+	ad_forget_all(ad, true);
+	ad->stats.gone_dropped = before - ad->live_mappings;
+	dev_err(ad->dev,
+		"the companion is gone (%s: surprise removal or a dead host function): every DMA mapping of 0000:%02x:%02x.%d fails from now on; %llu mappings dropped without the host\n",
+		how, ad->managed_bdf >> 8, PCI_SLOT(ad->managed_bdf), PCI_FUNC(ad->managed_bdf),
+		ad->stats.gone_dropped);
+}
+
 /* Point the device at the command page (0: at nothing) and say what we use. */
 void ad_set_cmd(struct apple_dma *ad, u64 gpa)
 {
@@ -42,6 +83,8 @@ u32 ad_doorbell(struct apple_dma *ad, u32 type, u32 count)
 	unsigned int bucket;
 
 	lockdep_assert_held(&ad->lock);
+	if (ad->gone)
+		return AD_ST_GONE;
 	if (ad->broken)
 		return AD_ST_INVAL;
 	spin_lock(&ad->cmd_lock);
@@ -71,6 +114,16 @@ u32 ad_doorbell(struct apple_dma *ad, u32 type, u32 count)
 	if (status == AD_ST_OK || status == AD_ST_IOERR)
 		return status;
 	ad->stats.doorbell_errors++;
+	/*
+	 * A vanished device reads all-ones: nothing it answered counts, and
+	 * ringing again would not help.  (Checked before INVAL, whose restore
+	 * path reads LIVE_MAPPINGS, all-ones too.)
+	 */
+	if (ad_gone(ad)) {
+		ad_mark_gone(ad, status == U32_MAX ? "STATUS reads all-ones" :
+				 "VERSION reads all-ones");
+		return AD_ST_GONE;
+	}
 	if (status == AD_ST_INVAL) {
 		/*
 		 * This driver only sends well-formed commands: INVAL means the

@@ -21,6 +21,8 @@ struct ad_fake {
 	bool refuse_maps;
 	u64 misalign;
 	u32 refuse_unmaps;	/* refuse this many UNMAP entries */
+	bool dead;		/* vanished: every register reads all-ones */
+	u32 rings;		/* doorbells that reached the fake */
 	bool cmd_set;
 	u64 next_id;
 	u32 live;
@@ -35,7 +37,12 @@ struct ad_fake {
 
 u32 ad_fake_live(struct apple_dma *ad)
 {
-	return ad->fake->live;
+	return ad->fake->dead ? U32_MAX : ad->fake->live;
+}
+
+u32 ad_fake_version(struct apple_dma *ad)
+{
+	return ad->fake->dead ? U32_MAX : AD_PROTOCOL_VERSION;
 }
 
 void ad_fake_set_cmd(struct apple_dma *ad, u64 gpa)
@@ -57,6 +64,9 @@ u32 ad_fake_ring(struct apple_dma *ad)
 	u32 type = le32_to_cpu(ad->cmd->type), count = le32_to_cpu(ad->cmd->count);
 	u32 i, k, batch = AD_ST_OK;
 
+	f->rings++;
+	if (f->dead)
+		return U32_MAX;	/* a missing device: writes dropped, reads all-ones */
 	if (!f->cmd_set)
 		return AD_ST_INVAL;
 	if (type == AD_CMD_UNMAP_ALL) {
@@ -145,9 +155,7 @@ static void ad_fake_destroy(struct ad_fake *f)
 
 	if (ad) {
 		ad_release_all(ad);
-		ad_free_state(ad);
-		free_percpu(ad->pstats);
-		kfree(ad);
+		ad_teardown(ad, true);
 	}
 	kfree(f);
 }
@@ -655,6 +663,320 @@ out:
 	return r;
 }
 
+/* Unknown unmaps counted so far (per CPU counters). */
+static u64 ad_t_unknown(struct apple_dma *ad)
+{
+	u64 n = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		n += per_cpu_ptr(ad->pstats, cpu)->unknown_unmaps;
+	return n;
+}
+
+/*
+ * Surprise removal: the companion reads all-ones (STATUS, VERSION, LIVE).
+ * The first doorbell notices; from then on every map fails at once (no
+ * doorbell, no bus address, no retry), cached windows are dropped without
+ * the host, unmaps of what was mapped before are quiet, a bounced buffer
+ * still gets back what the device wrote before it went, coherent memory
+ * is freed, and remove rings nothing and keeps nothing.
+ */
+static const char *ad_t_gone(void)
+{
+	struct ad_fake_cfg cfg = { };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	struct page *page = alloc_page(GFP_KERNEL);
+	dma_addr_t busy, idle, bounced = DMA_MAPPING_ERROR, coh_bus = 0, b;
+	struct scatterlist sg;
+	const char *r = NULL;
+	void *coh = NULL;
+	u8 *buf;
+	u32 rings;
+
+	if (!f || !page) {
+		r = "gone_setup";
+		goto out;
+	}
+	buf = page_address(page);
+	memset(buf, 0, PAGE_SIZE);
+	busy = ad_t_map(f, AD_T_GPA, SZ_4K);			/* in use when it goes */
+	idle = ad_t_map(f, AD_T_GPA + SZ_4M, SZ_4K);
+	ad_t_unmap(f, idle, SZ_4K);				/* cached, idle */
+	coh = ad_alloc(&f->dev, SZ_4K, &coh_bus, GFP_KERNEL, 0);
+	f->refuse_maps = true;					/* this one bounces */
+	bounced = ad_map_one(&f->dev, page_to_phys(page), 512, DMA_FROM_DEVICE, true,
+			     AD_KIND_SHARED, U64_MAX);
+	f->refuse_maps = false;
+	if (busy == DMA_MAPPING_ERROR || idle == DMA_MAPPING_ERROR || !coh ||
+	    bounced == DMA_MAPPING_ERROR || !ad_is_bounce(f->ad, bounced)) {
+		r = "gone_setup_maps";
+		goto out;
+	}
+	/* The device wrote into the bounce slot, then vanished. */
+	memset(f->ad->bounce_va + (bounced - f->ad->bounce_bus), 0x5a, 512);
+	f->dead = true;
+
+	rings = f->rings;
+	b = ad_t_map(f, AD_T_GPA + SZ_8M, SZ_4K);		/* a miss: one doorbell */
+	if (b != DMA_MAPPING_ERROR)
+		r = "gone_miss_handed_out";
+	else if (f->rings - rings != 1)
+		r = "gone_doorbell_retried";
+	else if (!f->ad->gone || !f->ad->stats.gone_dropped)
+		r = "gone_not_said";
+	rings = f->rings;
+	b = ad_t_map(f, AD_T_GPA + SZ_4M + SZ_8K, SZ_4K);	/* was a cache hit */
+	if (!r && (b != DMA_MAPPING_ERROR || f->rings != rings))
+		r = "gone_hit_handed_out";
+	sg_init_table(&sg, 1);
+	sg_set_page(&sg, page, SZ_4K, 0);
+	if (!r && (ad_map_sg(&f->dev, &sg, 1, DMA_TO_DEVICE, 0) != -EIO || f->rings != rings))
+		r = "gone_sg_not_eio";
+	if (!r && f->ad->live_mappings)
+		r = "gone_windows_kept";
+	/* What the driver unmaps and frees on its way out. */
+	ad_t_unmap(f, busy, SZ_4K);
+	ad_unmap_bus(f->ad, bounced, 512, true);
+	ad_free(&f->dev, SZ_4K, coh, coh_bus, 0);
+	coh = NULL;
+	if (!r && ad_t_unknown(f->ad))
+		r = "gone_unmap_unknown";
+	if (!r && (buf[0] != 0x5a || buf[511] != 0x5a))
+		r = "gone_bounce_lost";
+	if (!r && f->rings != rings)
+		r = "gone_unmap_rang";
+	ad_release_all(f->ad);
+	if (!r && f->rings != rings)
+		r = "gone_remove_rang";
+	if (!r && (f->ad->live_mappings || !list_empty(&f->ad->stuck_list)))
+		r = "gone_remove_kept";
+out:
+	if (coh)
+		ad_free(&f->dev, SZ_4K, coh, coh_bus, 0);
+	if (page)
+		__free_page(page);
+	if (f)
+		ad_fake_destroy(f);
+	return r;
+}
+
+/* Gone under the lazy release: its UNMAP reads all-ones; dropped, not retried. */
+static const char *ad_t_gone_idle(void)
+{
+	struct ad_fake_cfg cfg = { };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	const char *r = NULL;
+	unsigned long flags;
+	dma_addr_t bus;
+	u32 rings;
+	int i;
+
+	if (!f)
+		return "gone_idle_setup";
+	bus = ad_t_map(f, AD_T_GPA, SZ_4K);
+	ad_t_unmap(f, bus, SZ_4K);
+	f->dead = true;
+	rings = f->rings;
+	for (i = 0; i < 100 && !READ_ONCE(f->ad->gone); i++)
+		usleep_range(1000, 2000);
+	msleep(20);	/* a worker that would retry has had its passes */
+	spin_lock_irqsave(&f->ad->lock, flags);
+	if (!f->ad->gone)
+		r = "gone_idle_not_noticed";
+	else if (f->ad->stats.unmap_errors || !list_empty(&f->ad->stuck_list))
+		r = "gone_idle_stuck";
+	else if (f->rings - rings != 1)
+		r = "gone_idle_retried";
+	else if (f->ad->live_mappings)
+		r = "gone_idle_kept";
+	spin_unlock_irqrestore(&f->ad->lock, flags);
+	ad_fake_destroy(f);
+	return r;
+}
+
+/*
+ * Remove with live mappings (a hot-unplug whose driver left buffers
+ * mapped, or a coherent buffer it never freed): everything is unmapped on
+ * the host, in doorbells of at most batch_max entries; later maps fail
+ * without a doorbell; a late unmap or free is harmless.
+ */
+static const char *ad_t_remove_live(void)
+{
+	struct ad_fake_cfg cfg = { .windows = 256 };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	dma_addr_t bus[100], coh_bus = 0, b;
+	const char *r = NULL;
+	void *coh;
+	u64 doorbells;
+	u32 rings;
+	int i;
+
+	if (!f)
+		return "remove_live_setup";
+	for (i = 0; i < 100; i++) {
+		bus[i] = ad_t_map(f, AD_T_GPA + SZ_4M * (i + 1ULL), SZ_4K);
+		if (bus[i] == DMA_MAPPING_ERROR) {
+			r = "remove_live_map";
+			goto out;
+		}
+		if (i % 2)
+			ad_t_unmap(f, bus[i], SZ_4K);	/* half idle, half in use */
+	}
+	coh = ad_alloc(&f->dev, SZ_4K, &coh_bus, GFP_KERNEL, 0);
+	if (!coh || f->live < 50) {
+		r = "remove_live_setup_maps";
+		goto out;
+	}
+	f->ad->stats.max_doorbell_entries = 0;
+	doorbells = f->ad->stats.doorbells;
+	ad_release_all(f->ad);
+	if (f->live || f->ad->live_mappings)
+		r = "remove_live_left_mapped";
+	else if (f->ad->stats.max_doorbell_entries > f->ad->batch_max)
+		r = "remove_live_doorbell_unbounded";
+	else if (f->ad->stats.doorbells - doorbells < 2)
+		r = "remove_live_one_doorbell";
+	rings = f->rings;
+	b = ad_t_map(f, AD_T_GPA, SZ_4K);
+	if (!r && (b != DMA_MAPPING_ERROR || f->rings != rings))
+		r = "remove_live_maps_after";
+	for (i = 0; i < 100; i += 2)
+		ad_t_unmap(f, bus[i], SZ_4K);
+	ad_free(&f->dev, SZ_4K, coh, coh_bus, 0);
+	if (!r && f->rings != rings)
+		r = "remove_live_late_unmap_rang";
+out:
+	ad_fake_destroy(f);
+	return r;
+}
+
+/*
+ * The managed function kept its driver through remove: its ops point into
+ * the instance, so the instance stays (every map fails, no doorbell) and
+ * the module is pinned; a late unmap is harmless.
+ */
+static const char *ad_t_pinned(void)
+{
+	struct ad_fake_cfg cfg = { };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	const char *r = NULL;
+	dma_addr_t bus, b;
+	int refs;
+	u32 rings;
+
+	if (!f)
+		return "pinned_setup";
+	bus = ad_t_map(f, AD_T_GPA, SZ_4K);
+	refs = module_refcount(THIS_MODULE);
+	ad_release_all(f->ad);
+	if (ad_teardown(f->ad, false)) {
+		f->ad = NULL;	/* freed: the driver's ops would dangle */
+		r = "pinned_freed";
+		goto out;
+	}
+	if (module_refcount(THIS_MODULE) != refs + 1) {
+		r = "pinned_module_not_pinned";
+		goto out_put;
+	}
+	rings = f->rings;
+	b = ad_t_map(f, AD_T_GPA + SZ_4M, SZ_4K);
+	if (b != DMA_MAPPING_ERROR || f->rings != rings)
+		r = "pinned_maps";
+	ad_t_unmap(f, bus, SZ_4K);
+	if (!r && f->rings != rings)
+		r = "pinned_unmap_rang";
+out_put:
+	module_put(THIS_MODULE);	/* the test's own instance: give it back */
+out:
+	if (f)
+		ad_fake_destroy(f);
+	return r;
+}
+
+/*
+ * Two companions: each instance keeps its own budget and host.  One full
+ * instance bounces; the other still maps a window of its own.
+ */
+static const char *ad_t_two(void)
+{
+	struct ad_fake_cfg cfg = { .windows = 16 };
+	struct ad_fake *a = ad_fake_create(&cfg), *b = ad_fake_create(&cfg);
+	struct page *page = alloc_page(GFP_KERNEL);
+	dma_addr_t held[15], x, y;
+	const char *r = NULL;
+	u32 live_a;
+	int i;
+
+	if (!a || !b || !page) {
+		r = "two_setup";
+		goto out;
+	}
+	for (i = 0; i < 15; i++) {
+		held[i] = ad_t_map(a, AD_T_GPA + SZ_4M * (i + 1ULL), SZ_4K);
+		if (held[i] == DMA_MAPPING_ERROR) {
+			r = "two_fill";
+			goto out;
+		}
+	}
+	live_a = a->live;
+	x = ad_t_map(a, page_to_phys(page), SZ_4K);
+	y = ad_t_map(b, page_to_phys(page), SZ_4K);
+	if (x == DMA_MAPPING_ERROR || !ad_is_bounce(a->ad, x))
+		r = "two_full_not_bounced";
+	else if (y == DMA_MAPPING_ERROR || ad_is_bounce(b->ad, y) ||
+		 !ad_fake_maps(b, y, SZ_4K, page_to_phys(page)))
+		r = "two_budget_shared";
+	else if (a->live != live_a || b->live != 2 || ad_fake_maps(a, y, SZ_4K, page_to_phys(page)))
+		r = "two_hosts_mixed";
+	if (x != DMA_MAPPING_ERROR)
+		ad_t_unmap(a, x, SZ_4K);
+	if (y != DMA_MAPPING_ERROR)
+		ad_t_unmap(b, y, SZ_4K);
+	for (i = 0; i < 15; i++)
+		ad_t_unmap(a, held[i], SZ_4K);
+out:
+	if (page)
+		__free_page(page);
+	if (a)
+		ad_fake_destroy(a);
+	if (b)
+		ad_fake_destroy(b);
+	return r;
+}
+
+/*
+ * The refusal of a function that is not DMA-coherent (the module cannot
+ * do cache maintenance): decided once the core configured its DMA.  Only
+ * architectures with per-device coherence (arm64) can say "not coherent";
+ * elsewhere every device is coherent and must be accepted.
+ */
+static const char *ad_t_noncoherent(void)
+{
+	struct ad_fake_cfg cfg = { };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	const char *r = NULL;
+
+	if (!f)
+		return "noncoherent_setup";
+#if defined(CONFIG_ARCH_HAS_SYNC_DMA_FOR_DEVICE) || defined(CONFIG_ARCH_HAS_SYNC_DMA_FOR_CPU) || \
+	defined(CONFIG_ARCH_HAS_SYNC_DMA_FOR_CPU_ALL)
+	f->dev.dma_coherent = false;
+	if (!ad_unusable(&f->dev, true))
+		r = "noncoherent_accepted";
+	else if (ad_unusable(&f->dev, false))
+		r = "noncoherent_refused_before_configured";
+	f->dev.dma_coherent = true;
+	if (!r && ad_unusable(&f->dev, true))
+		r = "noncoherent_coherent_refused";
+#else
+	if (ad_unusable(&f->dev, true))
+		r = "noncoherent_coherent_refused";
+#endif
+	ad_fake_destroy(f);
+	return r;
+}
+
 static const struct {
 	const char *name;
 	const char *(*fn)(void);
@@ -673,6 +995,12 @@ static const struct {
 	{ "lazy", ad_t_lazy },
 	{ "mmio_max", ad_t_mmio_max },
 	{ "lockless", ad_t_lockless },
+	{ "gone", ad_t_gone },
+	{ "gone_idle", ad_t_gone_idle },
+	{ "remove_live", ad_t_remove_live },
+	{ "pinned", ad_t_pinned },
+	{ "two", ad_t_two },
+	{ "noncoherent", ad_t_noncoherent },
 };
 
 static char ad_unit_result[256] = "off";

@@ -88,6 +88,8 @@
 #define AD_ST_INVAL		3
 /* Not a device status: the command page was lost (reset) while ringing. */
 #define AD_ST_RESET		0x100
+/* Not a device status: the companion is gone (reads all-ones: surprise removal). */
+#define AD_ST_GONE		0x101
 
 /* Published Apple DART limits, used when the device does not publish its own. */
 #define AD_DEFAULT_MAX_BYTES	(3ULL * SZ_512M)
@@ -269,6 +271,7 @@ struct ad_stats {
 	u64 idle_release_max_ns;
 	u64 strict_releases;
 	u64 private_unmaps;
+	u64 gone_dropped;
 };
 
 struct ad_fake;
@@ -306,6 +309,7 @@ struct apple_dma {
 	/* Lockless readers of the two trees retry when a writer was active. */
 	seqcount_spinlock_t tree_seq;
 	bool dead;
+	bool gone;			/* the companion vanished: every map fails */
 	bool broken;			/* the command page cannot be restored */
 	bool pool_lost;			/* companion reset: pool mapping gone */
 	bool bus_alias;			/* two live windows share bus addresses */
@@ -402,6 +406,7 @@ int ad_pool_map(struct apple_dma *ad);
 int ad_resolve(struct apple_dma *ad, struct ad_range *r, u32 n, u8 first_level, bool may_bounce,
 	       u64 limit);
 void ad_recover(struct apple_dma *ad);
+void ad_forget_all(struct apple_dma *ad, bool keep_bounces);
 void ad_idle_work(struct work_struct *work);
 void ad_unmap_bus(struct apple_dma *ad, u64 bus, u64 len, bool copy_back);
 u64 ad_mask_limit(struct device *dev, bool coherent);
@@ -415,6 +420,7 @@ void ad_release_all(struct apple_dma *ad);
 void ad_free_state(struct apple_dma *ad);
 struct apple_dma *ad_new_instance(struct device *dev, bool strict_mode);
 void ad_remove(struct pci_dev *pdev);
+bool ad_teardown(struct apple_dma *ad, bool restored);
 void ad_reset_notify(struct apple_dma *ad);
 
 /* ad_ops.c */
@@ -436,17 +442,21 @@ void ad_debugfs_add(struct apple_dma *ad);
 
 /* ad_owner.c */
 int ad_claim_present(struct apple_dma *ad);
+const char *ad_unusable(struct device *dev, bool configured);
 bool ad_release_managed(struct apple_dma *ad);
 
 /* ad_proto.c */
 void ad_set_cmd(struct apple_dma *ad, u64 gpa);
 u32 ad_doorbell(struct apple_dma *ad, u32 type, u32 count);
+bool ad_gone(struct apple_dma *ad);
+void ad_mark_gone(struct apple_dma *ad, const char *how);
 
 /* ad_selftest.c */
 void ad_selftest(struct apple_dma *ad);
 
 /* ad_unittest.c */
 u32 ad_fake_live(struct apple_dma *ad);
+u32 ad_fake_version(struct apple_dma *ad);
 void ad_fake_set_cmd(struct apple_dma *ad, u64 gpa);
 u32 ad_fake_ring(struct apple_dma *ad);
 void ad_unittest_run(void);
