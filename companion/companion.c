@@ -30,6 +30,7 @@ struct mapping {
 	uint64_t gpa;
 	uint64_t len;
 	uint64_t bus;
+	bool orphaned; /* the host mapping was released at removal: nothing to unregister */
 };
 
 struct companion {
@@ -39,6 +40,8 @@ struct companion {
 	uint32_t max_entries;
 	uint32_t max_live;
 	bool maps_refused; /* companion_refuse_maps(): no passthrough client to map for */
+	bool host_gone;    /* companion_host_gone(): the managed function was removed */
+	size_t orphaned;   /* live mappings with orphaned set */
 
 	/* registers */
 	uint32_t status;
@@ -133,6 +136,8 @@ static void erase(struct companion *c, struct mapping *m)
 
 	c->live--;
 	c->live_bytes -= m->len;
+	if (m->orphaned)
+		c->orphaned--;
 	for (size_t i = (hole + 1) & mask; c->slots[i].id != 0; i = (i + 1) & mask) {
 		size_t home = slot_of(c, c->slots[i].id);
 
@@ -151,7 +156,7 @@ static int host_unregister(struct companion *c, const struct mapping *m)
 {
 	int rc;
 
-	if (c->hd->identity_dma)
+	if (c->hd->identity_dma || m->orphaned)
 		return 0;
 	rc = c->hd->ops->dma_unregister(c->hd, m->id);
 	if (rc < 0)
@@ -218,6 +223,12 @@ static uint32_t map_one(struct companion *c, const uint8_t *req, uint8_t *resp)
 			  (unsigned long long)gpa, len);
 		return APPLE_DMA_IOERR;
 	}
+	if (c->host_gone || !host_device_present(c->hd)) {
+		log_debug("apple-dma: MAP gpa %#llx len %u refused: the managed function is gone",
+			  (unsigned long long)gpa, len);
+		c->stats.removed_refused++;
+		return APPLE_DMA_IOERR;
+	}
 	if (c->maps_refused) {
 		log_debug("apple-dma: MAP gpa %#llx len %u refused: no passthrough client to map for",
 			  (unsigned long long)gpa, len);
@@ -234,6 +245,8 @@ static uint32_t map_one(struct companion *c, const uint8_t *req, uint8_t *resp)
 		m.bus = gpa;
 	} else {
 		rc = c->hd->ops->dma_register(c->hd, m.id, va, len, &m.bus, &bus_len);
+		if (rc == -ENODEV && !host_device_present(c->hd))
+			c->stats.removed_refused++;
 		if (rc < 0) {
 			log_debug("apple-dma: MAP gpa %#llx len %u: host refused: %s", (unsigned long long)gpa,
 				  len, host_device_error(c->hd));
@@ -367,6 +380,8 @@ static void doorbell(struct companion *c)
 	uint32_t st;
 
 	c->stats.doorbells++;
+	if (!c->host_gone && !host_device_present(c->hd))
+		companion_host_gone(c); /* before anything of this batch */
 	/* 1, 2: no page, or not readable: STATUS only */
 	src = c->cmd_gpa ? guest_mem_translate(c->gm, c->cmd_gpa, sizeof(page), false) : NULL;
 	if (!src) {
@@ -626,9 +641,37 @@ void companion_stats(const struct companion *c, struct companion_stats *out)
 	out->live_ids = c->live;
 	out->live_bytes = c->live_bytes;
 	out->guest_features = c->guest_features;
+	out->orphaned_ids = c->orphaned;
 }
 
 void companion_refuse_maps(struct companion *c, bool refuse)
 {
 	c->maps_refused = refuse;
+}
+
+unsigned companion_host_gone(struct companion *c)
+{
+	unsigned released = 0;
+
+	if (!c->host_gone)
+		log_warn("apple-dma: the managed function is gone: releasing %zu mappings, refusing new ones",
+			 c->live - c->orphaned);
+	c->host_gone = true;
+	for (size_t i = 0; i < c->nslots && c->orphaned < c->live; i++) {
+		struct mapping *m = &c->slots[i];
+
+		if (m->id == 0 || m->orphaned)
+			continue;
+		/* Released once, here; the id stays for the guest's UNMAP. */
+		if (host_unregister(c, m) == 0)
+			released++;
+		m->orphaned = true;
+		c->orphaned++;
+	}
+	return released;
+}
+
+void companion_host_back(struct companion *c)
+{
+	c->host_gone = false;
 }

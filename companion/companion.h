@@ -92,6 +92,8 @@ struct companion_stats {
 	uint64_t peak_ids;
 	uint64_t peak_bytes;
 	uint32_t guest_features; /* last value the guest wrote to GUEST_FEATURES */
+	uint64_t removed_refused; /* MAP entries refused (IOERR) because the host function is gone */
+	uint64_t orphaned_ids;    /* live ids whose host mapping was released at removal (UNMAP still OK) */
 };
 
 /*
@@ -149,5 +151,23 @@ void companion_stats(const struct companion *c, struct companion_stats *out);
  * use them (issue 11, item 4).  Off at create.
  */
 void companion_refuse_maps(struct companion *c, bool refuse);
+
+/*
+ * Surprise removal of the managed function (hostdev/host_device.h).
+ * companion_host_gone: every live mapping is unregistered from the host
+ * now (the DART is emptied as far as the host lets it) but its id stays
+ * known, "orphaned": a later UNMAP of it (or UNMAP_ALL, or a reset)
+ * succeeds without calling the host again, so nothing is released twice
+ * and the guest's teardown sees OK.  From then on every MAP entry fails
+ * with IOERR.  Idempotent; the companion also does it by itself when it
+ * finds the host device gone at a doorbell.  Returns the number of host
+ * mappings released.
+ *
+ * companion_host_back: the function is present again (a fresh device
+ * behind the same host_device): MAPs work again; orphaned ids stay until
+ * the guest unmaps them or the companion resets.
+ */
+unsigned companion_host_gone(struct companion *c);
+void companion_host_back(struct companion *c);
 
 #endif

@@ -11,6 +11,28 @@
  *    read with host_device_error();
  *  - calls are made from one thread (the broker's event loop); a backend
  *    that uses threads internally hides them.
+ *
+ * Surprise removal (the function disappears without warning: a Thunderbolt
+ * cable pulled, the dext's service terminated, the device not answering):
+ *  - the backend marks the host device gone with hd_mark_gone() (once, with
+ *    a reason a person can read) before it returns -ENODEV from a verb; from
+ *    then on every verb fails with -ENODEV without touching the device,
+ *    except these, which always work: release, destroy, dma_stats,
+ *    irq_wakeup_fd, and dma_unregister, which releases the registration
+ *    (or forgets it when the platform already dropped it with the device)
+ *    and returns 0, or -ENOENT for a key that is not registered;
+ *  - a backend that learns of the removal asynchronously (the darwin
+ *    backend's service-termination notification) makes the irq wake-up fd
+ *    readable; the next irq_read_pending then fails with -ENODEV and marks
+ *    the device gone.  A simulated removal does the same;
+ *  - front ends therefore learn it promptly in two ways: after any verb
+ *    fails with -ENODEV, and when the wake-up fd fires: they check
+ *    host_device_present() and, once false, answer the VMM as a missing
+ *    PCIe function does (reads all ones, writes dropped), register no new
+ *    DMA, deliver no interrupt, and unregister every mapping they hold;
+ *  - being gone is final for that host_device object, except for the
+ *    simulator, which can be plugged back (sim_nvme_replug(): a fresh
+ *    device in the same object, to be claimed again).
  */
 #ifndef VFA_HOST_DEVICE_H
 #define VFA_HOST_DEVICE_H
@@ -145,11 +167,26 @@ struct host_device {
 	 */
 	bool identity_dma;
 	char error[HD_ERROR_LEN];
+	/* Surprise removal (see the top of this file): set by hd_mark_gone() only. */
+	bool gone;
+	char removal[HD_ERROR_LEN];
 };
 
 /* Record a message for the caller and return err (a negative errno). */
 int hd_fail(struct host_device *hd, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 const char *host_device_error(const struct host_device *hd);
+
+/*
+ * The function is gone (surprise removal): records the reason (the first
+ * one wins), and the verb's error too.  Backends call it; returns -ENODEV.
+ */
+int hd_mark_gone(struct host_device *hd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* False once the backend has marked the function gone. */
+bool host_device_present(const struct host_device *hd);
+/* Why the function is gone, or NULL while it is present. */
+const char *host_device_removal(const struct host_device *hd);
+/* Backends only: the device is present again (the simulator's replug). */
+void hd_mark_present(struct host_device *hd);
 
 #endif

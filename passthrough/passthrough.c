@@ -120,6 +120,23 @@ struct passthrough {
 	struct passthrough_stats stats;
 };
 
+/* The host function is gone (surprise removal): accesses become all ones / dropped. */
+static bool gone(const struct passthrough *pt)
+{
+	return !host_device_present(pt->hd);
+}
+
+/* A host call failed because the function just went away. */
+static bool gone_now(const struct passthrough *pt, int rc)
+{
+	return rc == -ENODEV && gone(pt);
+}
+
+bool passthrough_present(const struct passthrough *pt)
+{
+	return !gone(pt);
+}
+
 static int cfg_read(struct passthrough *pt, uint32_t off, unsigned width, uint32_t *v)
 {
 	return pt->hd->ops->config_read(pt->hd, off, width, v);
@@ -510,7 +527,7 @@ void passthrough_destroy(struct passthrough *pt)
 	if (!pt)
 		return;
 	memset(pt->host_mask, 0, sizeof(pt->host_mask));
-	if (pt->hd->ops->irq_set_mask(pt->hd, pt->host_mask) < 0)
+	if (!gone(pt) && pt->hd->ops->irq_set_mask(pt->hd, pt->host_mask) < 0)
 		log_warn("passthrough: masking host vectors: %s", host_device_error(pt->hd));
 	free(pt);
 }
@@ -597,7 +614,13 @@ int passthrough_config_read(struct passthrough *pt, uint32_t offset, void *buf, 
 	/* Read whole dwords so that multi-byte fields are adjusted whole. */
 	start = offset & ~3u;
 	end = (offset + len + 3) & ~3u;
-	rc = pt->hd->ops->config_read_block(pt->hd, start, tmp, end - start);
+	rc = gone(pt) ? -ENODEV : pt->hd->ops->config_read_block(pt->hd, start, tmp, end - start);
+	if (gone_now(pt, rc)) {
+		/* As a missing function: all ones, the emulated BARs included. */
+		memset(buf, 0xFF, len);
+		pt->stats.removed_reads++;
+		return 0;
+	}
 	if (rc < 0)
 		return rc;
 	overlay_config(pt, start, tmp, end - start);
@@ -642,6 +665,10 @@ int passthrough_config_write(struct passthrough *pt, uint32_t offset, const void
 
 	if (!range_ok(offset, len, pt->config_size))
 		return -EINVAL;
+	if (gone(pt)) {
+		pt->stats.removed_writes++;
+		return 0;
+	}
 	while (i < len && rc == 0) {
 		uint32_t off = offset + i;
 		uint32_t j;
@@ -698,6 +725,10 @@ int passthrough_config_write(struct passthrough *pt, uint32_t offset, const void
 
 		if (offset <= flr_byte && flr_byte - offset < len && (src[flr_byte - offset] & (EXP_DEVCTL_BCR_FLR >> 8)))
 			rc = passthrough_reset(pt);
+	}
+	if (gone_now(pt, rc)) {
+		pt->stats.removed_writes++;
+		return 0; /* the rest of the write went nowhere, as on a missing function */
 	}
 	return rc;
 }
@@ -780,6 +811,8 @@ int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, 
 
 	if (rc < 0)
 		return rc;
+	if (gone(pt))
+		goto all_ones;
 	while (len > 0) {
 		unsigned width = access_width(offset, len);
 		uint64_t v;
@@ -792,6 +825,8 @@ int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, 
 			v = ptr_load(pt->bar_ptr[bar] + offset, width);
 		} else {
 			rc = pt->hd->ops->mmio_read(pt->hd, bar, offset, width, &v);
+			if (gone_now(pt, rc))
+				goto all_ones;
 			if (rc < 0)
 				return rc;
 		}
@@ -802,6 +837,11 @@ int passthrough_bar_read(struct passthrough *pt, unsigned bar, uint64_t offset, 
 		len -= width;
 	}
 	return 0;
+all_ones:
+	/* What a read of a missing PCIe function returns; the mapping is not touched. */
+	memset(dst, 0xFF, len);
+	pt->stats.removed_reads++;
+	return 0;
 }
 
 int passthrough_bar_write(struct passthrough *pt, unsigned bar, uint64_t offset, const void *buf, uint64_t len)
@@ -811,6 +851,10 @@ int passthrough_bar_write(struct passthrough *pt, unsigned bar, uint64_t offset,
 
 	if (rc < 0)
 		return rc;
+	if (gone(pt)) {
+		pt->stats.removed_writes++;
+		return 0;
+	}
 	while (len > 0) {
 		unsigned width = access_width(offset, len);
 		uint64_t v = le_load(src, width);
@@ -824,6 +868,10 @@ int passthrough_bar_write(struct passthrough *pt, unsigned bar, uint64_t offset,
 			ptr_store(pt->bar_ptr[bar] + offset, width, v);
 		} else {
 			rc = pt->hd->ops->mmio_write(pt->hd, bar, offset, width, v);
+			if (gone_now(pt, rc)) {
+				pt->stats.removed_writes++;
+				return 0;
+			}
 			if (rc < 0)
 				return rc;
 		}
@@ -875,6 +923,8 @@ static int apply_mask(struct passthrough *pt, bool force)
 		}
 	}
 	pt->stats.vectors_enabled = enabled;
+	if (gone(pt))
+		return 0; /* nothing to enable on a missing function */
 	if (!force && memcmp(mask, pt->host_mask, sizeof(mask)) == 0)
 		return 0;
 	rc = pt->hd->ops->irq_set_mask(pt->hd, mask);
@@ -888,6 +938,10 @@ int passthrough_irqs_changed(struct passthrough *pt)
 {
 	int rc = apply_mask(pt, false);
 
+	if (gone(pt)) {
+		memset(pt->latched, 0, sizeof(pt->latched)); /* nothing more reaches the VMM */
+		return 0;
+	}
 	for (unsigned v = 0; v < pt->nvectors; v++) {
 		if (!test_bit(pt->latched, v))
 			continue;
@@ -937,6 +991,8 @@ int passthrough_handle_irq(struct passthrough *pt)
 
 	if (fd >= 0)
 		drain_wakeup(fd);
+	if (gone(pt))
+		return -ENODEV; /* no interrupt from a missing function */
 	rc = pt->hd->ops->irq_read_pending(pt->hd, pending);
 	if (rc < 0)
 		return rc;
@@ -964,19 +1020,25 @@ int passthrough_handle_irq(struct passthrough *pt)
 
 int passthrough_reset(struct passthrough *pt)
 {
-	int rc = pt->hd->ops->reset(pt->hd);
+	int rc;
 
+	if (gone(pt)) {
+		memset(pt->latched, 0, sizeof(pt->latched));
+		return 0; /* nothing left to reset */
+	}
+	rc = pt->hd->ops->reset(pt->hd);
 	if (rc < 0)
-		return rc;
+		return gone_now(pt, rc) ? 0 : rc;
 	pt->stats.resets++;
 	memset(pt->latched, 0, sizeof(pt->latched));
 	/* What the guest last programmed, byte by byte as any COMMAND write. */
 	for (uint32_t i = 0; i < 2; i++) {
 		rc = host_cfg_write(pt, CFG_COMMAND + i, 1, (pt->command >> (8 * i)) & 0xFF);
 		if (rc < 0)
-			return rc;
+			return gone_now(pt, rc) ? 0 : rc;
 	}
-	return apply_mask(pt, true);
+	rc = apply_mask(pt, true);
+	return gone_now(pt, rc) ? 0 : rc;
 }
 
 int passthrough_client_gone(struct passthrough *pt)
@@ -991,7 +1053,7 @@ int passthrough_client_gone(struct passthrough *pt)
 	}
 	pt->rom_reg = 0;
 	rc = passthrough_reset(pt);
-	return rc;
+	return gone_now(pt, rc) ? 0 : rc;
 }
 
 void passthrough_stats(const struct passthrough *pt, struct passthrough_stats *out)

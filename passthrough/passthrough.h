@@ -79,6 +79,8 @@ struct passthrough_stats {
 	uint64_t msix_writes_dropped; /* BAR writes into the host's MSI-X table or PBA (dropped) */
 	uint64_t msix_reads_zeroed;   /* BAR reads of them (answered 0) */
 	uint64_t resets;
+	uint64_t removed_reads;  /* config/BAR reads answered all ones: the host function is gone */
+	uint64_t removed_writes; /* config/BAR writes dropped: the host function is gone */
 };
 
 #define PT_ROM_INDEX 6 /* passthrough_bar_size(pt, PT_ROM_INDEX): always 0 */
@@ -137,6 +139,18 @@ int passthrough_reset(struct passthrough *pt);
  * client's memory), leaving COMMAND as the claim set it.
  */
 int passthrough_client_gone(struct passthrough *pt);
+
+/*
+ * Surprise removal (hostdev/host_device.h): once the host function is gone
+ * the model answers as a missing PCIe function does.  Config and BAR reads
+ * return all ones and writes are dropped, both still bounds-checked and
+ * successful (0), never reaching the host (a BAR mapping is no longer
+ * touched); no interrupt is delivered (passthrough_handle_irq drains the
+ * wake-up and returns -ENODEV); reset, client_gone and the interrupt mask
+ * are no-ops.  A front end checks passthrough_present() after any -ENODEV
+ * and after passthrough_handle_irq.
+ */
+bool passthrough_present(const struct passthrough *pt);
 
 void passthrough_stats(const struct passthrough *pt, struct passthrough_stats *out);
 const struct hd_identity *passthrough_identity(const struct passthrough *pt);

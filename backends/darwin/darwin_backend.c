@@ -17,13 +17,23 @@
  * completion itself: the dext completes a wait at once while bits are
  * pending, so re-arming there would spin until the bits are read.
  *
- * Removal.  The dext releases a pending wait without completing it when its
- * user client stops, so no completion ever says "gone".  An interest
- * notification on the service (kIOMessageServiceIsTerminated), delivered on
- * the same queue, marks the function dead and writes to the same pipe; a
- * dead port (MACH_SEND_INVALID_DEST) or a dead dext (MIG_SERVER_DIED) seen
- * by any call does the same.  A dead function answers every verb with
- * -ENODEV without calling the dext.
+ * Removal (hostdev/host_device.h, "Surprise removal").  The dext releases
+ * a pending wait without completing it when its user client stops, so no
+ * completion ever says "gone".  An interest notification on the service
+ * (kIOMessageServiceIsTerminated), delivered on the same queue, marks the
+ * function dead and writes to the same pipe; a dead port
+ * (MACH_SEND_INVALID_DEST), a dead dext (MIG_SERVER_DIED) or a terminated
+ * service (kIOReturnNotAttached) seen by any call does the same, and so
+ * does a device that stopped answering (kIOReturnNoDevice,
+ * kIOReturnNotResponding, kIOReturnOffline from any verb: the function fell
+ * off the bus while the dext still runs).  A dead function answers every
+ * verb with -ENODEV without calling the dext, and the host_device is marked
+ * gone (hd_mark_gone) at the first such answer, which the wake-up makes
+ * come at once (irq_read_pending).  UnregisterDMARegion is the exception:
+ * while the connection itself works (the device, not the dext, is gone) it
+ * is still sent, so the DART lets go; once the connection is dead the
+ * registration died with it, and it is only forgotten here.  Either way it
+ * returns 0, and the live counters reach 0.
  *
  * The dext checks none of the DART's limits and can panic the host from
  * PrepareForDMA when the DART refuses; registration is refused here first
@@ -98,7 +108,9 @@ struct darwin_waiter {
 	pthread_mutex_t lock;
 	int write_fd; /* -1 once the function is closed */
 	atomic_bool armed;
-	atomic_bool dead; /* the service terminated, or its port or the dext died */
+	atomic_bool dead;      /* the function is gone: terminated, dead port or dext, or not answering */
+	atomic_bool conn_dead; /* ... and the connection with it: nothing can be sent any more */
+	char reason[128];      /* why, set once with dead (under lock) */
 	struct darwin_waiter *next_retired;
 };
 
@@ -242,6 +254,7 @@ static const char *ioreturn_hint(IOReturn kr)
 	case kIOReturnNotOpen: return "; claim the device first";
 	case kIOReturnNotAttached:
 	case kIOReturnNoDevice:
+	case kIOReturnNotResponding:
 	case kIOReturnIPCError:
 	case MACH_SEND_INVALID_DEST:
 	case MIG_SERVER_DIED:
@@ -262,20 +275,43 @@ static const char *ioreturn_hint(IOReturn kr)
  */
 #define DARWIN_GONE ((IOReturn)0xe00a0001)
 
-/* Transport errors: the dext's service, its port or its process is gone. */
+/* Transport errors: the dext's service, its port or its process is gone (the connection with it). */
+static bool conn_gone(IOReturn kr)
+{
+	return kr == kIOReturnNotAttached || kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED;
+}
+
+/* Final: the function is gone for good (marked dead at the first one). */
+static bool is_final(IOReturn kr)
+{
+	return conn_gone(kr) || kr == kIOReturnNoDevice || kr == kIOReturnNotResponding;
+}
+
+/* The dext or the device could not be reached (final, or an IPC failure that may pass). */
 static bool is_gone(IOReturn kr)
 {
-	return kr == DARWIN_GONE || kr == kIOReturnNotAttached || kr == kIOReturnIPCError ||
-	       kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED;
+	return kr == DARWIN_GONE || is_final(kr) || kr == kIOReturnIPCError || kr == kIOReturnOffline;
 }
+
+static const char *waiter_reason(struct darwin_waiter *w);
+static bool fn_dead(const struct darwin_fn *fn);
+static void note_gone(struct darwin_fn *fn, uint32_t selector, IOReturn kr);
 
 static int call_fail(struct host_device *hd, const char *what, IOReturn kr)
 {
-	if (kr == DARWIN_GONE)
-		return hd_fail(hd, -ENODEV,
-			       "dext %s: the device is gone (its dext service was terminated: unplugged, or the dext "
-			       "stopped or crashed); close it and open it again once it is back",
-			       what);
+	struct darwin_fn *fn = ((struct darwin_dev *)hd)->fn;
+
+	if (kr == DARWIN_GONE) {
+		hd_mark_gone(hd, "%s", waiter_reason(fn->waiter));
+		return hd_fail(hd, -ENODEV, "dext %s: the device is gone (%s); close it and open it again once it is back",
+			       what, waiter_reason(fn->waiter));
+	}
+	if (is_final(kr)) {
+		/* call() marked it dead already; a call made without it (map, wait) is marked here. */
+		if (!fn_dead(fn))
+			note_gone(fn, UINT32_MAX, kr);
+		hd_mark_gone(hd, "%s", waiter_reason(fn->waiter));
+	}
 	return hd_fail(hd, ioreturn_errno(kr), "dext %s failed: %s (0x%08x)%s", what, ioreturn_name(kr),
 		       (unsigned)kr, ioreturn_hint(kr));
 }
@@ -291,20 +327,60 @@ static void waiter_wake(struct darwin_waiter *w)
 	}
 }
 
-/* The function is gone for good: every verb fails from now on, and the event loop learns it at once. */
-static void mark_dead(struct darwin_waiter *w)
+/*
+ * The function is gone for good: every verb fails from now on, and the
+ * event loop learns it at once.  conn: the connection is dead too.  Any
+ * thread (the interest notification comes on the slot's queue).
+ */
+static void mark_dead(struct darwin_waiter *w, bool conn, const char *reason)
 {
 	pthread_mutex_lock(&w->lock);
-	if (!atomic_exchange(&w->dead, true)) {
-		log_warn("darwin: the device is gone (its dext service was terminated, or the dext died)");
+	if (conn)
+		atomic_store(&w->conn_dead, true);
+	if (!atomic_load(&w->dead)) {
+		snprintf(w->reason, sizeof(w->reason), "%s", reason);
+		atomic_store(&w->dead, true);
+		log_warn("darwin: the device is gone: %s", reason);
 		waiter_wake(w);
 	}
 	pthread_mutex_unlock(&w->lock);
 }
 
+static const char *waiter_reason(struct darwin_waiter *w)
+{
+	/* Written once, before dead is set, under the lock; read after dead was seen. */
+	return atomic_load(&w->dead) && w->reason[0] ? w->reason : "the device is gone";
+}
+
 static bool fn_dead(const struct darwin_fn *fn)
 {
 	return atomic_load(&fn->waiter->dead);
+}
+
+static const char *const selector_names[] = {
+	[SEL_GET_IDENTITY] = "GetIdentity", [SEL_CLAIM] = "Claim",
+	[SEL_REGISTER_DMA] = "RegisterDMARegion", [SEL_UNREGISTER_DMA] = "UnregisterDMARegion",
+	[SEL_PROBE_DMA] = "ProbeDMARegion", [SEL_CONFIG_READ] = "ConfigRead", [SEL_CONFIG_WRITE] = "ConfigWrite",
+	[SEL_BAR_INFO] = "GetBARInfo", [SEL_MMIO_READ] = "MMIORead", [SEL_MMIO_WRITE] = "MMIOWrite",
+	[SEL_SETUP_INTERRUPTS] = "SetupInterrupts", [SEL_CHECK_INTERRUPT] = "CheckInterrupt",
+	[SEL_WAIT_INTERRUPT] = "WaitInterrupt", [SEL_SET_IRQ_MASK] = "SetIRQMask", [SEL_RESET] = "ResetDevice",
+};
+
+/* A transport or device failure: the function is gone. */
+static void note_gone(struct darwin_fn *fn, uint32_t selector, IOReturn kr)
+{
+	char why[128];
+	const char *sel = selector < sizeof(selector_names) / sizeof(selector_names[0]) && selector_names[selector]
+				  ? selector_names[selector]
+				  : "a call";
+
+	if (kr == kIOReturnNotAttached)
+		snprintf(why, sizeof(why), "its dext service was terminated (unplugged, or the dext stopped)");
+	else if (kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED)
+		snprintf(why, sizeof(why), "the dext died (%s from %s)", ioreturn_name(kr), sel);
+	else
+		snprintf(why, sizeof(why), "the device stopped answering (%s from %s)", ioreturn_name(kr), sel);
+	mark_dead(fn->waiter, conn_gone(kr), why);
 }
 
 static IOReturn call(struct darwin_fn *fn, uint32_t selector, const uint64_t *in, uint32_t nin, uint64_t *out,
@@ -313,11 +389,12 @@ static IOReturn call(struct darwin_fn *fn, uint32_t selector, const uint64_t *in
 	uint32_t got = nout;
 	IOReturn kr;
 
-	if (fn_dead(fn))
+	/* Only UnregisterDMARegion still goes out to a function that is gone, while the connection works. */
+	if (fn_dead(fn) && (selector != SEL_UNREGISTER_DMA || atomic_load(&fn->waiter->conn_dead)))
 		return DARWIN_GONE;
 	kr = IOConnectCallScalarMethod(fn->conn, selector, in, nin, out, out ? &got : NULL);
-	if (kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED)
-		mark_dead(fn->waiter); /* the connection itself is dead: nothing will work again */
+	if (is_final(kr))
+		note_gone(fn, selector, kr);
 	if (kr == kIOReturnSuccess && got != nout)
 		return kIOReturnInternalError; /* an older or different dext */
 	return kr;
@@ -347,7 +424,7 @@ static void service_interest(void *refcon, io_service_t service, uint32_t messag
 	(void)service;
 	(void)argument;
 	if (message == kIOMessageServiceIsTerminated)
-		mark_dead(refcon);
+		mark_dead(refcon, true, "its dext service was terminated (unplugged, or the dext stopped)");
 }
 
 static int arm_wait(struct host_device *hd, struct darwin_fn *fn)
@@ -366,8 +443,8 @@ static int arm_wait(struct host_device *hd, struct darwin_fn *fn)
 				      ref, kOSAsyncRef64Count, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL);
 	if (kr != kIOReturnSuccess) {
 		atomic_store(&fn->waiter->armed, false);
-		if (kr == MACH_SEND_INVALID_DEST || kr == MIG_SERVER_DIED)
-			mark_dead(fn->waiter);
+		if (is_final(kr))
+			note_gone(fn, SEL_WAIT_INTERRUPT, kr);
 		return call_fail(hd, "WaitInterrupt", kr);
 	}
 	return 0;
@@ -832,6 +909,16 @@ static int dv_dma_unregister(struct host_device *hd, uint64_t key)
 	void **found;
 	IOReturn kr = call(fn, SEL_UNREGISTER_DMA, &key, 1, NULL, 0);
 
+	if (kr == DARWIN_GONE || is_final(kr)) {
+		/*
+		 * The function (and with a dead connection, the client) is gone:
+		 * the registration went with it.  Forget it; 0 for a key we held.
+		 */
+		hd_mark_gone(hd, "%s", waiter_reason(fn->waiter));
+		if (!tfind(&probe, &fn->dma_tree, dma_cmp))
+			return hd_fail(hd, -ENOENT, "DMA key 0x%" PRIx64 " is not registered", key);
+		kr = kIOReturnSuccess;
+	}
 	if (kr == kIOReturnNotFound)
 		return hd_fail(hd, -ENOENT, "DMA key 0x%" PRIx64 " is not registered", key);
 	if (kr != kIOReturnSuccess)
@@ -1050,6 +1137,7 @@ static struct darwin_fn *fn_create(struct darwin_slot *slot, io_service_t servic
 	w->write_fd = p[1];
 	atomic_init(&w->armed, false);
 	atomic_init(&w->dead, false);
+	atomic_init(&w->conn_dead, false);
 	fn->waiter = w;
 	fn->wake_read_fd = p[0];
 	fn->slot = slot;

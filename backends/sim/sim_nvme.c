@@ -28,6 +28,8 @@ static void raise_vector(struct sim_nvme *n, unsigned vector)
 	unsigned word = vector / 64;
 	uint64_t bit = 1ull << (vector % 64);
 
+	if (n->hd.gone)
+		return; /* a removed device raises nothing */
 	if (!n->irq_ready || vector >= SIM_NVME_VECTORS || !(n->irq_mask[word] & bit)) {
 		n->stats.interrupts_masked++;
 		return;
@@ -187,12 +189,14 @@ void sim_nvme_sqe_parse(const uint8_t raw[NVME_SQE_SIZE], struct nvme_sqe *c)
 	};
 }
 
+static void vanish(struct sim_nvme *n, const char *reason);
+
 /* Run what the guest queued on one SQ while its CQ has room. */
 static void process_sq(struct sim_nvme *n, uint16_t sqid)
 {
 	struct nvme_sq *sq = &n->sq[sqid];
 
-	while (sq->live && sq->head != sq->tail && !(n->csts & CSTS_CFS) && !n->shut_down) {
+	while (sq->live && sq->head != sq->tail && !(n->csts & CSTS_CFS) && !n->shut_down && !n->hd.gone) {
 		struct nvme_cq *cq = &n->cq[sq->cqid];
 		struct nvme_sqe cmd;
 		uint8_t raw[NVME_SQE_SIZE];
@@ -204,6 +208,10 @@ static void process_sq(struct sim_nvme *n, uint16_t sqid)
 			break; /* resumes on the CQ head doorbell */
 		if (n->kick_commands == 0 || n->kick_bytes == 0) {
 			n->more_work = true; /* resumes on the next kick */
+			break;
+		}
+		if (n->vanish_armed && n->vanish_budget-- == 0) {
+			vanish(n, NULL); /* pulled in the middle of the batch */
 			break;
 		}
 		n->kick_commands--;
@@ -256,7 +264,7 @@ static void kick_end(struct sim_nvme *n)
 /* The commands a budget left queued: every live SQ with entries, in order. */
 static void resume_work(struct sim_nvme *n)
 {
-	if (!n->more_work)
+	if (!n->more_work || n->hd.gone)
 		return;
 	kick_begin(n);
 	for (unsigned i = 0; i < NQUEUES && (n->csts & CSTS_RDY); i++)
@@ -388,9 +396,16 @@ static void reg_write32(struct sim_nvme *n, uint64_t off, uint32_t value)
 	}
 }
 
+/* Every verb but release, destroy, dma_stats, irq_wakeup_fd and dma_unregister. */
+static int gone_fail(struct sim_nvme *n)
+{
+	return hd_mark_gone(&n->hd, "%s", "the simulated device was pulled");
+}
+
 static int nvme_identity(struct host_device *hd, struct hd_identity *out)
 {
-	(void)hd;
+	if (hd->gone)
+		return gone_fail(to_nvme(hd));
 	*out = (struct hd_identity){
 		.bus = 1, .device = 0, .function = 0,
 		.vendor_id = SIM_NVME_VENDOR_ID, .device_id = SIM_NVME_DEVICE_ID, .class_code = SIM_NVME_CLASS,
@@ -402,6 +417,8 @@ static int nvme_claim(struct host_device *hd)
 {
 	struct sim_nvme *n = to_nvme(hd);
 
+	if (hd->gone)
+		return gone_fail(n);
 	n->claimed = true;
 	n->config[0x04] |= 0x06; /* memory space + bus master, as the dext does */
 	return 0;
@@ -414,6 +431,8 @@ static void nvme_release(struct host_device *hd)
 
 static int need_claim(struct sim_nvme *n, const char *what)
 {
+	if (n->hd.gone)
+		return gone_fail(n);
 	if (!n->claimed)
 		return hd_fail(&n->hd, -EACCES, "%s before claim: claim the device first", what);
 	return 0;
@@ -452,6 +471,8 @@ static int nvme_config_read_block(struct host_device *hd, uint32_t offset, void 
 
 static int nvme_bar_info(struct host_device *hd, unsigned bar, struct hd_bar_info *out)
 {
+	if (hd->gone)
+		return gone_fail(to_nvme(hd));
 	if (bar >= HD_NUM_BARS)
 		return hd_fail(hd, -EINVAL, "BAR %u does not exist (0..5)", bar);
 	*out = (struct hd_bar_info){ 0 };
@@ -561,8 +582,11 @@ static int nvme_dma_register(struct host_device *hd, uint64_t key, void *host_ad
 			     uint64_t *bus_addr, uint64_t *bus_len)
 {
 	struct sim_nvme *n = to_nvme(hd);
-	int ret = sim_dart_map(n->dart, key, host_addr, size, bus_addr, bus_len);
+	int ret;
 
+	if (hd->gone)
+		return gone_fail(n);
+	ret = sim_dart_map(n->dart, key, host_addr, size, bus_addr, bus_len);
 	if (ret < 0)
 		return hd_fail(hd, ret, "%s", sim_dart_error(n->dart));
 	return 0;
@@ -594,6 +618,8 @@ static int nvme_irq_set_mask(struct host_device *hd, const uint64_t mask[HD_IRQ_
 {
 	struct sim_nvme *n = to_nvme(hd);
 
+	if (hd->gone)
+		return gone_fail(n);
 	memcpy(n->irq_mask, mask, sizeof(n->irq_mask));
 	return 0;
 }
@@ -602,6 +628,8 @@ static int nvme_irq_read_pending(struct host_device *hd, uint64_t pending[HD_IRQ
 {
 	struct sim_nvme *n = to_nvme(hd);
 
+	if (hd->gone)
+		return gone_fail(n);
 	/* The broker is here because the wake-up fd fired: continue what a
 	 * doorbell's budget left, so that its completions are in this set. */
 	resume_work(n);
@@ -699,6 +727,7 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 		return NULL;
 	}
 	n->hd.ops = &sim_nvme_ops;
+	n->dart_cfg = cfg->dart;
 	n->store_fd = -1;
 	n->wakeup_fds[0] = n->wakeup_fds[1] = -1;
 	int notifier_rc = vfa_notifier_open(n->wakeup_fds);
@@ -752,3 +781,80 @@ void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out)
 	out->state = n->state;
 }
 
+
+bool sim_nvme_is(const struct host_device *hd)
+{
+	return hd && hd->ops == &sim_nvme_ops;
+}
+
+/* Pulled: nothing runs, moves or interrupts from now on; the front end hears it on the wake-up fd. */
+static void vanish(struct sim_nvme *n, const char *reason)
+{
+	if (!n->hd.gone)
+		log_warn("sim nvme: %s", reason ? reason : "the simulated device was pulled");
+	hd_mark_gone(&n->hd, "%s", reason ? reason : "the simulated device was pulled");
+	n->vanish_armed = false;
+	n->more_work = false;
+	memset(n->irq_pending, 0, sizeof(n->irq_pending));
+	if (vfa_notifier_signal(n->wakeup_fds[1]) < 0)
+		log_debug("sim nvme: wake-up notifier write failed");
+}
+
+int sim_nvme_vanish(struct host_device *hd, const char *reason)
+{
+	if (!sim_nvme_is(hd))
+		return -EINVAL;
+	vanish(to_nvme(hd), reason);
+	return 0;
+}
+
+int sim_nvme_vanish_after(struct host_device *hd, uint64_t commands, const char *reason)
+{
+	struct sim_nvme *n = to_nvme(hd);
+
+	if (!sim_nvme_is(hd))
+		return -EINVAL;
+	(void)reason; /* the reason of a batch cut short is always the same */
+	n->vanish_armed = true;
+	n->vanish_budget = commands;
+	return 0;
+}
+
+int sim_nvme_replug(struct host_device *hd, char *err, size_t errlen)
+{
+	struct sim_nvme *n = to_nvme(hd);
+	struct sim_dart *fresh;
+
+	if (!sim_nvme_is(hd)) {
+		snprintf(err, errlen, "not a simulated device");
+		return -EINVAL;
+	}
+	if (!hd->gone) {
+		snprintf(err, errlen, "the simulated device is present: make it vanish first");
+		return -EBUSY;
+	}
+	fresh = sim_dart_create(&n->dart_cfg, err, errlen);
+	if (!fresh)
+		return -ENOMEM;
+	/* Whatever the front end did not unregister dies with the old DART. */
+	sim_dart_destroy(n->dart);
+	n->dart = fresh;
+	sim_dart_limits(n->dart, &n->hd.limits);
+	n->hd.identity_dma = sim_dart_identity(n->dart);
+	n->claimed = false;
+	n->irq_ready = false;
+	memset(n->irq_mask, 0, sizeof(n->irq_mask));
+	n->more_work = false;
+	n->vanish_armed = false;
+	memset(&n->stats, 0, sizeof(n->stats));
+	n->bad_doorbells = 0;
+	controller_power_on(n);
+	sim_nvme_config_power_on(n);
+	nvme_flr(n);
+	n->config[0x04] = 0; /* not claimed: memory space and bus master off */
+	n->config[0x05] = 0;
+	vfa_notifier_drain(n->wakeup_fds[0]);
+	hd_mark_present(hd);
+	log_info("sim nvme: plugged back in (a fresh device; the namespace's data is kept)");
+	return 0;
+}

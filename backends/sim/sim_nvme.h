@@ -92,4 +92,33 @@ enum sim_nvme_state {
 /* All zero for a host device that is not a sim NVMe. */
 void sim_nvme_get_stats(struct host_device *hd, struct sim_nvme_stats *out);
 
+/*
+ * Surprise removal, for tests and the broker's `sim-vanish`/`sim-replug`
+ * (hostdev/host_device.h, "Surprise removal").
+ *
+ * sim_nvme_vanish: the device disappears at once, as with a pulled cable:
+ * it is marked gone (reason: NULL for "the simulated device was pulled"),
+ * its wake-up fd is signalled, no command runs and no DMA or interrupt
+ * happens any more (work a doorbell's budget left queued is dropped); every
+ * verb fails with -ENODEV except dma_unregister, which still empties the
+ * DART, and release/destroy/dma_stats/irq_wakeup_fd.  -EINVAL when hd is
+ * not a sim NVMe; vanishing twice is harmless.
+ *
+ * sim_nvme_vanish_after: the device runs `commands` more commands, then
+ * vanishes before it fetches the next one (a removal in the middle of a
+ * doorbell's batch).
+ *
+ * sim_nvme_replug: a vanished device comes back as a fresh one in the same
+ * object: power-on state (config space, registers, no queues, interrupts
+ * not set up), not claimed, counters zero, and a fresh DART of the same
+ * configuration (no mappings; a new bus base unless seeded: sim_nvme_dart()
+ * returns the new one).  The namespace's data is kept (same store).
+ * -EINVAL when hd is not a sim NVMe, -EBUSY when it is present, -ENOMEM.
+ */
+int sim_nvme_vanish(struct host_device *hd, const char *reason);
+int sim_nvme_vanish_after(struct host_device *hd, uint64_t commands, const char *reason);
+int sim_nvme_replug(struct host_device *hd, char *err, size_t errlen);
+/* Whether hd is a sim NVMe (the only backend that can be told to vanish). */
+bool sim_nvme_is(const struct host_device *hd);
+
 #endif

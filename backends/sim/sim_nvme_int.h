@@ -187,7 +187,11 @@ struct nvme_cq {
 struct sim_nvme {
 	struct host_device hd;
 	struct sim_dart *dart;
+	struct sim_dart_config dart_cfg; /* kept for a replug's fresh DART */
 	bool claimed;
+	/* sim_nvme_vanish_after(): run this many more commands, then vanish. */
+	bool vanish_armed;
+	uint64_t vanish_budget;
 
 	/* Config space: values and per-byte writable masks. */
 	uint8_t config[SIM_NVME_CONFIG_SIZE];

@@ -198,11 +198,106 @@ static void test_sim_ram_removed_and_reset(void **state)
 	assert_int_equal(ds.live_mappings, 0);
 }
 
+
+/*
+ * Surprise removal (issue 14, item 3): the DART empties at once, new MAPs
+ * fail with IOERR, UNMAPs of ids that were live succeed once (no second
+ * host unregister), UNMAP_ALL works, and after a replug MAPs work again.
+ */
+static void test_sim_removal_releases_and_refuses(void **state)
+{
+	struct env *e = *state;
+	uint64_t ids[4];
+	struct hd_dma_stats ds;
+	struct companion_stats cs;
+	char err[128];
+
+	for (uint32_t i = 0; i < 4; i++) {
+		st64(at(e, REQ) + i * 16, BUF + i * 0x4000);
+		st32(at(e, REQ) + i * 16 + 8, 0x1000);
+	}
+	assert_int_equal(ring(e, APPLE_DMA_CMD_MAP, 4), APPLE_DMA_OK);
+	for (uint32_t i = 0; i < 4; i++)
+		ids[i] = ld(at(e, RESP) + i * 24, 8);
+	uint64_t bus0 = ld(at(e, RESP) + 8, 8);
+	sim_dart_stats(e->dart, &ds);
+	assert_int_equal(ds.live_mappings, 4);
+
+	/* Pulled: the companion notices at its next doorbell by itself. */
+	assert_int_equal(sim_nvme_vanish(e->hd, NULL), 0);
+	st64(at(e, REQ), BUF + 0x40000);
+	st32(at(e, REQ) + 8, 0x1000);
+	assert_int_equal(ring(e, APPLE_DMA_CMD_MAP, 1), APPLE_DMA_IOERR);
+	assert_int_equal(ld(at(e, RESP) + 20, 4), APPLE_DMA_IOERR);
+	sim_dart_stats(e->dart, &ds);
+	assert_int_equal(ds.live_mappings, 0); /* every mapping released */
+	assert_int_equal(ds.unregisters, 4);
+	assert_null(sim_dart_translate(e->dart, bus0, 1, false));
+	companion_stats(e->c, &cs);
+	assert_int_equal(cs.removed_refused, 1);
+	assert_int_equal(cs.orphaned_ids, 4);
+	assert_int_equal(cs.live_ids, 4); /* the guest still holds them */
+	/* The front end telling it again changes nothing. */
+	assert_int_equal(companion_host_gone(e->c), 0);
+
+	/* UNMAP of two live ids: OK, no host call; again: unknown, IOERR. */
+	for (uint32_t i = 0; i < 2; i++) {
+		st64(at(e, REQ) + i * 16, ids[i]);
+		st64(at(e, REQ) + i * 16 + 8, 0x1000);
+	}
+	assert_int_equal(ring(e, APPLE_DMA_CMD_UNMAP, 2), APPLE_DMA_OK);
+	assert_int_equal(ring(e, APPLE_DMA_CMD_UNMAP, 2), APPLE_DMA_IOERR);
+	/* A wrong size for an orphaned id is still refused. */
+	st64(at(e, REQ), ids[2]);
+	st64(at(e, REQ) + 8, 0x2000);
+	assert_int_equal(ring(e, APPLE_DMA_CMD_UNMAP, 1), APPLE_DMA_IOERR);
+	/* UNMAP_ALL takes the rest. */
+	assert_int_equal(ring(e, APPLE_DMA_CMD_UNMAP_ALL, 0), APPLE_DMA_OK);
+	companion_stats(e->c, &cs);
+	assert_int_equal(cs.live_ids, 0);
+	assert_int_equal(cs.orphaned_ids, 0);
+	sim_dart_stats(e->dart, &ds);
+	assert_int_equal(ds.unregisters, 4); /* never twice */
+
+	/* Back: a fresh device (fresh DART); MAPs work again once claimed. */
+	assert_int_equal(sim_nvme_replug(e->hd, err, sizeof(err)), 0);
+	assert_int_equal(e->hd->ops->claim(e->hd), 0);
+	companion_host_back(e->c);
+	e->dart = sim_nvme_dart(e->hd);
+	st64(at(e, REQ), BUF);
+	st32(at(e, REQ) + 8, 0x1000);
+	assert_int_equal(ring(e, APPLE_DMA_CMD_MAP, 1), APPLE_DMA_OK);
+	assert_true(ld(at(e, RESP), 8) > ids[3]); /* ids stay unique */
+	sim_dart_stats(e->dart, &ds);
+	assert_int_equal(ds.live_mappings, 1);
+	assert_int_equal(ds.registers, 1);
+}
+
+/* Removed with mappings live and the companion destroyed at once: released, once. */
+static void test_sim_removal_then_destroy(void **state)
+{
+	struct env *e = *state;
+	struct hd_dma_stats ds;
+
+	st64(at(e, REQ), BUF);
+	st32(at(e, REQ) + 8, 0x1000);
+	assert_int_equal(ring(e, APPLE_DMA_CMD_MAP, 1), APPLE_DMA_OK);
+	assert_int_equal(sim_nvme_vanish(e->hd, NULL), 0);
+	assert_int_equal(companion_host_gone(e->c), 1);
+	companion_destroy(e->c);
+	e->c = NULL;
+	sim_dart_stats(e->dart, &ds);
+	assert_int_equal(ds.live_mappings, 0);
+	assert_int_equal(ds.unregisters, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sim_budget_registers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sim_map_translate_unmap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_removal_releases_and_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_removal_then_destroy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sim_ram_removed_and_reset, setup, teardown),
 	};
 

@@ -630,8 +630,8 @@ static void test_error_mapping(void **state)
 		{kIOReturnNotPermitted, -EPERM, "userclient-access"},
 		{kIOReturnBusy, -EBUSY, "kIOReturnBusy"},
 		{kIOReturnUnsupported, -EOPNOTSUPP, "kIOReturnUnsupported"},
-		{kIOReturnNotAttached, -ENODEV, "unplugged"},
-		{kIOReturnNoDevice, -ENODEV, "kIOReturnNoDevice"},
+		{kIOReturnIPCError, -ENODEV, "kIOReturnIPCError"},
+		{kIOReturnOffline, -ENODEV, "kIOReturnOffline"},
 		{kIOReturnTimeout, -ETIMEDOUT, "kIOReturnTimeout"},
 		{kIOReturnAborted, -ECANCELED, "kIOReturnAborted"},
 		{kIOReturnIOError, -EIO, "kIOReturnIOError"},
@@ -665,9 +665,16 @@ static void test_error_mapping(void **state)
 	dext_model_fail_next(8, kIOReturnIPCError);
 	uint32_t v;
 	assert_int_equal(hd->ops->config_read(hd, 0, 4, &v), -ENODEV);
+	/* An IPC failure may pass: the function is still there. */
+	assert_true(host_device_present(hd));
+	assert_int_equal(hd->ops->config_read(hd, 0, 4, &v), 0);
+	/* kIOReturnNotAttached is final (the service terminated): the function is gone. */
 	dext_model_fail_next(0, kIOReturnNotAttached);
 	struct hd_identity id;
 	assert_int_equal(hd->ops->identity(hd, &id), -ENODEV);
+	assert_non_null(strstr(host_device_error(hd), "unplugged"));
+	assert_false(host_device_present(hd));
+	assert_non_null(strstr(host_device_removal(hd), "terminated"));
 }
 
 static void test_terminated_service(void **state)
@@ -784,7 +791,7 @@ static void test_interrupt_wakeup(void **state)
 
 	/* Re-arming fails once: the bits read are still delivered; the next read re-arms. */
 	admin_identify(hd, &a, 10);
-	dext_model_fail_next(15, kIOReturnNotAttached);
+	dext_model_fail_next(15, kIOReturnIPCError);
 	assert_int_equal(hd->ops->irq_read_pending(hd, pending), 0);
 	assert_int_equal(pending[0], 1);
 	assert_int_equal(hd->ops->irq_read_pending(hd, pending), 0);
@@ -1223,10 +1230,10 @@ static void test_unused_bar_any_error(void **state)
 	dext_model_fail_next(10, (IOReturn)0xe00002ff);
 	assert_int_equal(hd->ops->bar_info(hd, 3, &bi), 0);
 	assert_int_equal(bi.type, HD_BAR_UNUSED);
-	/* IPC and "not attached": the dext is gone; not cached as unused. */
+	/* An IPC failure: the dext could not be reached; not cached as unused. */
 	dext_model_fail_next(10, kIOReturnIPCError);
 	assert_int_equal(hd->ops->bar_info(hd, 4, &bi), -ENODEV);
-	dext_model_fail_next(10, kIOReturnNotAttached);
+	dext_model_fail_next(10, kIOReturnIPCError);
 	assert_int_equal(hd->ops->bar_info(hd, 4, &bi), -ENODEV);
 	assert_int_equal(hd->ops->bar_info(hd, 4, &bi), 0);
 	assert_int_equal(bi.type, HD_BAR_MEM64);
@@ -1654,6 +1661,141 @@ static void test_sim_dext(void **state)
 	assert_non_null(strstr(err, "macOS"));
 }
 
+
+/* ---- surprise removal (issue 14, item 3) ---- */
+
+/* Two registrations live, as a companion would hold them. */
+static void register_two(struct host_device *hd, uint8_t *buf)
+{
+	uint64_t bus, len;
+	struct hd_dma_stats ds;
+
+	assert_int_equal(hd->ops->dma_register(hd, 0x1000, buf, 16384, &bus, &len), 0);
+	assert_int_equal(hd->ops->dma_register(hd, 0x2000, buf + 16384, 16384, &bus, &len), 0);
+	assert_int_equal(hd->ops->dma_stats(hd, &ds), 0);
+	assert_int_equal(ds.live_mappings, 2);
+}
+
+/* After removal: unregister releases what was held (0), then -ENOENT; live counters reach 0. */
+static void unregister_after_removal(struct host_device *hd)
+{
+	struct hd_dma_stats ds;
+
+	assert_int_equal(hd->ops->dma_unregister(hd, 0x1000), 0);
+	assert_int_equal(hd->ops->dma_unregister(hd, 0x1000), -ENOENT);
+	assert_int_equal(hd->ops->dma_unregister(hd, 0x2000), 0);
+	assert_int_equal(hd->ops->dma_unregister(hd, 0x3000), -ENOENT);
+	assert_int_equal(hd->ops->dma_stats(hd, &ds), 0);
+	assert_int_equal(ds.live_mappings, 0);
+	assert_int_equal(ds.live_bytes, 0);
+	assert_true(hd->ops->irq_wakeup_fd(hd) >= 0);
+}
+
+/*
+ * The dext's service terminates (the function was unplugged): the wake-up
+ * fires, the next verb marks the host device gone with the reason,
+ * nothing more reaches the dext, and the registrations are forgotten
+ * (they died with the client), so the live counters reach 0.
+ */
+static void test_termination_marks_gone(void **state)
+{
+	struct fixture *f = *state;
+	struct host_device *hd = f->hd;
+	static uint8_t buf[65536] __attribute__((aligned(16384)));
+	uint64_t pending[HD_IRQ_WORDS];
+	struct dext_model_stats a, b;
+	unsigned n;
+
+	assert_int_equal(hd->ops->irq_setup(hd, &n), 0);
+	register_two(hd, buf);
+	assert_true(host_device_present(hd));
+	assert_null(host_device_removal(hd));
+	assert_int_equal(dext_model_unpublish(f->service, true), 0);
+	assert_true(readable(hd->ops->irq_wakeup_fd(hd), 5000));
+	assert_true(host_device_present(hd)); /* marked by the verb the wake-up leads to */
+	assert_int_equal(hd->ops->irq_read_pending(hd, pending), -ENODEV);
+	assert_false(host_device_present(hd));
+	assert_non_null(strstr(host_device_removal(hd), "terminated"));
+	dext_model_get_stats(&a);
+	unregister_after_removal(hd);
+	dext_model_get_stats(&b);
+	assert_int_equal(b.calls[6], a.calls[6]); /* the connection is dead: nothing sent */
+}
+
+/*
+ * The device falls off the bus while the dext stays (kIOReturnNoDevice,
+ * then kIOReturnNotResponding in the second round): the first verb to see
+ * it marks the function gone and wakes the loop; later verbs do not reach
+ * the dext; UnregisterDMARegion still does, so the dext's DART lets go.
+ */
+static void device_lost(struct fixture *f, IOReturn kr, const char *name)
+{
+	struct host_device *hd = f->hd;
+	static uint8_t buf[65536] __attribute__((aligned(16384)));
+	uint64_t v64, pending[HD_IRQ_WORDS];
+	struct dext_model_stats a, b;
+	uint32_t v;
+	unsigned n;
+
+	assert_int_equal(hd->ops->irq_setup(hd, &n), 0);
+	register_two(hd, buf);
+	dext_model_get_stats(&a);
+	assert_int_equal(a.live_dma, 2);
+	assert_int_equal(dext_model_device_lost(f->service, kr), 0);
+	assert_false(readable(hd->ops->irq_wakeup_fd(hd), 0));
+	assert_int_equal(hd->ops->config_read(hd, 0, 4, &v), -ENODEV);
+	assert_false(host_device_present(hd));
+	assert_non_null(strstr(host_device_removal(hd), name));
+	assert_non_null(strstr(host_device_removal(hd), "ConfigRead"));
+	assert_non_null(strstr(host_device_error(hd), name));
+	assert_true(readable(hd->ops->irq_wakeup_fd(hd), 1000)); /* the loop hears it too */
+	dext_model_get_stats(&a);
+	assert_int_equal(hd->ops->mmio_read(hd, 0, 0x1c, 4, &v64), -ENODEV);
+	assert_int_equal(hd->ops->config_read(hd, 0, 4, &v), -ENODEV);
+	assert_int_equal(hd->ops->irq_read_pending(hd, pending), -ENODEV);
+	assert_int_equal(hd->ops->reset(hd), -ENODEV);
+	uint64_t bus, len;
+	assert_int_equal(hd->ops->dma_register(hd, 0x4000, buf, 16384, &bus, &len), -ENODEV);
+	dext_model_get_stats(&b);
+	assert_int_equal(b.calls[8], a.calls[8]);
+	assert_int_equal(b.calls[10], a.calls[10]);
+	assert_int_equal(b.calls[11], a.calls[11]);
+	assert_int_equal(b.calls[14], a.calls[14]);
+	assert_int_equal(b.calls[17], a.calls[17]);
+	assert_int_equal(b.calls[5], a.calls[5]);
+	unregister_after_removal(hd);
+	dext_model_get_stats(&b);
+	assert_int_equal(b.calls[6], a.calls[6] + 4); /* all four still sent: the connection works */
+	assert_int_equal(b.live_dma, 0);               /* and the dext's DART let go */
+	assert_int_equal(dext_model_device_lost(f->service, 0), 0);
+}
+
+static void test_no_device_marks_gone(void **state)
+{
+	device_lost(*state, kIOReturnNoDevice, "kIOReturnNoDevice");
+}
+
+static void test_not_responding_marks_gone(void **state)
+{
+	device_lost(*state, kIOReturnNotResponding, "kIOReturnNotResponding");
+}
+
+/* The simulated function behind the model vanishes: the dext answers kIOReturnNoDevice, the backend says gone. */
+static void test_sim_vanish_through_the_dext(void **state)
+{
+	struct fixture *f = *state;
+	struct host_device *hd = f->hd;
+	uint32_t v;
+
+	assert_int_equal(hd->ops->config_read(hd, 0, 4, &v), 0);
+	assert_int_equal(sim_nvme_vanish(f->sim, NULL), 0);
+	assert_int_equal(hd->ops->config_read(hd, 0, 4, &v), -ENODEV);
+	assert_false(host_device_present(hd));
+	assert_non_null(strstr(host_device_removal(hd), "kIOReturnNoDevice"));
+	/* Not a sim: the darwin host device cannot be told to vanish itself. */
+	assert_int_equal(sim_nvme_vanish(hd, NULL), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1692,6 +1834,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_failure_reported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_from_registry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_fallback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_termination_marks_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_device_marks_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_not_responding_marks_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_vanish_through_the_dext, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("darwin backend over the dext TEST MODEL", tests, NULL, NULL);

@@ -52,6 +52,7 @@ struct fake {
 	bool legacy_only; /* config reads beyond 255 fail, as on a conventional PCI host */
 	bool impossible_bar;
 	bool fail_config_write;
+	bool pull_on_mmio; /* the next MMIO access finds the function gone (surprise removal) */
 	struct call calls[256];
 	unsigned ncalls;
 	uint64_t mask[HD_IRQ_WORDS];
@@ -153,6 +154,8 @@ static int fk_mmio_read(struct host_device *hd, unsigned bar, uint64_t off, unsi
 	uint64_t size;
 	uint8_t *mem = bar_mem(f, bar, &size);
 
+	if (f->pull_on_mmio)
+		return hd_mark_gone(hd, "fake: pulled during an MMIO read");
 	assert_true(bar == 0 || bar == 4);
 	assert_true(off + width <= size);
 	assert_int_equal(off % width, 0);
@@ -169,6 +172,8 @@ static int fk_mmio_write(struct host_device *hd, unsigned bar, uint64_t off, uns
 	uint64_t size;
 	uint8_t *mem = bar_mem(f, bar, &size);
 
+	if (f->pull_on_mmio)
+		return hd_mark_gone(hd, "fake: pulled during an MMIO write");
 	assert_true(bar == 0 || bar == 4);
 	assert_true(off + width <= size);
 	assert_int_equal(off % width, 0);
@@ -972,6 +977,112 @@ static void test_host_owned_capabilities_dropped(void **state)
 	expect_call(c->f, 1, 'w', PM_POS + 2, 2, 0x0003);
 }
 
+
+/*
+ * Surprise removal (issue 14, item 3): once the host function is gone the
+ * model answers as a missing PCIe function: every read all ones (the
+ * emulated BARs too; a mapped BAR is not touched), writes dropped without
+ * reaching the host, bounds still checked, no interrupt delivered, no reset.
+ */
+static void test_removed_function_reads_all_ones(void **state)
+{
+	struct ctx *c = *state;
+	struct vmm vmm = { .state = { PT_VECTOR_READY, PT_VECTOR_MASKED } };
+	struct pt_irq_sink sink = { vmm_state, vmm_trigger, &vmm };
+	struct passthrough_stats st;
+	uint8_t buf[64], ones[64];
+	uint64_t one = 1;
+
+	memset(ones, 0xFF, sizeof(ones));
+	for (unsigned i = 0; i < NVEC; i++) {
+		vmm.efd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		assert_true(vmm.efd[i] >= 0);
+	}
+	assert_int_equal(passthrough_set_irq_sink(c->pt, &sink), 0);
+	/* A BAR write of the guest's, then a vector latched while masked: both from before. */
+	put32(buf, 0xFEDC0000);
+	assert_int_equal(passthrough_config_write(c->pt, 0x10, buf, 4), 0);
+	c->f->pending[0] = 0x2;
+	assert_int_equal(passthrough_handle_irq(c->pt), 0);
+	c->f->bar2[8] = 0x5A;
+	assert_true(passthrough_present(c->pt));
+
+	/* Pulled while the guest reads a trapped BAR: that read is all ones already. */
+	c->f->pull_on_mmio = true;
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(passthrough_bar_read(c->pt, 0, 0x10, buf, 8), 0);
+	assert_memory_equal(buf, ones, 8);
+	assert_false(passthrough_present(c->pt));
+	assert_false(host_device_present(&c->f->hd));
+	c->f->pull_on_mmio = false;
+	c->f->ncalls = 0;
+	unsigned mask_calls = c->f->set_mask_calls;
+
+	/* Config space: all ones, the emulated BAR the guest wrote included, any width. */
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(passthrough_config_read(c->pt, 0, buf, 64), 0);
+	assert_memory_equal(buf, ones, 64);
+	assert_int_equal(passthrough_config_read(c->pt, 0x10, buf, 4), 0);
+	assert_int_equal(get32(buf), 0xFFFFFFFFu);
+	assert_int_equal(passthrough_config_read(c->pt, 0x101, buf, 1), 0);
+	assert_int_equal(buf[0], 0xFF);
+	/* BARs: trapped and mapped alike; the mapping is not read. */
+	assert_int_equal(passthrough_bar_read(c->pt, 0, 0, buf, 4), 0);
+	assert_memory_equal(buf, ones, 4);
+	assert_int_equal(passthrough_bar_read(c->pt, 2, 8, buf, 1), 0);
+	assert_int_equal(buf[0], 0xFF);
+	/* Writes: dropped, successful, nothing reaches the host or the mapping. */
+	put32(buf, 0x6);
+	assert_int_equal(passthrough_config_write(c->pt, 0x04, buf, 2), 0);
+	assert_int_equal(passthrough_bar_write(c->pt, 0, 0x100, buf, 4), 0);
+	assert_int_equal(passthrough_bar_write(c->pt, 2, 8, buf, 1), 0);
+	assert_int_equal(c->f->bar2[8], 0x5A);
+	assert_int_equal(c->f->ncalls, 0);
+	/* Bounds are still the guest's problem. */
+	assert_int_equal(passthrough_bar_read(c->pt, 0, BAR0_SIZE, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_bar_read(c->pt, 1, 0, buf, 4), -EINVAL);
+	assert_int_equal(passthrough_config_read(c->pt, 4095, buf, 2), -EINVAL);
+
+	/* Interrupts: pending bits and latches never reach the VMM. */
+	c->f->pending[0] = 0x1;
+	assert_int_equal(write(c->f->wakeup_fd, &one, 8), 8);
+	assert_int_equal(passthrough_handle_irq(c->pt), -ENODEV);
+	assert_int_equal(efd_take(c->f->wakeup_fd), 0); /* drained all the same */
+	assert_int_equal(c->f->pending[0], 0x1);        /* not even read */
+	vmm.state[1] = PT_VECTOR_READY;
+	assert_int_equal(passthrough_irqs_changed(c->pt), 0);
+	for (unsigned i = 0; i < NVEC; i++)
+		assert_int_equal(efd_take(vmm.efd[i]), 0);
+	assert_int_equal(c->f->set_mask_calls, mask_calls);
+	/* Reset and the VMM leaving: nothing to do, no error. */
+	assert_int_equal(passthrough_reset(c->pt), 0);
+	assert_int_equal(passthrough_client_gone(c->pt), 0);
+	assert_int_equal(c->f->resets, 0);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.irq_delivered, 0);
+	assert_int_equal(st.removed_reads, 6);
+	assert_int_equal(st.removed_writes, 3);
+	assert_int_equal(st.resets, 0);
+	for (unsigned i = 0; i < NVEC; i++)
+		close(vmm.efd[i]);
+}
+
+/* Pulled during a BAR write: the rest of the write goes nowhere, no error. */
+static void test_removed_during_write(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t buf[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+	struct passthrough_stats st;
+
+	c->f->pull_on_mmio = true;
+	assert_int_equal(passthrough_bar_write(c->pt, 0, 0x100, buf, 16), 0);
+	assert_false(passthrough_present(c->pt));
+	assert_int_equal(c->f->ncalls, 0);
+	passthrough_stats(c->pt, &st);
+	assert_int_equal(st.removed_writes, 1);
+	assert_int_equal(st.bar_writes, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -990,6 +1101,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_random_writes_follow_the_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msix_table_and_pba_protected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_owned_capabilities_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_removed_function_reads_all_ones, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_removed_during_write, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("passthrough", tests, NULL, NULL);

@@ -997,6 +997,183 @@ static void test_doorbell_work_bounded(void **state)
 	assert_false(st.fatal);
 }
 
+
+/* ---- surprise removal (issue 14, item 3) ---- */
+
+/* Queue n one-block writes of LBA first.. from buf (one block each), without ringing. */
+static void queue_writes(struct drv *d, uint16_t qid, uint8_t *buf, unsigned first, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct drv_cmd c = { .opcode = 0x01, .nsid = 1, .cdw10 = first + i };
+
+		drv_prps(d, &c, buf + (size_t)i * 512, 512);
+		drv_queue_cmd(d, qid, &c);
+	}
+}
+
+/* Completions posted on qid's CQ (read from memory: no doorbell reaches a removed device). */
+static unsigned posted(struct drv *d, uint16_t qid)
+{
+	struct drv_queue *q = &d->q[qid];
+	uint32_t head = q->cq_head;
+	bool phase = q->phase;
+	unsigned n = 0;
+
+	for (;;) {
+		uint32_t dw3;
+
+		memcpy(&dw3, q->cq + (size_t)head * 16 + 12, 4);
+		if (((dw3 >> 16) & 1) != (phase ? 1u : 0u) || n == q->depth)
+			return n;
+		assert_int_equal((dw3 >> 17) & 0x7ff, 0);
+		n++;
+		if (++head == q->depth) {
+			head = 0;
+			phase = !phase;
+		}
+	}
+}
+
+/* After a replug: claim, interrupts, the arena registered again with the fresh DART. */
+static void replug_and_reopen(struct drv *d)
+{
+	char err[256] = "";
+	unsigned nvec = 0;
+	uint64_t mask[HD_IRQ_WORDS] = { ~0ull, ~0ull, ~0ull, ~0ull }, bus_len = 0;
+	uint32_t v;
+
+	assert_int_equal(sim_nvme_replug(d->hd, err, sizeof(err)), 0);
+	assert_true(host_device_present(d->hd));
+	assert_null(host_device_removal(d->hd));
+	/* A fresh device: not claimed, COMMAND 0, an empty DART. */
+	assert_int_equal(d->hd->ops->config_read(d->hd, 0, 4, &v), -EACCES);
+	assert_int_equal(d->hd->ops->claim(d->hd), 0);
+	assert_int_equal(d->hd->ops->irq_setup(d->hd, &nvec), 0);
+	assert_int_equal(d->hd->ops->irq_set_mask(d->hd, mask), 0);
+	struct hd_dma_stats ds;
+	assert_int_equal(d->hd->ops->dma_stats(d->hd, &ds), 0);
+	assert_int_equal(ds.live_mappings, 0);
+	assert_int_equal(ds.registers, 0);
+	assert_int_equal(d->hd->ops->dma_register(d->hd, DRV_ARENA_KEY, d->arena, DRV_ARENA_SIZE, &d->arena_bus,
+						   &bus_len), 0);
+	drain_wakeup(d);
+	drv_enable(d);
+}
+
+/*
+ * Pulled in the middle of a doorbell's batch: the commands before run and
+ * complete, the rest never run (no DMA, no completion), no interrupt is
+ * raised, every verb but unregister fails with -ENODEV, the wake-up says
+ * so at once, the DART empties; replugged, the data written before the
+ * removal is there and nothing after it.
+ */
+static void test_vanish_mid_doorbell(void **state)
+{
+	struct drv *d = *state;
+	uint64_t pending[HD_IRQ_WORDS], base, bus, len, mask[HD_IRQ_WORDS] = { 0 };
+	struct sim_nvme_stats st;
+	struct hd_dma_stats ds;
+	uint8_t *old = drv_alloc(d, 64 * 512), *fresh = drv_alloc(d, 64 * 512), *back = drv_alloc(d, 64 * 512);
+	uint32_t v;
+	unsigned nvec;
+
+	drv_enable(d);
+	assert_int_equal(drv_create_io_queue(d, 1, 256), 0);
+	fill(old, 64 * 512, 1);
+	fill(fresh, 64 * 512, 2);
+	for (unsigned i = 0; i < 64; i++)
+		assert_int_equal(rw(d, 1, true, i, 1, old + i * 512).status, 0);
+	drain_wakeup(d);
+	assert_int_equal(d->hd->ops->irq_read_pending(d->hd, pending), 0);
+	sim_nvme_get_stats(d->hd, &st);
+	uint64_t irqs = st.interrupts;
+	base = io_done(d);
+
+	assert_int_equal(sim_nvme_vanish_after(d->hd, 10, NULL), 0);
+	queue_writes(d, 1, fresh, 0, 40);
+	assert_int_equal(d->hd->ops->mmio_write(d->hd, 0, 0x1000 + 8, 4, d->q[1].sq_tail), 0);
+	assert_int_equal(io_done(d) - base, 10); /* the rest of the batch never ran */
+	assert_false(host_device_present(d->hd));
+	assert_non_null(strstr(host_device_removal(d->hd), "pulled"));
+	assert_true(wakeup_signalled(d)); /* the front end hears it at once */
+	drain_wakeup(d);
+	assert_int_equal(d->hd->ops->irq_read_pending(d->hd, pending), -ENODEV);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.interrupts, irqs); /* the 10 completions raised nothing */
+	assert_int_equal(posted(d, 1), 10);
+
+	/* Every verb fails, except unregister, dma_stats and the wake-up fd. */
+	assert_int_equal(d->hd->ops->mmio_write(d->hd, 0, 0x1000 + 8, 4, d->q[1].sq_tail), -ENODEV);
+	uint64_t csts;
+	assert_int_equal(d->hd->ops->mmio_read(d->hd, 0, 0x1c, 4, &csts), -ENODEV);
+	assert_int_equal(d->hd->ops->config_read(d->hd, 0, 4, &v), -ENODEV);
+	assert_int_equal(d->hd->ops->config_write(d->hd, 4, 2, 0), -ENODEV);
+	assert_int_equal(d->hd->ops->dma_register(d->hd, 7, back, 4096, &bus, &len), -ENODEV);
+	assert_int_equal(d->hd->ops->irq_set_mask(d->hd, mask), -ENODEV);
+	assert_int_equal(d->hd->ops->irq_setup(d->hd, &nvec), -ENODEV);
+	assert_int_equal(d->hd->ops->reset(d->hd), -ENODEV);
+	assert_int_equal(d->hd->ops->claim(d->hd), -ENODEV);
+	assert_non_null(strstr(host_device_error(d->hd), "pulled"));
+	assert_true(d->hd->ops->irq_wakeup_fd(d->hd) >= 0);
+	assert_false(wakeup_signalled(d));
+	assert_int_equal(io_done(d) - base, 10); /* the refused doorbell ran nothing */
+	assert_int_equal(d->hd->ops->dma_unregister(d->hd, DRV_ARENA_KEY), 0);
+	assert_int_equal(d->hd->ops->dma_unregister(d->hd, DRV_ARENA_KEY), -ENOENT);
+	assert_int_equal(d->hd->ops->dma_stats(d->hd, &ds), 0);
+	assert_int_equal(ds.live_mappings, 0);
+	/* A second vanish is harmless; replug refuses a present device, not this one. */
+	assert_int_equal(sim_nvme_vanish(d->hd, NULL), 0);
+
+	replug_and_reopen(d);
+	char err[128];
+	assert_int_equal(sim_nvme_replug(d->hd, err, sizeof(err)), -EBUSY);
+	assert_int_equal(drv_create_io_queue(d, 1, 256), 0);
+	for (unsigned i = 0; i < 40; i++) {
+		assert_int_equal(rw(d, 1, false, i, 1, back + i * 512).status, 0);
+		/* the first 10 writes ran before the removal, the other 30 never did */
+		assert_memory_equal(back + i * 512, (i < 10 ? fresh : old) + i * 512, 512);
+	}
+	sim_nvme_get_stats(d->hd, &st);
+	assert_false(st.fatal);
+}
+
+/*
+ * Pulled while a doorbell's budget left work queued (mid-DMA): the
+ * resumption never comes, no more commands run or interrupts come.
+ */
+static void test_vanish_with_work_left(void **state)
+{
+	struct drv *d = *state;
+	uint64_t pending[HD_IRQ_WORDS], base;
+	struct sim_nvme_stats st;
+	uint8_t *buf = drv_alloc(d, 200 * 512);
+
+	drv_enable(d);
+	assert_int_equal(drv_create_io_queue(d, 1, 256), 0);
+	drain_wakeup(d);
+	assert_int_equal(d->hd->ops->irq_read_pending(d->hd, pending), 0);
+	base = io_done(d);
+	queue_writes(d, 1, buf, 0, 200);
+	drv_ring(d, 1);
+	assert_int_equal(io_done(d) - base, SIM_NVME_KICK_COMMANDS);
+	assert_true(wakeup_signalled(d)); /* work left: come back */
+	sim_nvme_get_stats(d->hd, &st);
+	uint64_t irqs = st.interrupts;
+	assert_int_equal(sim_nvme_vanish(d->hd, "test: pulled mid-DMA"), 0);
+	drain_wakeup(d);
+	assert_int_equal(d->hd->ops->irq_read_pending(d->hd, pending), -ENODEV);
+	assert_int_equal(d->hd->ops->irq_read_pending(d->hd, pending), -ENODEV);
+	assert_int_equal(io_done(d) - base, SIM_NVME_KICK_COMMANDS);
+	sim_nvme_get_stats(d->hd, &st);
+	assert_int_equal(st.interrupts, irqs);
+	assert_string_equal(host_device_removal(d->hd), "test: pulled mid-DMA");
+	/* Not a sim: refused. */
+	struct host_device other = { 0 };
+	assert_int_equal(sim_nvme_vanish(&other, NULL), -EINVAL);
+	assert_false(sim_nvme_is(&other));
+	assert_true(sim_nvme_is(d->hd));
+}
+
 static unsigned ctrl_state(struct drv *d)
 {
 	struct sim_nvme_stats st;
@@ -1063,6 +1240,8 @@ int main(void)
 		cmocka_unit_test(test_file_backing),
 		cmocka_unit_test_setup_teardown(test_doorbell_work_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_controller_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vanish_mid_doorbell, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vanish_with_work_left, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

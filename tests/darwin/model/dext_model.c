@@ -109,6 +109,7 @@ struct service {
 	bool published;
 	bool terminated;
 	bool crashed; /* the dext process died: calls fail with MIG_SERVER_DIED */
+	IOReturn device_error; /* dext_model_device_lost(): every call that reaches the device fails with it */
 	bool hide_pci_properties;
 	bool cow;
 	uint64_t dart_max_bytes;
@@ -260,6 +261,7 @@ static IOReturn errno_to_ioreturn(int rc)
 	case -EBUSY: return kIOReturnBusy;
 	case -EPERM: return kIOReturnNotPermitted;
 	case -EIO: return kIOReturnIOError;
+	case -ENODEV: return kIOReturnNoDevice; /* the function behind it is gone (the sim vanished) */
 	default: return kIOReturnError;
 	}
 }
@@ -570,6 +572,18 @@ int dext_model_crash(uint64_t service_id)
 		s->crashed = true;
 		unpublish(s, true);
 	}
+	unlock();
+	return s ? 0 : -ENOENT;
+}
+
+int dext_model_device_lost(uint64_t service_id, int kr)
+{
+	struct service *s;
+
+	lock();
+	s = find_service(service_id);
+	if (s)
+		s->device_error = kr;
 	unlock();
 	return s ? 0 : -ENOENT;
 }
@@ -1394,6 +1408,12 @@ static IOReturn begin_call(io_connect_t connection, uint32_t selector, const uin
 		return kr;
 	if (c->svc->terminated)
 		return kIOReturnNotAttached;
+	/* A device that fell off the bus: the dext's own bookkeeping (Unregister) still works. */
+	if (c->svc->device_error && selector != 6 && selector != 4 && selector != 2)
+		return c->svc->device_error;
+	/* The function behind it is gone (a vanished sim): PCIDriverKit sees no device. */
+	if (!host_device_present(c->svc->dev) && selector != 6 && selector != 4 && selector != 2)
+		return kIOReturnNoDevice;
 	if (inputCnt != n_in[selector] || (n_in[selector] && !input))
 		return kIOReturnBadArgument;
 	if (n_out[selector] && (!outputCnt || *outputCnt < n_out[selector]))

@@ -63,6 +63,17 @@ void dext_model_fail_next(uint32_t selector, int kr);
  */
 int dext_model_crash(uint64_t service_id);
 
+/*
+ * The function falls off the bus while the dext stays (a surprise removal
+ * before macOS terminates the service, or a device that hangs): every later
+ * call that reaches the device fails with kr (kIOReturnNoDevice or
+ * kIOReturnNotResponding); UnregisterDMARegion, FreeDMABuffer and Terminate
+ * still work, as they are the dext's own bookkeeping.  0 clears it.  A
+ * function that reports -ENODEV (a vanished sim) gives kIOReturnNoDevice
+ * by itself.
+ */
+int dext_model_device_lost(uint64_t service_id, int kr);
+
 struct dext_model_stats {
 	uint64_t services_live;
 	uint64_t service_opens;   /* IOServiceOpen successes */
