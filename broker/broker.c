@@ -18,6 +18,17 @@
  * control socket likewise, and each wake-up does a bounded amount of work
  * per fd (issue 11, item 3).
  *
+ * Surprise removal (hostdev/host_device.h): after every dispatch the loop
+ * checks whether the host function is still present.  Once it is gone,
+ * device_removed() releases every DART mapping it holds (identity ranges,
+ * the companion's: their ids stay known for the guest's UNMAPs), stops
+ * watching the interrupt wake-up, and tells `watch` connections; the
+ * passthrough and companion models answer all ones and refuse MAPs by
+ * themselves.  Nothing else changes: both sockets keep serving.  The
+ * control commands sim-vanish and sim-replug pull and re-plug a simulated
+ * device (sim:nvme); a replug builds a fresh passthrough function over the
+ * fresh device, refused while a passthrough client holds the old one.
+ *
  * Teardown order matters: a vfio-user client's ranges are released while
  * still mapped (the device models drop every use first), the passthrough
  * function is reset before its VMM's memory goes away, and on shutdown
@@ -38,6 +49,7 @@
 
 #include "backends.h"
 #include "compat.h"
+#include "sim_nvme.h"
 #include "control.h"
 #include "memguard.h"
 #include "status.h"
@@ -81,7 +93,10 @@ struct broker {
 	uint64_t companion_refused;
 	struct timespec started;
 	bool stop;
+	bool removal_handled; /* device_removed() ran for the current removal */
 };
+
+static void device_removed(struct broker *b);
 
 /* ---- the passthrough function as a vfio-user device ---------------------- */
 
@@ -175,6 +190,8 @@ static int pt_dma_map(void *opaque, uint64_t gpa, uint64_t len, void *va, bool w
 
 	if (!b->hd->identity_dma || !va)
 		return 0; /* DART mode: the companion maps on request; no fd: unreachable */
+	if (!host_device_present(b->hd))
+		return 0; /* nothing to register with a function that is gone (the VMM's map still succeeds) */
 	/*
 	 * The platform has no DMA direction: a registered window is writable
 	 * by the device, and a read-only one is mapped read-only here (a
@@ -450,10 +467,102 @@ static char *status_text(void *opaque)
 		.identity_register_failures = b->identity_register_failures,
 		.posted_doorbells = b->posted_doorbells,
 		.control_refused_peers = b->ctrl ? control_refused_peers(b->ctrl) : 0,
+		.control_watchers = b->ctrl ? control_watchers(b->ctrl) : 0,
+		.control_watchers_dropped = b->ctrl ? control_watchers_dropped(b->ctrl) : 0,
 		.companion_refused = b->companion_refused,
 	};
 
 	return broker_status_json(&src);
+}
+
+static char *presence_event(void *opaque)
+{
+	const struct broker *b = opaque;
+
+	return broker_presence_event(b->hd);
+}
+
+/* ---- surprise removal ------------------------------------------------------ */
+
+/*
+ * The host function is gone: release what is registered with it, stop
+ * listening for its interrupts, tell the watchers.  Both sockets keep
+ * serving: the models answer all ones and refuse new DMA by themselves.
+ */
+static void device_removed(struct broker *b)
+{
+	char *event;
+	unsigned released = 0;
+
+	if (b->removal_handled)
+		return;
+	b->removal_handled = true;
+	log_warn("%s is gone: %s; reads answer all ones and DMA is refused until it is back", b->cfg->device_spec,
+		 host_device_removal(b->hd));
+	release_identity_ranges(b);
+	if (b->comp)
+		released = companion_host_gone(b->comp);
+	if (released)
+		log_info("companion: %u DART mappings released", released);
+	event = broker_presence_event(b->hd);
+	if (event && b->ctrl)
+		control_broadcast(b->ctrl, event);
+	free(event);
+}
+
+static char *cmd_sim_vanish(struct broker *b)
+{
+	if (!sim_nvme_is(b->hd))
+		return broker_command_answer("sim-vanish works on a simulated device (sim:nvme) only");
+	sim_nvme_vanish(b->hd, "the simulated device was pulled (sim-vanish)");
+	device_removed(b);
+	return broker_command_answer(NULL);
+}
+
+static char *cmd_sim_replug(struct broker *b)
+{
+	char err[HD_ERROR_LEN + 64] = "", msg[HD_ERROR_LEN + 128];
+	struct passthrough *fresh;
+	char *event;
+	int rc;
+
+	if (!sim_nvme_is(b->hd))
+		return broker_command_answer("sim-replug works on a simulated device (sim:nvme) only");
+	if (host_device_present(b->hd))
+		return broker_command_answer("the simulated device is present: nothing to plug back");
+	if (b->pt_client_fd >= 0)
+		return broker_command_answer("the VMM still holds the function; detach it first");
+	rc = sim_nvme_replug(b->hd, err, sizeof(err));
+	if (rc == 0)
+		rc = b->hd->ops->claim(b->hd);
+	fresh = rc == 0 ? passthrough_create(b->hd, err, sizeof(err)) : NULL;
+	if (!fresh) {
+		snprintf(msg, sizeof(msg), "plugging back failed: %s", err[0] ? err : host_device_error(b->hd));
+		sim_nvme_vanish(b->hd, msg); /* stays gone, served as before */
+		return broker_command_answer(msg);
+	}
+	passthrough_destroy(b->pt);
+	b->pt = fresh;
+	if (b->comp)
+		companion_host_back(b->comp); /* MAPs still wait for a passthrough client */
+	b->removal_handled = false;
+	log_info("%s is back (a fresh device; the namespace's data is kept)", b->cfg->device_spec);
+	event = broker_presence_event(b->hd);
+	if (event && b->ctrl)
+		control_broadcast(b->ctrl, event);
+	free(event);
+	return broker_command_answer(NULL);
+}
+
+static char *control_command(void *opaque, const char *request)
+{
+	struct broker *b = opaque;
+
+	if (!strcmp(request, "sim-vanish"))
+		return cmd_sim_vanish(b);
+	if (!strcmp(request, "sim-replug"))
+		return cmd_sim_replug(b);
+	return NULL;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -510,7 +619,7 @@ static void dispatch(struct broker *b, uint32_t tag, short revents)
 		break;
 	}
 	case TAG_IRQ:
-		if (passthrough_handle_irq(b->pt) < 0)
+		if (passthrough_handle_irq(b->pt) < 0 && passthrough_present(b->pt))
 			log_warn("interrupts: reading the host's pending set: %s", host_device_error(b->hd));
 		break;
 	case TAG_PT_LISTEN:
@@ -530,6 +639,9 @@ static void dispatch(struct broker *b, uint32_t tag, short revents)
 			control_handle(b->ctrl, tag - TAG_CTRL, revents);
 		break;
 	}
+	/* Any verb may have found the function gone, the wake-up included. */
+	if (!b->removal_handled && !host_device_present(b->hd))
+		device_removed(b);
 }
 
 static bool is_listen_tag(uint32_t tag)
@@ -563,7 +675,7 @@ static int tag_fd(const struct broker *b, uint32_t tag)
 	case TAG_SIGNAL:
 		return b->sig_read;
 	case TAG_IRQ:
-		return passthrough_irq_wakeup_fd(b->pt);
+		return b->removal_handled ? -1 : passthrough_irq_wakeup_fd(b->pt);
 	case TAG_PT_LISTEN:
 		return vfu_server_listen_fd(b->pt_srv);
 	case TAG_PT_CLIENT:
@@ -586,7 +698,8 @@ static int loop(struct broker *b)
 		int n;
 
 		watch(&w, b->sig_read, POLLIN, TAG_SIGNAL);
-		watch(&w, passthrough_irq_wakeup_fd(b->pt), POLLIN, TAG_IRQ);
+		if (!b->removal_handled) /* a removed function raises nothing */
+			watch(&w, passthrough_irq_wakeup_fd(b->pt), POLLIN, TAG_IRQ);
 		watch(&w, vfu_server_listen_fd(b->pt_srv), POLLIN, TAG_PT_LISTEN);
 		watch(&w, b->pt_client_fd, vfu_server_poll_events(b->pt_srv), TAG_PT_CLIENT);
 		if (b->comp_srv) {
@@ -682,6 +795,7 @@ static int setup(struct broker *b, char *err, size_t errlen)
 		b->ctrl = control_create(cfg->control_socket, status_text, b, err, errlen);
 		if (!b->ctrl)
 			return -EIO;
+		control_set_handlers(b->ctrl, control_command, presence_event);
 	}
 	return 0;
 }

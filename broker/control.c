@@ -21,6 +21,7 @@ struct conn {
 	size_t in_len;
 	char *out;       /* the answer, being sent; NULL while reading the request */
 	size_t out_len, out_off;
+	bool watching;   /* "watch": out is a CONTROL_WATCH_BUF buffer, the connection stays */
 };
 
 struct control {
@@ -30,7 +31,10 @@ struct control {
 	uint64_t serial;
 	uint64_t refused_peers;
 	control_status_fn status;
+	control_command_fn command;
+	control_event_fn current;
 	void *opaque;
+	uint64_t watchers_dropped;
 };
 
 static void conn_close(struct conn *k)
@@ -87,7 +91,8 @@ void control_poll_slot(const struct control *c, unsigned slot, int *fd, short *e
 	}
 	k = &c->conn[slot - 1];
 	*fd = k->fd;
-	*events = k->out ? POLLOUT : POLLIN;
+	/* A watcher with nothing to send still polls for input: its hang-up. */
+	*events = k->out && k->out_off < k->out_len ? POLLOUT : POLLIN;
 }
 
 static void accept_one(struct control *c)
@@ -106,7 +111,7 @@ static void accept_one(struct control *c)
 		close(fd);
 		return;
 	}
-	/* A free slot, else the oldest connection. */
+	/* A free slot, else the oldest connection (a watcher only if all watch). */
 	for (unsigned i = 0; i < CONTROL_MAX_CONNS; i++) {
 		struct conn *k = &c->conn[i];
 
@@ -114,7 +119,8 @@ static void accept_one(struct control *c)
 			slot = k;
 			break;
 		}
-		if (!slot || k->serial < slot->serial)
+		if (!slot || (slot->watching && !k->watching) ||
+		    (slot->watching == k->watching && k->serial < slot->serial))
 			slot = k;
 	}
 	if (slot->fd >= 0) {
@@ -139,9 +145,83 @@ static void send_some(struct conn *k)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return; /* the rest when the peer reads: POLLOUT */
-		break;
+		conn_close(k); /* the peer is gone */
+		return;
+	}
+	if (k->watching) {
+		k->out_len = k->out_off = 0; /* all out: wait for the next event */
+		return;
 	}
 	conn_close(k);
+}
+
+/* Queue one line for a watcher; a watcher that does not read is dropped. */
+static bool watch_queue(struct control *c, struct conn *k, const char *event)
+{
+	size_t len = strlen(event);
+
+	if (k->out_off) {
+		memmove(k->out, k->out + k->out_off, k->out_len - k->out_off);
+		k->out_len -= k->out_off;
+		k->out_off = 0;
+	}
+	if (len + 1 > CONTROL_WATCH_BUF - k->out_len) {
+		log_warn("control: a watcher left %zu bytes of events unread: dropped", k->out_len);
+		c->watchers_dropped++;
+		conn_close(k);
+		return false;
+	}
+	memcpy(k->out + k->out_len, event, len);
+	k->out[k->out_len + len] = '\n';
+	k->out_len += len + 1;
+	return true;
+}
+
+static void start_watch(struct control *c, struct conn *k)
+{
+	char *now = c->current(c->opaque);
+
+	k->out = malloc(CONTROL_WATCH_BUF);
+	if (!now || !k->out) {
+		free(now);
+		conn_close(k);
+		return;
+	}
+	k->watching = true;
+	k->out_len = k->out_off = 0;
+	if (watch_queue(c, k, now))
+		send_some(k);
+	free(now);
+}
+
+void control_broadcast(struct control *c, const char *event)
+{
+	for (unsigned i = 0; c && i < CONTROL_MAX_CONNS; i++) {
+		struct conn *k = &c->conn[i];
+
+		if (k->fd >= 0 && k->watching && watch_queue(c, k, event))
+			send_some(k);
+	}
+}
+
+unsigned control_watchers(const struct control *c)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < CONTROL_MAX_CONNS; i++)
+		n += c->conn[i].fd >= 0 && c->conn[i].watching;
+	return n;
+}
+
+uint64_t control_watchers_dropped(const struct control *c)
+{
+	return c->watchers_dropped;
+}
+
+void control_set_handlers(struct control *c, control_command_fn command, control_event_fn current)
+{
+	c->command = command;
+	c->current = current;
 }
 
 static void answer(struct conn *k, char *text)
@@ -161,10 +241,28 @@ static void answer(struct conn *k, char *text)
 	send_some(k);
 }
 
+/* A watcher says nothing more; what it writes is discarded, its hang-up closes it. */
+static void watcher_readable(struct conn *k)
+{
+	char scratch[64];
+	ssize_t n = recv(k->fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0)
+		conn_close(k);
+}
+
 static void readable(struct control *c, struct conn *k)
 {
-	ssize_t n = recv(k->fd, k->in + k->in_len, sizeof(k->in) - 1 - k->in_len, MSG_DONTWAIT);
-	char *nl;
+	ssize_t n;
+	char *nl, *answer_text = NULL;
+
+	if (k->watching) {
+		watcher_readable(k);
+		return;
+	}
+	n = recv(k->fd, k->in + k->in_len, sizeof(k->in) - 1 - k->in_len, MSG_DONTWAIT);
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -183,10 +281,21 @@ static void readable(struct control *c, struct conn *k)
 	*nl = '\0';
 	if (nl > k->in && nl[-1] == '\r')
 		nl[-1] = '\0';
-	if (strcmp(k->in, "status") == 0)
+	if (strcmp(k->in, "status") == 0) {
 		answer(k, c->status(c->opaque));
-	else
-		answer(k, strdup("{\"error\":\"unknown request; the only one is status\"}"));
+		return;
+	}
+	if (strcmp(k->in, "watch") == 0 && c->current) {
+		start_watch(c, k);
+		return;
+	}
+	if (c->command)
+		answer_text = c->command(c->opaque, k->in);
+	if (!answer_text)
+		answer_text = strdup(c->command ? "{\"error\":\"unknown request; use status, watch, sim-vanish or "
+						  "sim-replug\"}"
+						: "{\"error\":\"unknown request; the only one is status\"}");
+	answer(k, answer_text);
 }
 
 void control_handle(struct control *c, unsigned slot, short revents)
@@ -202,6 +311,13 @@ void control_handle(struct control *c, unsigned slot, short revents)
 	k = &c->conn[slot - 1];
 	if (k->fd < 0)
 		return;
+	if (k->watching) {
+		if (k->out_off < k->out_len && (revents & (POLLOUT | POLLERR | POLLHUP)))
+			send_some(k);
+		else if (revents & (POLLIN | POLLERR | POLLHUP))
+			watcher_readable(k);
+		return;
+	}
 	if (k->out) {
 		if (revents & (POLLOUT | POLLERR | POLLHUP))
 			send_some(k);

@@ -69,6 +69,10 @@ char *broker_status_json(const struct broker_status_src *b)
 	add_u64(root, "pid", (uint64_t)getpid());
 	add_u64(root, "uptime_s", (uint64_t)(now.tv_sec - b->started.tv_sec));
 	json_object_object_add(root, "device", json_object_new_string(b->cfg->device_spec));
+	/* Surprise removal: the function is gone (all-ones answers) until plugged back. */
+	json_object_object_add(root, "present", json_object_new_boolean(host_device_present(b->hd)));
+	json_object_object_add(root, "removal",
+			       host_device_removal(b->hd) ? json_object_new_string(host_device_removal(b->hd)) : NULL);
 
 	o = json_object_new_object();
 	snprintf(text, sizeof(text), "%02x:%02x.%x", id->bus, id->device, id->function);
@@ -115,6 +119,8 @@ char *broker_status_json(const struct broker_status_src *b)
 	add_u64(o, "guest_features", cs.guest_features);
 	add_u64(o, "posted_doorbells", b->posted_doorbells);
 	add_u64(o, "refused_clients", b->companion_refused);
+	add_u64(o, "removed_refused", cs.removed_refused);
+	add_u64(o, "orphaned_ids", cs.orphaned_ids);
 	json_object_object_add(root, "companion", o);
 
 	o = json_object_new_object();
@@ -133,13 +139,46 @@ char *broker_status_json(const struct broker_status_src *b)
 	add_u64(o, "resets", ps.resets);
 	add_u64(o, "msix_writes_dropped", ps.msix_writes_dropped);
 	add_u64(o, "msix_reads_zeroed", ps.msix_reads_zeroed);
+	add_u64(o, "removed_reads", ps.removed_reads);
+	add_u64(o, "removed_writes", ps.removed_writes);
 	json_object_object_add(root, "passthrough", o);
 
 	o = json_object_new_object();
 	add_u64(o, "refused_peers", b->control_refused_peers);
+	add_u64(o, "watchers", b->control_watchers);
+	add_u64(o, "watchers_dropped", b->control_watchers_dropped);
 	json_object_object_add(root, "control", o);
 
 	out = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
 	json_object_put(root);
 	return out;
+}
+
+static char *plain(json_object *root)
+{
+	char *out = root ? strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN)) : NULL;
+
+	json_object_put(root);
+	return out;
+}
+
+char *broker_presence_event(const struct host_device *hd)
+{
+	json_object *root = json_object_new_object();
+	const char *reason = host_device_removal(hd);
+
+	json_object_object_add(root, "event", json_object_new_string(reason ? "removed" : "present"));
+	if (reason)
+		json_object_object_add(root, "reason", json_object_new_string(reason));
+	return plain(root);
+}
+
+char *broker_command_answer(const char *error)
+{
+	json_object *root = json_object_new_object();
+
+	json_object_object_add(root, "ok", json_object_new_boolean(!error));
+	if (error)
+		json_object_object_add(root, "error", json_object_new_string(error));
+	return plain(root);
 }

@@ -28,10 +28,20 @@ struct broker_status_src {
 	uint64_t identity_register_failures;
 	uint64_t posted_doorbells;
 	uint64_t control_refused_peers;
+	uint64_t control_watchers;         /* `watch` connections now */
+	uint64_t control_watchers_dropped; /* watchers dropped for not reading their events */
 	uint64_t companion_refused;  /* companion clients refused: not the passthrough client's process */
 };
 
 /* A malloc'ed JSON object (no newline), or NULL. */
 char *broker_status_json(const struct broker_status_src *src);
+
+/*
+ * The `watch` event for hd's presence: {"event":"present"} or
+ * {"event":"removed","reason":"..."}.  Malloc'ed, no newline, or NULL.
+ */
+char *broker_presence_event(const struct host_device *hd);
+/* A command's answer: {"ok":true} or {"ok":false,"error":"..."}.  Malloc'ed, or NULL. */
+char *broker_command_answer(const char *error);
 
 #endif

@@ -1323,9 +1323,322 @@ static void test_truncated_guest_ram_fails_the_access(void **state)
 	assert_int_equal(stop_broker(e), 0);
 }
 
+
+/* ---- surprise removal (issue 14, item 3) --------------------------------- */
+
+/* A `watch` connection: connected, request sent. */
+static int watch_open(const struct env *e)
+{
+	int fd = vfuc_connect(e->ctrl_sock);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "watch\n", 6), 6);
+	return fd;
+}
+
+/* The next line of a watch connection (waits at most TIMEOUT_MS), as JSON. */
+static json_object *watch_next(int fd)
+{
+	char line[512];
+	size_t len = 0;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		assert_int_equal(poll(&pfd, 1, TIMEOUT_MS), 1);
+		n = read(fd, line + len, 1); /* byte by byte: never past one line */
+		assert_int_equal(n, 1);
+		if (line[len] == '\n')
+			break;
+		assert_true(++len < sizeof(line) - 1);
+	}
+	line[len] = '\0';
+	json_object *o = json_tokener_parse(line);
+	assert_non_null(o);
+	return o;
+}
+
+/* Nothing more on a watch connection within ms. */
+static void watch_quiet(int fd, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	assert_int_equal(poll(&pfd, 1, ms), 0);
+}
+
+/* A control command's answer: ok, and the error text when not. */
+static bool command(const struct env *e, const char *req, char *error, size_t errlen)
+{
+	json_object *o = json_tokener_parse(control_request(e->ctrl_sock, req)), *v;
+	bool ok;
+
+	assert_non_null(o);
+	ok = jbool(o, "ok");
+	if (error) {
+		error[0] = '\0';
+		if (json_object_object_get_ex(o, "error", &v))
+			snprintf(error, errlen, "%s", json_object_get_string(v));
+	}
+	assert_true(ok || json_object_object_get_ex(o, "error", &v));
+	json_object_put(o);
+	return ok;
+}
+
+static uint32_t region_read32_any(struct env *e, int fd, uint32_t region, uint64_t offset, uint32_t *err)
+{
+	struct vfu_region_rw rw = { .offset = offset, .region = region, .count = 4 };
+	uint32_t v = 0;
+	ssize_t n = request(e, fd, VFU_CMD_REGION_READ, &rw, sizeof(rw), NULL, 0, err);
+
+	if (*err == 0) {
+		assert_int_equal(n, (ssize_t)sizeof(rw) + 4);
+		memcpy(&v, reply_buf + sizeof(rw), 4);
+	}
+	return v;
+}
+
+/* One apple-dma UNMAP of (id, len); returns the batch status. */
+static uint32_t companion_unmap(struct env *e, int fd, uint8_t *ram, uint64_t id, uint64_t len)
+{
+	uint8_t *page = ram, *req = ram + 0x100, *resp = ram + 0x200;
+
+	memset(ram, 0, 0x1000);
+	put_le(page + 0x00, 2, 4); /* UNMAP */
+	put_le(page + 0x04, 1, 4);
+	put_le(page + 0x10, RAM_GPA + 0x100, 8);
+	put_le(page + 0x18, RAM_GPA + 0x200, 8);
+	put_le(req + 0, id, 8);
+	put_le(req + 8, len, 8);
+	assert_int_equal(region_write32(e, fd, 0, 0x10, (uint32_t)RAM_GPA), 0);
+	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0);
+	assert_int_equal(region_write32(e, fd, 0, 0x18, 1), 0);
+	assert_int_equal(get_le(resp, 8), id);
+	return region_read32(e, fd, 0, 0x0C);
+}
+
+static void wait_pt_disconnected(struct env *e)
+{
+	for (int i = 0; i < 200; i++) {
+		json_object *s = status(e);
+		bool connected = jbool(s, "clients.passthrough.connected");
+
+		json_object_put(s);
+		if (!connected)
+			return;
+		usleep(10000);
+	}
+	fail_msg("the broker did not see the passthrough client go");
+}
+
+/*
+ * sim-vanish over the control socket: the watcher hears it, status says
+ * so, the DART is emptied, reads answer all ones, writes are dropped, MAPs
+ * are refused, an UNMAP of an id that was live still succeeds; sim-replug
+ * is refused while the VMM holds the function, then brings a fresh device.
+ */
+static void test_sim_vanish_and_replug_over_control(void **state)
+{
+	struct env *e = *state;
+	char error[256];
+	uint64_t id, bus, id2;
+	uint32_t err;
+	int mfd;
+	uint8_t *ram = new_ram(&mfd);
+
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	int w = watch_open(e);
+	json_object *ev = watch_next(w);
+	assert_string_equal(jstr(ev, "event"), "present");
+	json_object_put(ev);
+	json_object *s = status(e);
+	assert_true(jbool(s, "present"));
+	assert_true(json_object_is_type(jpath(s, "removal"), json_type_null));
+	json_object_put(s);
+
+	int pt = client_connect(e, e->pt_sock), comp = client_connect(e, e->comp_sock);
+	dma_map_fd(e, pt, mfd);
+	dma_map_fd(e, comp, mfd);
+	assert_int_equal(region_read32(e, pt, VFU_PCI_CONFIG_REGION, 0), 0x00f01b36);
+	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	assert_int_equal(companion_map(e, comp, ram, RAM_GPA + 0x40000, 0x8000, &id2, &bus), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 2);
+	json_object_put(s);
+
+	/* Pulled. */
+	assert_true(command(e, "sim-vanish\n", error, sizeof(error)));
+	ev = watch_next(w);
+	assert_string_equal(jstr(ev, "event"), "removed");
+	assert_non_null(strstr(jstr(ev, "reason"), "pulled"));
+	json_object_put(ev);
+	s = status(e);
+	assert_false(jbool(s, "present"));
+	assert_non_null(strstr(jstr(s, "removal"), "pulled"));
+	assert_int_equal(jint(s, "dma.live_mappings"), 0); /* released at once */
+	assert_int_equal(jint(s, "companion.orphaned_ids"), 2);
+	assert_string_equal(jstr(s, "host.id"), "1b36:00f0"); /* every field is still there */
+	json_object_put(s);
+
+	/* All ones from config space (the emulated BARs too) and BAR0; writes dropped, no error. */
+	assert_int_equal(region_read32_any(e, pt, VFU_PCI_CONFIG_REGION, 0, &err), 0xffffffffu);
+	assert_int_equal(err, 0);
+	assert_int_equal(region_read32_any(e, pt, VFU_PCI_CONFIG_REGION, 0x10, &err), 0xffffffffu);
+	assert_int_equal(region_read32_any(e, pt, 0, 0x1c, &err), 0xffffffffu); /* CSTS */
+	assert_int_equal(err, 0);
+	assert_int_equal(region_write32(e, pt, 0, 0x14, 1), 0); /* CC.EN: nowhere */
+	assert_int_equal(region_write32(e, pt, VFU_PCI_CONFIG_REGION, 4, 6), 0);
+	/* Out of bounds is still refused. */
+	region_read32_any(e, pt, 0, 0x4000, &err);
+	assert_true(err != 0);
+
+	/* New DMA refused, the old ids unmap cleanly (once). */
+	assert_int_equal(companion_map(e, comp, ram, RAM_GPA + 0x80000, 0x4000, &bus, &bus), 1 /* IOERR */);
+	assert_int_equal(get_le(ram + 0x200 + 20, 4), 1);
+	assert_int_equal(companion_unmap(e, comp, ram, id, 0x4000), 0);
+	assert_int_equal(companion_unmap(e, comp, ram, id, 0x4000), 1); /* now unknown */
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 0);
+	assert_int_equal(jint(s, "dma.registers"), 2);
+	assert_int_equal(jint(s, "dma.unregisters"), 2); /* never twice */
+	assert_int_equal(jint(s, "companion.removed_refused"), 1);
+	assert_int_equal(jint(s, "companion.orphaned_ids"), 1);
+	assert_true(jint(s, "passthrough.removed_reads") >= 3);
+	assert_int_equal(jint(s, "passthrough.removed_writes"), 2);
+	json_object_put(s);
+
+	/* A second vanish changes nothing and tells nobody. */
+	assert_true(command(e, "sim-vanish\n", NULL, 0));
+	watch_quiet(w, 100);
+
+	/* Replug while the VMM holds the function: refused, with the fix. */
+	assert_false(command(e, "sim-replug\n", error, sizeof(error)));
+	assert_non_null(strstr(error, "the VMM still holds the function; detach it first"));
+	s = status(e);
+	assert_false(jbool(s, "present"));
+	json_object_put(s);
+
+	close(pt);
+	wait_pt_disconnected(e);
+	assert_true(command(e, "sim-replug\n", error, sizeof(error)));
+	ev = watch_next(w);
+	assert_string_equal(jstr(ev, "event"), "present");
+	assert_false(json_object_object_get_ex(ev, "reason", NULL));
+	json_object_put(ev);
+	s = status(e);
+	assert_true(jbool(s, "present"));
+	assert_true(json_object_is_type(jpath(s, "removal"), json_type_null));
+	assert_int_equal(jint(s, "dma.live_mappings"), 0);
+	assert_int_equal(jint(s, "dma.registers"), 0); /* a fresh DART */
+	json_object_put(s);
+	assert_false(command(e, "sim-replug\n", error, sizeof(error)));
+	assert_non_null(strstr(error, "present"));
+
+	/* The fresh device serves a new VMM; the companion maps again. */
+	pt = client_connect(e, e->pt_sock);
+	dma_map_fd(e, pt, mfd);
+	assert_int_equal(region_read32(e, pt, VFU_PCI_CONFIG_REGION, 0), 0x00f01b36);
+	assert_int_equal(region_read32(e, pt, 0, 0x08), 0x00010400); /* NVMe VS */
+	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+	/*
+	 * The other old id went when the passthrough client left (its mappings
+	 * exist for that client only): unknown now, IOERR, nothing released twice.
+	 */
+	assert_int_equal(companion_unmap(e, comp, ram, id2, 0x8000), 1);
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	assert_int_equal(jint(s, "companion.orphaned_ids"), 0);
+	json_object_put(s);
+
+	/* Unknown requests still get their error, and status works beside a watcher. */
+	json_object *o = json_tokener_parse(control_request(e->ctrl_sock, "bogus\n"));
+	assert_non_null(strstr(jstr(o, "error"), "sim-vanish"));
+	json_object_put(o);
+
+	assert_int_equal(stop_broker(e), 0); /* 0: no mapping outlived the shutdown */
+	close(w);
+	close(pt);
+	close(comp);
+	close(mfd);
+	munmap(ram, RAM_SIZE);
+}
+
+/* A device that is not simulated cannot be told to vanish: the darwin backend over the dext model. */
+static void test_sim_commands_refused_for_other_devices(void **state)
+{
+	struct env *e = *state;
+	char err[256], error[256];
+	struct host_device *hd = host_device_open("sim-dext:nvme,size=16M", err, sizeof(err));
+
+	if (!hd)
+		skip(); /* built without the dext test model */
+	hd->ops->destroy(hd);
+	start_broker(e, "sim-dext:nvme,size=16M");
+	assert_false(command(e, "sim-vanish\n", error, sizeof(error)));
+	assert_non_null(strstr(error, "sim:nvme"));
+	assert_false(command(e, "sim-replug\n", error, sizeof(error)));
+	assert_non_null(strstr(error, "sim:nvme"));
+	json_object *s = status(e);
+	assert_true(jbool(s, "present"));
+	json_object_put(s);
+	assert_int_equal(stop_broker(e), 0);
+}
+
+/* Watchers: several at once, one that never reads is dropped without blocking the others. */
+static void test_watchers_never_block(void **state)
+{
+	struct env *e = *state;
+	int w1, w2;
+
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	w1 = watch_open(e);
+	w2 = watch_open(e);
+	json_object_put(watch_next(w1));
+	json_object_put(watch_next(w2));
+	/*
+	 * w2 never reads: once the socket's own buffer is full its events wait
+	 * in the broker, and past CONTROL_WATCH_BUF it is dropped; w1 sees
+	 * every one of them all along.
+	 */
+	int i;
+	for (i = 0; i < 20000; i++) {
+		if (i % 250 == 0) {
+			json_object *st = status(e);
+			int64_t dropped = jint(st, "control.watchers_dropped");
+
+			assert_int_equal(jint(st, "control.watchers"), dropped ? 1 : 2);
+			json_object_put(st);
+			if (dropped)
+				break;
+		}
+		assert_true(command(e, "sim-vanish\n", NULL, 0));
+		json_object *ev = watch_next(w1);
+		assert_string_equal(jstr(ev, "event"), "removed");
+		json_object_put(ev);
+		assert_true(command(e, "sim-replug\n", NULL, 0));
+		ev = watch_next(w1);
+		assert_string_equal(jstr(ev, "event"), "present");
+		json_object_put(ev);
+	}
+	assert_true(i < 20000);
+	json_object *s = status(e);
+	assert_true(jbool(s, "present"));
+	assert_int_equal(jint(s, "control.watchers_dropped"), 1);
+	json_object_put(s);
+	assert_int_equal(stop_broker(e), 0);
+	close(w1);
+	close(w2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_sim_vanish_and_replug_over_control, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_commands_refused_for_other_devices, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watchers_never_block, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_client_does_not_stall, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hup_and_quit_tear_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_guest_ram_fails_the_access, setup, teardown),
