@@ -458,6 +458,11 @@ uint32_t companion_mmio_read(struct companion *c, uint64_t offset, unsigned widt
 		c->stats.bad_accesses++;
 		return 0;
 	}
+	/* The managed function is gone: registers read as a missing device's (the guest's sign). */
+	if (!c->host_gone && !host_device_present(c->hd))
+		companion_host_gone(c);
+	if (c->host_gone)
+		return (uint32_t)(0xffffffffull >> (32 - 8 * width));
 	shift = (unsigned)(offset & 3) * 8;
 	return (uint32_t)((reg_read(c, offset & ~3ull) >> shift) & (0xffffffffull >> (32 - 8 * width)));
 }
@@ -674,4 +679,9 @@ unsigned companion_host_gone(struct companion *c)
 void companion_host_back(struct companion *c)
 {
 	c->host_gone = false;
+}
+
+bool companion_host_is_gone(const struct companion *c)
+{
+	return c->host_gone;
 }

@@ -159,9 +159,13 @@ void companion_refuse_maps(struct companion *c, bool refuse);
  * known, "orphaned": a later UNMAP of it (or UNMAP_ALL, or a reset)
  * succeeds without calling the host again, so nothing is released twice
  * and the guest's teardown sees OK.  From then on every MAP entry fails
- * with IOERR.  Idempotent; the companion also does it by itself when it
- * finds the host device gone at a doorbell.  Returns the number of host
- * mappings released.
+ * with IOERR, and every BAR0 register reads all ones, as the companion of
+ * a removed slot (the guest module takes STATUS or VERSION all ones as the
+ * sign that the function is gone); batches are still processed, so the
+ * response array and the command page's status field say IOERR for a MAP
+ * and OK for the UNMAP of an orphaned id.  Idempotent; the companion also
+ * does it by itself when it finds the host device gone at a doorbell or a
+ * register read.  Returns the number of host mappings released.
  *
  * companion_host_back: the function is present again (a fresh device
  * behind the same host_device): MAPs work again; orphaned ids stay until
@@ -169,5 +173,7 @@ void companion_refuse_maps(struct companion *c, bool refuse);
  */
 unsigned companion_host_gone(struct companion *c);
 void companion_host_back(struct companion *c);
+/* Whether companion_host_gone() is in force. */
+bool companion_host_is_gone(const struct companion *c);
 
 #endif

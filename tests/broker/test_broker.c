@@ -396,6 +396,8 @@ static uint32_t companion_map(struct env *e, int fd, uint8_t *ram, uint64_t gpa,
 	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0);
 	assert_int_equal(region_write32(e, fd, 0, 0x18, 1), 0);
 	uint32_t st = region_read32(e, fd, 0, 0x0C);
+	if (st == 0xffffffffu) /* the managed function is gone: the registers read all ones */
+		st = (uint32_t)get_le(page + 0x08, 4);
 	assert_int_equal(get_le(page + 0x08, 4), st);
 	*id = get_le(resp, 8);
 	*dma_addr = get_le(resp + 8, 8);
@@ -1414,7 +1416,8 @@ static uint32_t companion_unmap(struct env *e, int fd, uint8_t *ram, uint64_t id
 	assert_int_equal(region_write32(e, fd, 0, 0x14, 0), 0);
 	assert_int_equal(region_write32(e, fd, 0, 0x18, 1), 0);
 	assert_int_equal(get_le(resp, 8), id);
-	return region_read32(e, fd, 0, 0x0C);
+	uint32_t st = region_read32(e, fd, 0, 0x0C);
+	return st == 0xffffffffu ? (uint32_t)get_le(page + 0x08, 4) : st;
 }
 
 static void wait_pt_disconnected(struct env *e)
@@ -1495,6 +1498,9 @@ static void test_sim_vanish_and_replug_over_control(void **state)
 	/* New DMA refused, the old ids unmap cleanly (once). */
 	assert_int_equal(companion_map(e, comp, ram, RAM_GPA + 0x80000, 0x4000, &bus, &bus), 1 /* IOERR */);
 	assert_int_equal(get_le(ram + 0x200 + 20, 4), 1);
+	/* The companion's registers read as a missing device's (the guest module's sign). */
+	assert_int_equal(region_read32(e, comp, 0, 0x00), 0xffffffffu); /* VERSION */
+	assert_int_equal(region_read32(e, comp, 0, 0x0C), 0xffffffffu); /* STATUS */
 	assert_int_equal(companion_unmap(e, comp, ram, id, 0x4000), 0);
 	assert_int_equal(companion_unmap(e, comp, ram, id, 0x4000), 1); /* now unknown */
 	s = status(e);
@@ -1540,6 +1546,7 @@ static void test_sim_vanish_and_replug_over_control(void **state)
 	assert_int_equal(region_read32(e, pt, VFU_PCI_CONFIG_REGION, 0), 0x00f01b36);
 	assert_int_equal(region_read32(e, pt, 0, 0x08), 0x00010400); /* NVMe VS */
 	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	assert_int_equal(region_read32(e, comp, 0, 0x00), 2); /* VERSION again */
 	s = status(e);
 	assert_int_equal(jint(s, "dma.live_mappings"), 1);
 	json_object_put(s);

@@ -68,7 +68,9 @@ static uint32_t ring(struct env *e, uint32_t type, uint32_t count)
 	companion_mmio_write(e->c, APPLE_DMA_REG_CMD_GPA_LO, 4, (uint32_t)PAGE);
 	companion_mmio_write(e->c, APPLE_DMA_REG_CMD_GPA_HI, 4, 0);
 	companion_mmio_write(e->c, APPLE_DMA_REG_DOORBELL, 4, 1);
-	return companion_mmio_read(e->c, APPLE_DMA_REG_STATUS, 4);
+	uint32_t st = companion_mmio_read(e->c, APPLE_DMA_REG_STATUS, 4);
+	/* After a removal STATUS reads all ones; the batch status is on the command page. */
+	return st == 0xffffffffu ? (uint32_t)ld(at(e, PAGE) + 8, 4) : st;
 }
 
 static int setup(void **state)
@@ -229,6 +231,11 @@ static void test_sim_removal_releases_and_refuses(void **state)
 	st32(at(e, REQ) + 8, 0x1000);
 	assert_int_equal(ring(e, APPLE_DMA_CMD_MAP, 1), APPLE_DMA_IOERR);
 	assert_int_equal(ld(at(e, RESP) + 20, 4), APPLE_DMA_IOERR);
+	/* Its registers read as a missing device's: the guest's sign. */
+	assert_int_equal(companion_mmio_read(e->c, APPLE_DMA_REG_STATUS, 4), 0xffffffffu);
+	assert_int_equal(companion_mmio_read(e->c, APPLE_DMA_REG_VERSION, 4), 0xffffffffu);
+	assert_int_equal(companion_mmio_read(e->c, APPLE_DMA_REG_VERSION, 2), 0xffffu);
+	assert_true(companion_host_is_gone(e->c));
 	sim_dart_stats(e->dart, &ds);
 	assert_int_equal(ds.live_mappings, 0); /* every mapping released */
 	assert_int_equal(ds.unregisters, 4);
@@ -263,6 +270,7 @@ static void test_sim_removal_releases_and_refuses(void **state)
 	assert_int_equal(sim_nvme_replug(e->hd, err, sizeof(err)), 0);
 	assert_int_equal(e->hd->ops->claim(e->hd), 0);
 	companion_host_back(e->c);
+	assert_int_equal(companion_mmio_read(e->c, APPLE_DMA_REG_VERSION, 4), APPLE_DMA_VERSION);
 	e->dart = sim_nvme_dart(e->hd);
 	st64(at(e, REQ), BUF);
 	st32(at(e, REQ) + 8, 0x1000);
