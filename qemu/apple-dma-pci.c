@@ -23,6 +23,7 @@
 #include "vfio-apple.h"
 
 #include "companion.h"
+#include "host_device.h"
 #include "passthrough.h"
 
 #define APPLE_DMA_UNSET UINT32_MAX
@@ -37,8 +38,10 @@ static uint64_t apple_dma_bar_read(void *opaque, hwaddr addr, unsigned size)
     /*
      * MANAGED_BDF is the managed function's guest address now: a bus
      * number behind a bridge exists only once the guest programmed it.
+     * Once the function is gone the core answers all ones.
      */
-    if (addr == APPLE_DMA_REG_MANAGED_BDF && size == 4 && s->managed) {
+    if (addr == APPLE_DMA_REG_MANAGED_BDF && size == 4 && s->managed &&
+        s->managed->hd && host_device_present(s->managed->hd)) {
         return pci_get_bdf(PCI_DEVICE(s->managed));
     }
     return companion_mmio_read(s->core, addr, size);
@@ -112,6 +115,20 @@ void apple_dma_pci_unbind(AppleDMAPCIState *s)
     }
 }
 
+void apple_dma_pci_host_gone(AppleDMAPCIState *s)
+{
+    if (s->core) {
+        companion_host_gone(s->core);
+    }
+}
+
+void apple_dma_pci_host_back(AppleDMAPCIState *s)
+{
+    if (s->core) {
+        companion_host_back(s->core);
+    }
+}
+
 void apple_dma_pci_ram_removed(AppleDMAPCIState *s, uint64_t gpa, uint64_t len)
 {
     if (s->core) {
@@ -123,6 +140,7 @@ typedef struct AppleDMAFind {
     AppleDMAPCIState *s;
     VFIOApplePCIState *match;
     VFIOApplePCIState *served; /* matches, but has a companion already */
+    bool match_same_slot;
 } AppleDMAFind;
 
 bool apple_dma_pci_host_matches(AppleDMAPCIState *s, VFIOApplePCIState *m)
@@ -136,13 +154,22 @@ bool apple_dma_pci_host_matches(AppleDMAPCIState *s, VFIOApplePCIState *m)
            id->function == s->host_function;
 }
 
+/* Another function of the slot a (the same bus and device number). */
+static bool apple_dma_same_slot(PCIDevice *a, PCIDevice *b)
+{
+    return pci_get_bus(a) == pci_get_bus(b) &&
+           PCI_SLOT(a->devfn) == PCI_SLOT(b->devfn);
+}
+
 /* A managed function for a companion given on the command line. */
 static void apple_dma_find_managed(PCIBus *bus, PCIDevice *pdev, void *opaque)
 {
     AppleDMAFind *f = opaque;
     VFIOApplePCIState *m;
+    bool same_slot;
 
-    if (f->match || !object_dynamic_cast(OBJECT(pdev), TYPE_VFIO_APPLE_PCI)) {
+    if (f->match_same_slot ||
+        !object_dynamic_cast(OBJECT(pdev), TYPE_VFIO_APPLE_PCI)) {
         return;
     }
     m = VFIO_APPLE_PCI(pdev);
@@ -159,9 +186,24 @@ static void apple_dma_find_managed(PCIBus *bus, PCIDevice *pdev, void *opaque)
         }
         return;
     }
-    if (apple_dma_pci_host_matches(f->s, m)) {
-        f->match = m;
+    if (!apple_dma_pci_host_matches(f->s, m)) {
+        return;
     }
+    /*
+     * Without managed-bdf, a function of our own slot wins (the hot-plug
+     * layout: the companion at function 0, the function beside it).
+     */
+    same_slot = apple_dma_same_slot(PCI_DEVICE(f->s), pdev);
+    if (!f->match || same_slot) {
+        f->match = m;
+        f->match_same_slot = same_slot;
+    }
+}
+
+/* Every bus of the machine: the function may sit behind a root port. */
+static void apple_dma_find_on_bus(PCIBus *bus, void *opaque)
+{
+    pci_for_each_device_under_bus(bus, apple_dma_find_managed, opaque);
 }
 
 /* Every companion must have found its function once the machine is built. */
@@ -216,8 +258,7 @@ static void apple_dma_realize(PCIDevice *pdev, Error **errp)
      * us to find us.  With neither given, the first function without a
      * companion is ours.
      */
-    pci_for_each_device_under_bus(pci_device_root_bus(pdev),
-                                  apple_dma_find_managed, &f);
+    pci_for_each_bus(pci_device_root_bus(pdev), apple_dma_find_on_bus, &f);
     if (f.match && !apple_dma_pci_bind(s, f.match, errp)) {
         return;
     }
@@ -228,6 +269,18 @@ static void apple_dma_realize(PCIDevice *pdev, Error **errp)
                    "companion (created for it): give -device apple-dma-pci "
                    "before it, or companion=off on it", pci_dev_bus_num(m),
                    PCI_SLOT(m->devfn), PCI_FUNC(m->devfn));
+        return;
+    }
+    if (!s->core && DEVICE(s)->hotplugged) {
+        /*
+         * Hot-plugged: nothing will come after us (QEMU exposes no function
+         * of a slot once its function 0 is there), so the function must be
+         * there first.
+         */
+        error_setg(errp, "apple-dma-pci: no vfio-apple-pci without a "
+                   "companion matches it; hot-plug the vfio-apple-pci first "
+                   "(companion=off, e.g. at function 1 of the slot), then "
+                   "this companion (at function 0 with multifunction=on)");
         return;
     }
     if (!s->core) {

@@ -21,7 +21,13 @@
  *    only: never ROM or device memory), which the companion translates
  *    guest addresses with, so DMA registrations use QEMU's own RAM;
  *  - an apple-dma-pci companion is created on the same bus, as the
- *    reference implementation does, unless one was given for us.
+ *    reference implementation does, unless one was given for us;
+ *  - surprise removal: once the host function is gone (the backend marks
+ *    it, vfio-apple's hostdev/host_device.h), the device reads all ones,
+ *    drops writes, delivers no interrupt, releases its DART mappings and
+ *    the companion's, and asks QEMU to unplug it (qdev_unplug from a
+ *    bottom half: a hot-unplug on a hot-pluggable PCIe port; elsewhere one
+ *    warning, and it stays all ones).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -49,6 +55,7 @@
 #include "guest_mem.h"
 #include "host_device.h"
 #include "passthrough.h"
+#include "sim_nvme.h"
 
 #define MSIX_TABLE_BIR_MASK 0x7
 #define MSI_FLAGS_OFF 2
@@ -78,6 +85,15 @@ static void cfg_st(uint8_t *p, int len, uint32_t v)
 /* ---- config space ---------------------------------------------------- */
 
 static void vap_drain_posted(VFIOApplePCIState *s);
+static void vap_removed(VFIOApplePCIState *s);
+
+/* Any access may be the one that finds the host function gone. */
+static inline void vap_check_present(VFIOApplePCIState *s)
+{
+    if (!s->removed && s->hd && !host_device_present(s->hd)) {
+        vap_removed(s);
+    }
+}
 
 static uint32_t vap_config_read(PCIDevice *pdev, uint32_t addr, int len)
 {
@@ -97,6 +113,10 @@ static uint32_t vap_config_read(PCIDevice *pdev, uint32_t addr, int len)
             memset(buf, 0xff, sizeof(buf));
         }
         value |= cfg_ld(buf, len) & ~emu & mask_of(len);
+    }
+    vap_check_present(s);
+    if (s->removed) {
+        return mask_of(len); /* a missing function: QEMU's bytes too */
     }
     return value;
 }
@@ -127,6 +147,7 @@ static void vap_config_write(PCIDevice *pdev, uint32_t addr, uint32_t val,
         vap_touches(addr, len, s->msi_pos, 24)) {
         passthrough_irqs_changed(s->pt);
     }
+    vap_check_present(s);
 }
 
 static void vap_emulate(VFIOApplePCIState *s, uint32_t off, uint32_t len)
@@ -145,6 +166,7 @@ static uint64_t vap_bar_read(void *opaque, hwaddr addr, unsigned size)
     if (passthrough_bar_read(bar->dev->pt, bar->nr, addr, buf, size) < 0) {
         return UINT64_MAX; /* what a read of a missing device returns */
     }
+    vap_check_present(bar->dev); /* all ones from the core once gone */
     return ldn_le_p(buf, size);
 }
 
@@ -160,6 +182,7 @@ static void vap_host_bar_write(VFIOApplePCIState *s, unsigned nr,
         warn_report_once("vfio-apple-pci %s: BAR%u write at 0x%" HWADDR_PRIx
                          " failed: %s", s->host, nr, addr, strerror(-rc));
     }
+    vap_check_present(s);
 }
 
 /* Give the host every posted write, oldest first. */
@@ -505,7 +528,8 @@ static void vap_irq_ready(void *opaque)
     VFIOApplePCIState *s = opaque;
     int rc = passthrough_handle_irq(s->pt);
 
-    if (rc < 0) {
+    vap_check_present(s); /* the backend's removal notice comes this way */
+    if (rc < 0 && !s->removed) {
         warn_report_once("vfio-apple-pci %s: reading pending interrupts "
                          "failed: %s", s->host, strerror(-rc));
     }
@@ -545,7 +569,7 @@ static void vap_region_add(MemoryListener *listener,
         return;
     }
     /* DART off: the device sees guest-physical addresses, as under VFIO. */
-    if (s->hd->identity_dma) {
+    if (s->hd->identity_dma && !s->removed) {
         uint64_t bus, bus_len;
 
         rc = s->hd->ops->dma_register(s->hd, gpa, va, len, &bus, &bus_len);
@@ -628,20 +652,35 @@ typedef struct VAPFindCompanion {
     AppleDMAPCIState *match;
 } VAPFindCompanion;
 
-/* A companion given on the command line before us, for our address. */
+/*
+ * A companion given on the command line before us: for our address
+ * (managed-bdf), or without one in our own slot; its x-apple-host-*
+ * address, when given, must be ours.
+ */
 static void vap_find_companion(PCIBus *bus, PCIDevice *pdev, void *opaque)
 {
     VAPFindCompanion *f = opaque;
+    PCIDevice *me = PCI_DEVICE(f->s);
     AppleDMAPCIState *c;
 
     if (f->match || !object_dynamic_cast(OBJECT(pdev), TYPE_APPLE_DMA_PCI)) {
         return;
     }
     c = APPLE_DMA_PCI(pdev);
-    if (!c->core && c->managed_bdf == pci_get_bdf(PCI_DEVICE(f->s)) &&
-        apple_dma_pci_host_matches(c, f->s)) {
+    if (c->core || !apple_dma_pci_host_matches(c, f->s)) {
+        return;
+    }
+    if (c->managed_bdf == pci_get_bdf(me) ||
+        (c->managed_bdf == UINT32_MAX && pci_get_bus(pdev) == pci_get_bus(me) &&
+         PCI_SLOT(pdev->devfn) == PCI_SLOT(me->devfn))) {
         f->match = c;
     }
+}
+
+/* Every bus: behind a root port the companion is not on the root bus. */
+static void vap_find_companion_on_bus(PCIBus *bus, void *opaque)
+{
+    pci_for_each_device_under_bus(bus, vap_find_companion, opaque);
 }
 
 static bool vap_attach_companion(VFIOApplePCIState *s, Error **errp)
@@ -650,8 +689,8 @@ static bool vap_attach_companion(VFIOApplePCIState *s, Error **errp)
     VAPFindCompanion f = { .s = s };
     DeviceState *dev;
 
-    pci_for_each_device_under_bus(pci_device_root_bus(pdev),
-                                  vap_find_companion, &f);
+    pci_for_each_bus(pci_device_root_bus(pdev), vap_find_companion_on_bus,
+                     &f);
     if (f.match) {
         return apple_dma_pci_bind(f.match, s, errp);
     }
@@ -671,6 +710,13 @@ static bool vap_attach_companion(VFIOApplePCIState *s, Error **errp)
     }
     if (!qdev_realize_and_unref(dev, BUS(pci_get_bus(pdev)), errp)) {
         error_prepend(errp, "creating its apple-dma-pci companion: ");
+        if (DEVICE(s)->hotplugged) {
+            /* A slot's functions are exposed when its function 0 comes. */
+            error_append_hint(errp, "To hot-plug onto a PCIe port: this "
+                              "device with companion=off at function 1 "
+                              "(addr=0.1) first, then apple-dma-pci at "
+                              "addr=0.0 with multifunction=on.\n");
+        }
         return false;
     }
     if (!s->companion) {
@@ -682,12 +728,185 @@ static bool vap_attach_companion(VFIOApplePCIState *s, Error **errp)
     return true;
 }
 
+/* ---- surprise removal ------------------------------------------------ */
+
+/* Direct BAR pieces on or off: off, every access goes through the core. */
+static void vap_direct_enable(VFIOApplePCIState *s, bool on)
+{
+    memory_region_transaction_begin();
+    for (unsigned nr = 0; nr < VFIO_APPLE_NUM_BARS; nr++) {
+        for (unsigned i = 0; i < s->bars[nr].ndirect; i++) {
+            memory_region_set_enabled(&s->bars[nr].direct[i], on);
+        }
+    }
+    memory_region_transaction_commit();
+}
+
+static void vap_identity_unregister(uint64_t gpa, uint64_t len, void *va,
+                                    bool writable, void *opaque)
+{
+    VFIOApplePCIState *s = opaque;
+
+    if (s->hd->ops->dma_unregister(s->hd, gpa) == 0 && s->identity_regions) {
+        s->identity_regions--;
+    }
+}
+
+static void vap_identity_register(uint64_t gpa, uint64_t len, void *va,
+                                  bool writable, void *opaque)
+{
+    VFIOApplePCIState *s = opaque;
+    uint64_t bus, bus_len;
+
+    if (va && s->hd->ops->dma_register(s->hd, gpa, va, len, &bus,
+                                       &bus_len) == 0) {
+        s->identity_regions++;
+    }
+}
+
+/* Ask QEMU to unplug us, outside the access or callback that found it. */
+static void vap_unplug_bh(void *opaque)
+{
+    VFIOApplePCIState *s = opaque;
+    DeviceState *dev = DEVICE(s);
+    Error *err = NULL;
+
+    if (!s->removed || s->unplug_requested) {
+        return;
+    }
+    s->unplug_requested = true;
+    qdev_unplug(dev, &err);
+    if (err) {
+        warn_report("vfio-apple-pci %s: the host function is gone and QEMU "
+                    "cannot unplug it (%s): it stays, reading all ones; put "
+                    "it on a hot-pluggable PCIe root port to have the guest "
+                    "see a hot-unplug", s->host, error_get_pretty(err));
+        error_free(err);
+        return;
+    }
+    info_report("vfio-apple-pci %s: unplug requested (the guest sees a "
+                "hot-unplug)", s->host);
+}
+
+/*
+ * The host function is gone: from now on it reads all ones (the core's
+ * answers, and QEMU's own config bytes), writes go nowhere, interrupts
+ * stop, every DART mapping is released; then QEMU is asked to unplug it.
+ */
+static void vap_removed(VFIOApplePCIState *s)
+{
+    if (s->removed || !s->hd || host_device_present(s->hd)) {
+        return;
+    }
+    s->removed = true;
+    warn_report("vfio-apple-pci %s: the host function is gone: %s; it reads "
+                "all ones, its DMA mappings are released and new ones "
+                "refused", s->host, host_device_removal(s->hd));
+    s->nposted = 0; /* posted writes to a missing function go nowhere */
+    if (s->irq_fd >= 0) {
+        qemu_set_fd_handler(s->irq_fd, NULL, NULL, NULL);
+    }
+    vap_direct_enable(s, false);
+    if (s->companion) {
+        apple_dma_pci_host_gone(s->companion);
+    }
+    if (s->hd->identity_dma && s->gm) {
+        guest_mem_for_each(s->gm, vap_identity_unregister, s);
+    }
+    if (s->unplug_bh) {
+        qemu_bh_schedule(s->unplug_bh);
+    }
+}
+
+/* x-sim-present=on: the simulated function is plugged back, fresh. */
+static bool vap_replug(VFIOApplePCIState *s, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    struct pt_irq_sink sink = {
+        .vector_state = vap_vector_state,
+        .trigger = vap_trigger,
+        .opaque = pdev,
+    };
+    char err[HD_ERROR_LEN + 128] = "";
+    struct passthrough *fresh;
+    uint8_t cmd[2];
+
+    if (sim_nvme_replug(s->hd, err, sizeof(err)) < 0 ||
+        s->hd->ops->claim(s->hd) < 0) {
+        error_setg(errp, "vfio-apple-pci %s: plugging back: %s", s->host,
+                   err[0] ? err : host_device_error(s->hd));
+        return false;
+    }
+    fresh = passthrough_create(s->hd, err, sizeof(err));
+    if (!fresh) {
+        sim_nvme_vanish(s->hd, "plugged back but could not be set up");
+        error_setg(errp, "vfio-apple-pci %s: plugging back: %s", s->host, err);
+        return false;
+    }
+    passthrough_destroy(s->pt);
+    s->pt = fresh;
+    s->removed = false;
+    s->unplug_requested = false;
+    stw_le_p(cmd, pci_get_word(pdev->config + PCI_COMMAND));
+    passthrough_config_write(s->pt, PCI_COMMAND, cmd, sizeof(cmd));
+    passthrough_set_irq_sink(s->pt, &sink);
+    s->irq_fd = passthrough_irq_wakeup_fd(s->pt);
+    if (s->irq_fd >= 0) {
+        qemu_set_fd_handler(s->irq_fd, vap_irq_ready, NULL, s);
+    }
+    if (s->hd->identity_dma && s->gm) {
+        s->identity_regions = 0;
+        guest_mem_for_each(s->gm, vap_identity_register, s);
+    }
+    vap_direct_enable(s, true);
+    if (s->companion) {
+        apple_dma_pci_host_back(s->companion);
+    }
+    info_report("vfio-apple-pci %s: plugged back (a fresh device; the "
+                "namespace's data is kept)", s->host);
+    return true;
+}
+
+static bool vap_get_present(Object *obj, Error **errp)
+{
+    VFIOApplePCIState *s = VFIO_APPLE_PCI(obj);
+
+    return s->hd && host_device_present(s->hd);
+}
+
+static void vap_set_sim_present(Object *obj, bool value, Error **errp)
+{
+    VFIOApplePCIState *s = VFIO_APPLE_PCI(obj);
+
+    if (!s->hd) {
+        error_setg(errp, "vfio-apple-pci: x-sim-present can be set on a "
+                   "realized device only");
+        return;
+    }
+    if (!sim_nvme_is(s->hd)) {
+        error_setg(errp, "vfio-apple-pci %s: x-sim-present works on a "
+                   "simulated host only (host=sim:nvme...)", s->host);
+        return;
+    }
+    if (!value) {
+        sim_nvme_vanish(s->hd, "the simulated device was pulled "
+                        "(x-sim-present=off)");
+        vap_removed(s);
+    } else if (!host_device_present(s->hd)) {
+        vap_replug(s, errp);
+    }
+}
+
 /* ---- lifecycle ------------------------------------------------------- */
 
 static void vap_teardown(VFIOApplePCIState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
 
+    if (s->unplug_bh) {
+        qemu_bh_delete(s->unplug_bh);
+        s->unplug_bh = NULL;
+    }
     if (s->posted_bh) {
         if (s->pt) {
             vap_drain_posted(s);
@@ -787,6 +1006,7 @@ static void vap_realize(PCIDevice *pdev, Error **errp)
         goto fail;
     }
     s->posted_bh = qemu_bh_new(vap_posted_bh, s);
+    s->unplug_bh = qemu_bh_new(vap_unplug_bh, s);
     s->gm = guest_mem_create();
     if (!s->gm) {
         error_setg(errp, "vfio-apple-pci: out of memory");
@@ -887,6 +1107,7 @@ static void vap_reset(DeviceState *dev)
                     host_device_error(s->hd));
     }
     passthrough_irqs_changed(s->pt);
+    vap_check_present(s);
 }
 
 static void vap_instance_init(Object *obj)
@@ -1047,6 +1268,9 @@ static void vap_class_init(ObjectClass *klass, const void *data)
                                   NULL);
     object_class_property_add_bool(klass, "dma-stats-known",
                                    vap_get_dma_stats_known, NULL);
+    object_class_property_add_bool(klass, "present", vap_get_present, NULL);
+    object_class_property_add_bool(klass, "x-sim-present", vap_get_present,
+                                   vap_set_sim_present);
 }
 
 static const TypeInfo vap_info = {

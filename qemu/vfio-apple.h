@@ -86,6 +86,11 @@ struct VFIOApplePCIState {
     Error *migration_blocker;
     AppleDMAPCIState *companion;
     bool companion_created; /* we created it, so we remove it */
+
+    /* Surprise removal (vfio-apple's hostdev/host_device.h). */
+    bool removed;            /* the host function is gone: all ones, no DMA */
+    bool unplug_requested;   /* qdev_unplug() asked (once per removal) */
+    QEMUBH *unplug_bh;       /* asks for the unplug outside the access */
 };
 
 struct AppleDMAPCIState {
@@ -114,6 +119,13 @@ void apple_dma_pci_unbind(AppleDMAPCIState *s);
 /* Guest RAM [gpa, gpa + len) is about to go: drop mappings inside it. */
 void apple_dma_pci_ram_removed(AppleDMAPCIState *s, uint64_t gpa,
                                uint64_t len);
+/*
+ * The managed function's host device is gone: release every mapping now
+ * (ids stay known for the guest's UNMAPs), refuse MAPs, read all ones;
+ * host_back: it is present again (the simulator's x-sim-present=on).
+ */
+void apple_dma_pci_host_gone(AppleDMAPCIState *s);
+void apple_dma_pci_host_back(AppleDMAPCIState *s);
 /*
  * Whether companion s may serve m by its x-apple-host-* address (true when
  * the companion was given none).
