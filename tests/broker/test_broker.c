@@ -1573,6 +1573,53 @@ static void test_sim_vanish_and_replug_over_control(void **state)
 	munmap(ram, RAM_SIZE);
 }
 
+
+/*
+ * Identity mode: the removal releases the VMM's registered RAM at once, a
+ * DMA_MAP after it succeeds for the VMM but reaches no DART, and no
+ * interrupt comes from the pulled device.
+ */
+static void test_identity_mode_removal(void **state)
+{
+	struct env *e = *state;
+	uint32_t err;
+
+	start_broker(e, "sim:nvme,size=16M,dart=identity");
+	int fd = client_connect(e, e->pt_sock);
+	uint8_t *ram = dma_map_ram(e, fd);
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+	assert_true(efd >= 0);
+	assert_int_equal(set_irq_vector0(e, fd, efd, VFU_IRQ_SET_ACTION_TRIGGER), 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+	assert_true(command(e, "sim-vanish\n", NULL, 0));
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 0);
+	assert_int_equal(jint(s, "dma.unregisters"), 1);
+	json_object_put(s);
+
+	struct vfu_dma_unmap um = { .argsz = sizeof(um), .addr = RAM_GPA, .size = RAM_SIZE };
+	request(e, fd, VFU_CMD_DMA_UNMAP, &um, sizeof(um), NULL, 0, &err);
+	assert_int_equal(err, 0);
+	munmap(ram, RAM_SIZE);
+	ram = dma_map_ram(e, fd); /* the VMM's map works... */
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 0); /* ...but nothing is registered */
+	assert_int_equal(jint(s, "dma.registers"), 1);
+	assert_int_equal(jint(s, "dma.identity_register_failures"), 0);
+	assert_int_equal(jint(s, "interrupts.delivered"), 0);
+	json_object_put(s);
+	/* Interrupt setup from the VMM still answers; nothing is signalled. */
+	assert_int_equal(set_irq_vector0(e, fd, -1, VFU_IRQ_SET_ACTION_UNMASK), 0);
+	assert_int_equal(efd_wait(efd, 100), 0);
+	assert_int_equal(stop_broker(e), 0);
+	close(efd);
+	close(fd);
+	munmap(ram, RAM_SIZE);
+}
+
 /* A device that is not simulated cannot be told to vanish: the darwin backend over the dext model. */
 static void test_sim_commands_refused_for_other_devices(void **state)
 {
@@ -1645,6 +1692,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sim_vanish_and_replug_over_control, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sim_commands_refused_for_other_devices, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_identity_mode_removal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchers_never_block, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_client_does_not_stall, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hup_and_quit_tear_down, setup, teardown),
