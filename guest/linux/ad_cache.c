@@ -802,9 +802,11 @@ static void ad_idle_scan(struct apple_dma *ad, bool *rearm)
 			ad_release_list(ad, &victims);
 		}
 		if (n < ad->batch_max) {
-			/* Retry what the host refused to unmap. */
+			/* Retry what the host refused to unmap: one batch per pass. */
+			u32 retry = 0;
+
 			list_for_each_entry_safe(w, tmp, &ad->stuck_list, link)
-				if (w->unmap_tries < AD_UNMAP_TRIES)
+				if (w->unmap_tries < AD_UNMAP_TRIES && retry++ < ad->batch_max)
 					list_move_tail(&w->link, &victims);
 			if (!list_empty(&victims))
 				ad_release_list(ad, &victims);

@@ -164,7 +164,7 @@ void ad_release_all(struct apple_dma *ad)
 {
 	LIST_HEAD(batch);
 	unsigned long flags;
-	u32 i = 0, n, busy = 0, stuck = 0;
+	u32 i = 0, n, busy = 0, stuck = 0, released = 0, holds = 0;
 	bool gone;
 
 	spin_lock_irqsave(&ad->lock, flags);
@@ -192,6 +192,7 @@ void ad_release_all(struct apple_dma *ad)
 		}
 		if (n)
 			ad_release_list(ad, &batch);
+		released += n;
 		spin_unlock_irqrestore(&ad->lock, flags);
 	}
 
@@ -206,12 +207,23 @@ void ad_release_all(struct apple_dma *ad)
 		stuck = 0;
 	}
 	gone = ad->gone;
-	if (!gone)
+	if (!gone) {
+		holds = ad_device_live_mappings(ad);	/* 0 when the device does not say */
 		ad_set_cmd(ad, 0);
+	}
 	ad->broken = true;	/* no doorbell after this */
 	spin_unlock_irqrestore(&ad->lock, flags);
 	if (busy && !gone)
 		dev_warn(ad->dev, "%u mappings were still in use at remove\n", busy);
+	if (ad->pdev && gone)
+		dev_info(ad->dev, "remove: the companion is gone; %llu mappings were dropped without it\n",
+			 ad->stats.gone_dropped);
+	else if (ad->pdev && (ad->features & AD_FEAT_BUDGET))
+		dev_info(ad->dev, "remove: %u mappings released; the companion holds %u\n",
+			 released - stuck, holds);
+	else if (ad->pdev)
+		dev_info(ad->dev, "remove: %u mappings released (version 2: the companion does not say what it holds)\n",
+			 released - stuck);
 	if (stuck)
 		dev_err(ad->dev, "%u mappings the host refused to unmap stay registered\n", stuck);
 }

@@ -64,7 +64,7 @@ void ad_set_cmd(struct apple_dma *ad, u64 gpa)
 }
 
 /* LIVE_MAPPINGS (version 3 BUDGET), or 0 when the device does not say. */
-static u32 ad_device_live_mappings(struct apple_dma *ad)
+u32 ad_device_live_mappings(struct apple_dma *ad)
 {
 	if (!(ad->features & AD_FEAT_BUDGET))
 		return 0;

@@ -449,6 +449,7 @@ bool ad_release_managed(struct apple_dma *ad);
 void ad_set_cmd(struct apple_dma *ad, u64 gpa);
 u32 ad_doorbell(struct apple_dma *ad, u32 type, u32 count);
 bool ad_gone(struct apple_dma *ad);
+u32 ad_device_live_mappings(struct apple_dma *ad);
 void ad_mark_gone(struct apple_dma *ad, const char *how);
 
 /* ad_selftest.c */

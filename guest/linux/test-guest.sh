@@ -12,10 +12,14 @@
 #   strict   dart=apple, strict=1: sub-granule buffers bounce, granule
 #            buffers are unmapped after use; verified I/O.
 #   iommu    (x86) a vIOMMU in the VM: apple_dma refuses to bind, loudly.
+#   hotplug  (x86) a second slot (companion at function 0, nvme at 1, its
+#            own broker) hot-added through QMP, used next to the first,
+#            unplugged, re-added, then pulled mid-I/O (sim-vanish) and
+#            unplugged: tests/hotplug.sh says how.
 #
 # apple also runs the module's unit tests (unittest=1: a fake doorbell).
 #
-# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [iommu]
+# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [iommu] [hotplug]
 #        6_12_ARM64 boots an arm64 guest (QEMU virt, cpu max, TCG).
 # Env:   VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
 # Reuses tests/e2e/lib.sh (broker, QEMU, console results); the last line
@@ -213,6 +217,159 @@ run_strict() {
 	[ $e2e_fail -eq 0 ] || show_context
 }
 
+# qmp COMMAND-JSON...: run QMP commands on $WORK/qmp.sock in order; prints
+# each answer; exit 1 when one is an error.
+qmp() {
+	"$PYTHON" - "$WORK/qmp.sock" "$@" <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+def answer():
+    while True:
+        line = f.readline()
+        if not line:
+            raise SystemExit("qmp: connection closed")
+        msg = json.loads(line)
+        if "return" in msg or "error" in msg:
+            return msg
+json.loads(f.readline())  # greeting
+f.write(json.dumps({"execute": "qmp_capabilities"}) + "\n"); f.flush()
+answer()
+rc = 0
+for cmd in sys.argv[2:]:
+    f.write(cmd + "\n"); f.flush()
+    msg = answer()
+    print("qmp: %s -> %s" % (cmd, json.dumps(msg)))
+    if "error" in msg:
+        rc = 1
+sys.exit(rc)
+EOF
+}
+
+# wait_console TEXT SECONDS: true once TEXT is on the guest's console.
+wait_console() {
+	for _ in $(seq $(($2 * 5))); do
+		grep -aq "$1" "$CONSOLE" 2>/dev/null && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# hp_control REQUEST: one request to the slot's broker; prints its answer.
+hp_control() {
+	"$PYTHON" - "$WORK/sock2/control.sock" "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print("control: %s -> %s" % (sys.argv[2], data.decode().strip()))
+sys.exit(0 if b'"ok":true' in data.replace(b" ", b"") else 1)
+EOF
+}
+
+# The slot's two functions, function 1 first: QEMU tells the guest about
+# a multifunction slot when function 0 arrives, and the guest scans it all.
+hp_add_slot() {
+	local s=$WORK/sock2
+	qmp '{"execute":"device_add","arguments":{"driver":"vfio-user-pci","id":"hp-fn","bus":"rp1","addr":"0.1","socket":{"type":"unix","path":"'"$s"'/passthrough.sock"}}}' \
+		'{"execute":"device_add","arguments":{"driver":"vfio-user-pci","id":"hp-comp","bus":"rp1","addr":"0.0","multifunction":true,"x-no-posted-writes":true,"socket":{"type":"unix","path":"'"$s"'/companion.sock"}}}'
+}
+
+# The host side of tests/hotplug.sh, in the background while the guest
+# runs: it acts on the guest's hp_* markers.
+hp_driver() {
+	{
+		wait_console 'VFA-RESULT hp_add=1' 300 || exit 1
+		echo "host: adding the slot"
+		hp_add_slot || exit 1
+		wait_console 'VFA-RESULT hp_unplugged=' 300 || exit 1
+		BROKER_SOCK_DIR=$WORK/sock2 broker_status >"$WORK/hotplug.after-unplug"
+		echo "host: status after the unplug read"
+		wait_console 'VFA-RESULT hp_pull=1' 300 || exit 1
+		echo "host: the host device vanishes (sim-vanish on its broker)"
+		hp_control sim-vanish || exit 1
+		sleep 1
+		BROKER_SOCK_DIR=$WORK/sock2 broker_status >"$WORK/hotplug.after-vanish"
+		echo "host: done"
+	} >"$WORK/hotplug.host" 2>&1
+}
+
+run_hotplug() {
+	if [ "$arch" = arm64 ]; then
+		echo "hotplug: SKIPPED (written for q35's PCIe root ports)"
+		return
+	fi
+	say "=== hotplug on $tag: a second slot added, used, unplugged, re-added and pulled ==="
+	initrd_for hotplug
+	start_broker hotplug "sim:nvme,size=256M,dart=apple"
+	# The slot's own broker: its function is function 1 behind the root
+	# port, whose secondary bus the guest numbers 1 (checked below).
+	mkdir -p "$WORK/sock2"
+	chmod 700 "$WORK/sock2"
+	setpriv --pdeathsig TERM -- "$VFA_BIN" serve -d "sim:nvme,size=128M,dart=apple" -s "$WORK/sock2" \
+		-g 01:00.1 -l info >"$WORK/hotplug.broker2.log" 2>&1 &
+	broker2_pid=$!
+	for _ in $(seq 100); do
+		[ -S "$WORK/sock2/control.sock" ] && break
+		sleep 0.1
+	done
+	CONSOLE=$WORK/hotplug.console
+	rm -f "$CONSOLE"
+	hp_driver &
+	local driver=$!
+	boot hotplug "$WORK/hotplug.cpio.gz" 600 \
+		-device pcie-root-port,id=rp1,bus=pcie.0,addr=0x7,chassis=1,slot=1 \
+		-qmp "unix:$WORK/qmp.sock,server=on,wait=off"
+	kill "$driver" 2>/dev/null
+	wait "$driver"
+	sed 's/^/e2e:     /' "$WORK/hotplug.host"
+	check "the host side ran to the end" eq "$(tail -n1 "$WORK/hotplug.host")" "host: done"
+	check "the root port's bus is 01 ($(result hp_bus))" eq "$(result hp_bus)" 01
+	check "hot-add: apple_dma took the companion, nvme the function" \
+		eq "$(result hp_comp_driver)/$(result hp_fn_driver)" apple_dma/nvme
+	check "each companion manages its own function ($(result cold_managed), $(result hp_managed))" \
+		eq "$(result cold_managed)/$(result hp_managed)" 0000:00:05.0/0000:01:00.1
+	check "the ops went in before nvme's probe" eq "$(result hp_order)" 1
+	check "nvme's first DMA went through the new companion ($(result hp_first_maps) maps)" \
+		gt "$(result hp_first_maps)" 0
+	check "verified I/O on both disks at once" eq "$(result fio_hpa)/$(result fio_hpb)" ok/ok
+	check "both companions mapped, none failed ($(result cold_maps), $(result hp_maps))" \
+		eq "$([ "$(result cold_maps)" -gt 0 ] 2>/dev/null && [ "$(result hp_maps)" -gt 0 ] && echo y)/$(result cold_failures)/$(result hp_failures)" y/0/0
+	check "the hot companion's device holds what it counts ($(result hp_live))" \
+		eq "$(result hp_device_live)" "$(result hp_live)"
+	check "no DART fault on the hot-added device" \
+		eq "$(json_get "$WORK/hotplug.after-unplug" dma.faults)" 0
+	check "unplugged: the slot left the guest" \
+		eq "$(result hp_unplugged)/$(result hp_fn_left)/$(result hp_debugfs_left)" yes/no/no
+	check "remove released everything before the companion went (it held $(result hp_remove_holds))" \
+		eq "$(result hp_remove_holds)" 0
+	check "the host holds nothing after the unplug, QEMU still connected" \
+		eq "$(json_get "$WORK/hotplug.after-unplug" dma.live_mappings)" 0
+	check "the cold disk kept working meanwhile" eq "$(result hp_bg)/$(result cold_after_failures)" ok/0
+	check "re-plugged: nvme bound again through its companion" \
+		eq "$(result hp_replugged)/$(result hp_replug_driver)/$(result hp_replug_managed)" yes/nvme/0000:01:00.1
+	check "pulled: the slot left the guest ($(result hp_pull_unplug_s) s)" eq "$(result hp_pulled_gone)" yes
+	check "pulled: fio failed and did not hang ($(result hp_pull_fio_rc), $(result hp_pull_fio_wait) s after)" \
+		eq "$([ "$(result hp_pull_fio_rc)" != 0 ] && [ "$(result hp_pull_fio_wait)" -lt 60 ] 2>/dev/null && echo y)" y
+	check "pulled: apple_dma said once that the companion is gone ($(result hp_gone_msgs))" \
+		eq "$(result hp_gone_msgs)" 1
+	check "pulled: no mapping left stuck, remove ran" \
+		eq "$(result hp_stuck_msgs)/$(result hp_pull_remove_line)" 0/1
+	check "the cold disk still verifies" eq "$(result fio_after)" ok
+	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
+	stop_broker
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
 run_iommu() {
 	if [ "$arch" = arm64 ]; then
 		echo "iommu: SKIPPED (the x86 vIOMMU scenario; arm64's SMMUv3 model cannot serve vfio devices)"
@@ -237,7 +394,8 @@ for s in "${scenarios[@]}"; do
 	pressure) run_pressure ;;
 	strict) run_strict ;;
 	iommu) run_iommu ;;
-	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, iommu)" ;;
+	hotplug) run_hotplug ;;
+	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, iommu, hotplug)" ;;
 	esac
 done
 echo "$e2e_pass passed, $e2e_fail failed"
