@@ -101,6 +101,9 @@ struct passthrough {
 	bool hide_msi;
 	uint8_t msi_link_off; /* byte that points to the MSI cap (0x34 or prev + 1) */
 	uint8_t msi_next;     /* what that byte reads while MSI is hidden */
+	bool hide_msix;       /* opts.prefer_msi on a function with both */
+	uint8_t msix_link_off;
+	uint8_t msix_next;
 
 	struct drop_range drop[MAX_DROP_RANGES];
 	unsigned ndrop;
@@ -214,8 +217,11 @@ static int scan_caps(struct passthrough *pt)
 			}
 			break;
 		case CAP_ID_MSIX:
-			if (!pt->msix_pos)
+			if (!pt->msix_pos) {
 				pt->msix_pos = (uint8_t)ptr;
+				pt->msix_link_off = (uint8_t)link;
+				pt->msix_next = (uint8_t)(hdr >> 8);
+			}
 			break;
 		case CAP_ID_EXP:
 			if (!pt->exp_pos)
@@ -373,6 +379,12 @@ static void normalize_bar(struct passthrough *pt, unsigned i)
 
 struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t errlen)
 {
+	return passthrough_create_opts(hd, NULL, err, errlen);
+}
+
+struct passthrough *passthrough_create_opts(struct host_device *hd, const struct passthrough_opts *opts, char *err,
+					    size_t errlen)
+{
 	struct passthrough *pt;
 	uint32_t value;
 	int rc;
@@ -428,12 +440,15 @@ struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t
 	if (pt->nvectors > HD_MAX_VECTORS)
 		pt->nvectors = HD_MAX_VECTORS;
 	if (pt->nvectors > 0) {
-		/* The dext sets up MSI-X when the function has it, else MSI. */
-		if (pt->msix_pos) {
+		/* The dext sets up MSI-X when the function has it, else MSI.  The
+		 * guest is offered the same, or MSI alone when asked (prefer_msi:
+		 * the host's vectors then back the guest's MSI messages). */
+		if (pt->msix_pos && !(opts && opts->prefer_msi && pt->msi_pos)) {
 			pt->irq_index = PT_IRQ_MSIX;
 			pt->hide_msi = pt->msi_pos != 0;
 		} else if (pt->msi_pos) {
 			pt->irq_index = PT_IRQ_MSI;
+			pt->hide_msix = pt->msix_pos != 0;
 		} else {
 			log_warn("passthrough: the host offers %u vectors but the function has neither MSI nor MSI-X; "
 				 "no interrupts for the guest",
@@ -575,6 +590,8 @@ static void overlay_config(const struct passthrough *pt, uint32_t base, uint8_t 
 	}
 	if (pt->hide_msi && pt->msi_link_off >= base && pt->msi_link_off < end)
 		buf[pt->msi_link_off - base] = pt->msi_next;
+	if (pt->hide_msix && pt->msix_link_off >= base && pt->msix_link_off < end)
+		buf[pt->msix_link_off - base] = pt->msix_next;
 	/* Clamp the MSI-X table size to the vectors the host set up. */
 	if (pt->irq_index == PT_IRQ_MSIX && pt->msix_host_ctrl_size > pt->nvectors) {
 		uint32_t ctrl = pt->msix_pos + MSIX_CTRL;

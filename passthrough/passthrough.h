@@ -93,6 +93,18 @@ struct passthrough;
  * failure returns NULL with a reason in err.
  */
 struct passthrough *passthrough_create(struct host_device *hd, char *err, size_t errlen);
+
+struct passthrough_opts {
+	/*
+	 * Offer the guest the function's MSI capability and hide its MSI-X
+	 * (only when it has both).  For VMMs that cannot unplug a function
+	 * with MSI-X: QEMU 10.1 to 11.1's vfio-user-pci aborts then
+	 * (docs/vfio-user.md, "Hot-unplug").
+	 */
+	bool prefer_msi;
+};
+struct passthrough *passthrough_create_opts(struct host_device *hd, const struct passthrough_opts *opts, char *err,
+					    size_t errlen);
 /* Masks every host vector; does not release or destroy hd. */
 void passthrough_destroy(struct passthrough *pt);
 

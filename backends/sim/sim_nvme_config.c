@@ -51,7 +51,7 @@ void sim_nvme_config_power_on(struct sim_nvme *n)
 	config_set(n, CAP_MSIX + 8, 4, SIM_NVME_MSIX_PBA_OFFSET | 4, 0);
 
 	/* PCI Express v2 endpoint, FLR capable, x4 8 GT/s. */
-	config_set(n, CAP_PCIE + 0x00, 2, 0x10, 0);
+	config_set(n, CAP_PCIE + 0x00, 2, 0x10 | CAP_MSI << 8, 0);
 	config_set(n, CAP_PCIE + 0x02, 2, 0x0002, 0);
 	config_set(n, CAP_PCIE + 0x04, 4, 0x10000001, 0);  /* DEVCAP: MPS 256, FLR */
 	config_set(n, CAP_PCIE + 0x08, 2, 0x2810, 0x7fff); /* DEVCTL (bit 15: FLR) */
@@ -62,6 +62,22 @@ void sim_nvme_config_power_on(struct sim_nvme *n)
 	config_set(n, CAP_PCIE + 0x28, 2, 0, 0x041f);      /* DEVCTL2 */
 	config_set(n, CAP_PCIE + 0x2c, 4, 0x0000000e, 0);  /* LNKCAP2 */
 	config_set(n, CAP_PCIE + 0x30, 2, 0x0003, 0x000f); /* LNKCTL2 */
+	/*
+	 * MSI as well, as real NVMe controllers have: 64-bit, no per-vector
+	 * masking, Multiple Message Capable for the largest power of two of
+	 * vectors (the host's interrupts are the same vectors either way).
+	 */
+	{
+		unsigned mmc = 0;
+
+		while ((2u << mmc) <= SIM_NVME_VECTORS && mmc < 5)
+			mmc++;
+		config_set(n, CAP_MSI + 0, 2, 0x05, 0);
+		config_set(n, CAP_MSI + 2, 2, 0x0080 | mmc << 1, 0x0071); /* enable, MME */
+		config_set(n, CAP_MSI + 4, 4, 0, 0xfffffffc);             /* address */
+		config_set(n, CAP_MSI + 8, 4, 0, 0xffffffff);             /* upper address */
+		config_set(n, CAP_MSI + 12, 2, 0, 0xffff);                /* data */
+	}
 	/* Extended space from 0x100: no extended capabilities (header 0). */
 }
 

@@ -81,6 +81,7 @@
 #define CAP_PM 0x40
 #define CAP_MSIX 0x50
 #define CAP_PCIE 0x60
+#define CAP_MSI 0xa0 /* after the 0x3c bytes of the PCIe capability */
 
 /* Admin command set opcodes (NVMe base 1.4, figure 139). */
 enum nvme_admin_opcode {

@@ -489,6 +489,42 @@ static void test_msi_only_device(void **state)
 	assert_int_equal(c->f->ncalls, 0);
 }
 
+/* prefer_msi on a function with both: MSI offered, MSI-X out of the list. */
+static void test_prefer_msi_hides_msix(void **state)
+{
+	const struct passthrough_opts opts = { .prefer_msi = true };
+	struct fake *f = fake_new(true);
+	struct passthrough *pt;
+	char err[256] = "";
+	uint8_t b;
+
+	(void)state;
+	pt = passthrough_create_opts(&f->hd, &opts, err, sizeof(err));
+	if (!pt)
+		fail_msg("passthrough_create_opts: %s", err);
+	f->ncalls = 0;
+	assert_int_equal(passthrough_irq_count(pt, PT_IRQ_MSI), NVEC);
+	assert_int_equal(passthrough_irq_count(pt, PT_IRQ_MSIX), 0);
+	assert_int_equal(passthrough_config_read(pt, 0x34, &b, 1), 0);
+	assert_int_equal(b, MSI_POS);
+	/* MSI's next pointer skips MSI-X: MSI -> PCIe -> PM. */
+	assert_int_equal(cfg_read32(pt, MSI_POS), 0x01860000u | EXP_POS << 8 | 0x05);
+	/* The hidden MSI-X's control is still never written to the host. */
+	cfg_write16(pt, MSIX_POS + 2, 0x8000);
+	assert_int_equal(f->ncalls, 0);
+	passthrough_destroy(pt);
+	/* Without MSI, prefer_msi changes nothing: MSI-X stays. */
+	fake_free(f);
+	f = fake_new(true);
+	f->cfg[0x34] = MSIX_POS;
+	pt = passthrough_create_opts(&f->hd, &opts, err, sizeof(err));
+	assert_non_null(pt);
+	assert_int_equal(passthrough_irq_count(pt, PT_IRQ_MSIX), NVEC);
+	assert_int_equal(passthrough_irq_count(pt, PT_IRQ_MSI), 0);
+	passthrough_destroy(pt);
+	fake_free(f);
+}
+
 static void test_bar_bounds_and_widths(void **state)
 {
 	struct ctx *c = *state;
@@ -1091,6 +1127,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_capability_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_reads_and_bounds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msi_only_device, setup_msi_only, teardown),
+		cmocka_unit_test(test_prefer_msi_hides_msix),
 		cmocka_unit_test_setup_teardown(test_bar_bounds_and_widths, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupt_routing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_forwarded, setup, teardown),

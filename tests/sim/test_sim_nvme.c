@@ -107,7 +107,7 @@ static void test_config_space(void **state)
 	/* BAR writes do not stick. */
 	assert_int_equal(hd->ops->config_write(hd, 0x10, 4, 0xfebf0000), 0);
 	assert_int_equal(cfg32(d, 0x10), 0x4);
-	/* Walk the capability list: PM, MSI-X (17 vectors in BAR4), PCIe. */
+	/* Walk the capability list: PM, MSI-X (17 vectors in BAR4), PCIe, MSI. */
 	for (uint32_t p = cfg32(d, 0x34) & 0xff; p; p = (cfg32(d, p) >> 8) & 0xff) {
 		uint32_t hdr = cfg32(d, p);
 		switch (hdr & 0xff) {
@@ -122,10 +122,15 @@ static void test_config_space(void **state)
 			caps |= 4;
 			assert_int_equal(cfg32(d, p + 4) & (1u << 28), 1u << 28); /* FLR */
 			break;
+		case 0x05:
+			/* MSI: 64-bit, 16 of the 17 vectors (a power of two), no masking. */
+			caps |= 8;
+			assert_int_equal((hdr >> 16) & 0x1ff, 0x0080 | 4 << 1);
+			break;
 		default: fail_msg("unexpected capability 0x%x", hdr & 0xff);
 		}
 	}
-	assert_int_equal(caps, 7);
+	assert_int_equal(caps, 15);
 	assert_int_equal(cfg32(d, 0x100), 0); /* no extended capabilities */
 	/* Bad accesses. */
 	assert_int_equal(hd->ops->config_read(hd, 0x1000, 4, &v), -EINVAL);
