@@ -76,6 +76,7 @@ struct broker {
 	struct host_device *hd;
 	bool claimed;
 	struct passthrough *pt;
+	struct passthrough_opts pt_opts; /* kept for a replug's fresh function model */
 	struct companion *comp;
 	struct vfu_server *pt_srv;
 	struct vfu_server *comp_srv;
@@ -535,7 +536,7 @@ static char *cmd_sim_replug(struct broker *b)
 	rc = sim_nvme_replug(b->hd, err, sizeof(err));
 	if (rc == 0)
 		rc = b->hd->ops->claim(b->hd);
-	fresh = rc == 0 ? passthrough_create(b->hd, err, sizeof(err)) : NULL;
+	fresh = rc == 0 ? passthrough_create_opts(b->hd, &b->pt_opts, err, sizeof(err)) : NULL;
 	if (!fresh) {
 		snprintf(msg, sizeof(msg), "plugging back failed: %s", err[0] ? err : host_device_error(b->hd));
 		sim_nvme_vanish(b->hd, msg); /* stays gone, served as before */
@@ -554,10 +555,31 @@ static char *cmd_sim_replug(struct broker *b)
 	return broker_command_answer(NULL);
 }
 
+/*
+ * "guest-addr BB:DD.F": where the guest put the managed function, for
+ * MANAGED_BDF.  `vfio-apple run` learns it from QEMU once the guest has
+ * numbered the bus of the function's slot (firmware and kernels differ).
+ */
+static char *cmd_guest_addr(struct broker *b, const char *text)
+{
+	unsigned bus, dev, fn;
+	char end;
+
+	if (sscanf(text, "%2x:%2x.%1x%c", &bus, &dev, &fn, &end) != 3 || bus > 0xff || dev > 0x1f || fn > 7)
+		return broker_command_answer("guest-addr needs BB:DD.F in hex, e.g. 02:00.1");
+	if (!b->comp)
+		return broker_command_answer("this broker has no companion");
+	companion_set_managed_bdf(b->comp, (uint16_t)(bus << 8 | dev << 3 | fn));
+	log_info("companion: the managed function is at guest %02x:%02x.%x now", bus, dev, fn);
+	return broker_command_answer(NULL);
+}
+
 static char *control_command(void *opaque, const char *request)
 {
 	struct broker *b = opaque;
 
+	if (!strncmp(request, "guest-addr ", 11))
+		return cmd_guest_addr(b, request + 11);
 	if (!strcmp(request, "sim-vanish"))
 		return cmd_sim_vanish(b);
 	if (!strcmp(request, "sim-replug"))
@@ -763,7 +785,8 @@ static int setup(struct broker *b, char *err, size_t errlen)
 		return rc;
 	}
 	b->claimed = true;
-	b->pt = passthrough_create(b->hd, err, errlen);
+	b->pt_opts.prefer_msi = cfg->prefer_msi;
+	b->pt = passthrough_create_opts(b->hd, &b->pt_opts, err, errlen);
 	if (!b->pt)
 		return -EIO;
 	b->identity_regs = guest_mem_create();

@@ -7,6 +7,7 @@
 #ifndef VFA_BROKER_H
 #define VFA_BROKER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct broker_config {
@@ -17,6 +18,7 @@ struct broker_config {
 	uint8_t passthrough_bus;        /* guest address of the function, for MANAGED_BDF */
 	uint8_t passthrough_devfn;      /* (slot << 3) | function */
 	uint32_t companion_max_entries; /* MAX_ENTRIES; 0: the default 4096 */
+	bool prefer_msi;                /* passthrough_opts.prefer_msi */
 };
 
 /*

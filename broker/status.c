@@ -129,6 +129,11 @@ char *broker_status_json(const struct broker_status_src *b)
 	add_u64(o, "host_vectors", ps.host_vectors);
 	add_u64(o, "latched", ps.irq_latched);
 	add_u64(o, "dropped", ps.irq_dropped);
+	/* What the guest is offered: `run` cannot unplug an MSI-X function from QEMU <= 11.1. */
+	json_object_object_add(o, "kind",
+			       json_object_new_string(!b->pt ? "none" :
+						      passthrough_irq_count(b->pt, PT_IRQ_MSIX) ? "msix" :
+						      passthrough_irq_count(b->pt, PT_IRQ_MSI) ? "msi" : "none"));
 	json_object_object_add(root, "interrupts", o);
 
 	o = json_object_new_object();

@@ -43,6 +43,9 @@ static void usage(FILE *out)
 	      "  -g, --guest-addr BB:DD.F      the function's address in the guest, which the\n"
 	      "                                companion reports as MANAGED_BDF (default 00:05.0)\n"
 	      "      --max-entries N           entries per companion doorbell (default 4096)\n"
+	      "      --prefer-msi              offer the guest MSI, not MSI-X, when the function has\n"
+	      "                                both (QEMU 10.1 to 11.1 abort when a vfio-user-pci\n"
+	      "                                with MSI-X is hot-unplugged; `run` sets it)\n"
 	      "  -l, --log-level LEVEL         error, warn (default), info or debug\n"
 	      "  -h, --help                    this text\n"
 	      "\n"
@@ -60,7 +63,7 @@ static void usage(FILE *out)
 
 int cmd_serve(int argc, char **argv)
 {
-	enum { OPT_PT = 256, OPT_COMP, OPT_CTL, OPT_NO_COMP, OPT_MAX };
+	enum { OPT_PT = 256, OPT_COMP, OPT_CTL, OPT_NO_COMP, OPT_MAX, OPT_PREFER_MSI };
 	static const struct option options[] = {
 		{ "device", required_argument, NULL, 'd' },
 		{ "socket-dir", required_argument, NULL, 's' },
@@ -70,12 +73,14 @@ int cmd_serve(int argc, char **argv)
 		{ "no-companion", no_argument, NULL, OPT_NO_COMP },
 		{ "guest-addr", required_argument, NULL, 'g' },
 		{ "max-entries", required_argument, NULL, OPT_MAX },
+		{ "prefer-msi", no_argument, NULL, OPT_PREFER_MSI },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *device = "sim:nvme";
 	const char *pt_sock = NULL, *comp_sock = NULL, *ctl_sock = NULL;
+	bool prefer_msi = false;
 	const char *guest_addr = "00:05.0";
 	bool companion = true;
 	long max_entries = 0;
@@ -105,6 +110,9 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case OPT_NO_COMP:
 			companion = false;
+			break;
+		case OPT_PREFER_MSI:
+			prefer_msi = true;
 			break;
 		case 'g':
 			guest_addr = optarg;
@@ -177,6 +185,7 @@ int cmd_serve(int argc, char **argv)
 			.passthrough_bus = bus,
 			.passthrough_devfn = devfn,
 			.companion_max_entries = (uint32_t)max_entries,
+			.prefer_msi = prefer_msi,
 		};
 
 #ifdef VFA_HAVE_DARWIN

@@ -561,6 +561,11 @@ int companion_config_write(struct companion *c, uint32_t offset, const void *buf
 
 /* ---- lifetime ---- */
 
+void companion_set_managed_bdf(struct companion *c, uint16_t managed_bdf)
+{
+	c->managed_bdf = managed_bdf;
+}
+
 struct companion *companion_create(struct host_device *hd, struct guest_mem *gm, uint16_t managed_bdf,
 				   uint32_t max_entries)
 {

@@ -104,6 +104,8 @@ struct companion_stats {
  */
 struct companion *companion_create(struct host_device *hd, struct guest_mem *gm, uint16_t managed_bdf,
 				   uint32_t max_entries);
+/* The managed function's guest address changed (the guest renumbered its buses). */
+void companion_set_managed_bdf(struct companion *c, uint16_t managed_bdf);
 /* Unregisters every live mapping (the VMM went away), then frees. */
 void companion_destroy(struct companion *c);
 

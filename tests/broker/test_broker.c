@@ -46,6 +46,7 @@ struct env {
 	pid_t pid;
 	uint16_t next_id;
 	char log[96]; /* when set: the broker's stderr goes there */
+	bool prefer_msi;
 };
 
 static void start_broker(struct env *e, const char *spec)
@@ -57,6 +58,7 @@ static void start_broker(struct env *e, const char *spec)
 		.control_socket = e->ctrl_sock,
 		.passthrough_bus = 0,
 		.passthrough_devfn = 5 << 3,
+		.prefer_msi = e->prefer_msi,
 	};
 
 	e->pid = fork();
@@ -1641,6 +1643,46 @@ static void test_sim_commands_refused_for_other_devices(void **state)
 	assert_int_equal(stop_broker(e), 0);
 }
 
+/*
+ * `run` tells a broker where the guest put its function ("guest-addr"), and
+ * asks for MSI over MSI-X (--prefer-msi): status says which the guest got.
+ */
+static void test_guest_addr_and_prefer_msi(void **state)
+{
+	struct env *e = *state;
+	char error[256];
+
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	json_object *s = status(e);
+	assert_string_equal(jstr(s, "interrupts.kind"), "msix");
+	json_object_put(s);
+	assert_int_equal(stop_broker(e), 0);
+
+	e->prefer_msi = true;
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	s = status(e);
+	assert_string_equal(jstr(s, "interrupts.kind"), "msi");
+	json_object_put(s);
+	int fd = client_connect(e, e->comp_sock);
+
+	assert_int_equal(region_read32(e, fd, 0, 0x04), 5 << 3);
+	assert_true(command(e, "guest-addr 02:00.1\n", error, sizeof(error)));
+	assert_int_equal(region_read32(e, fd, 0, 0x04), 2 << 8 | 1);
+	assert_true(command(e, "guest-addr 1f:1f.7\n", error, sizeof(error)));
+	assert_int_equal(region_read32(e, fd, 0, 0x04), 0x1f << 8 | 0x1f << 3 | 7);
+	/* Malformed or out of range: refused, MANAGED_BDF unchanged. */
+	assert_false(command(e, "guest-addr 02:20.1\n", error, sizeof(error)));
+	assert_non_null(strstr(error, "BB:DD.F"));
+	assert_false(command(e, "guest-addr 02:00.8\n", error, sizeof(error)));
+	assert_false(command(e, "guest-addr 100:00.1\n", error, sizeof(error)));
+	assert_false(command(e, "guest-addr 02:00.1x\n", error, sizeof(error)));
+	assert_false(command(e, "guest-addr \n", error, sizeof(error)));
+	assert_int_equal(region_read32(e, fd, 0, 0x04), 0x1f << 8 | 0x1f << 3 | 7);
+	close(fd);
+	e->prefer_msi = false;
+	assert_int_equal(stop_broker(e), 0);
+}
+
 /* Watchers: several at once, one that never reads is dropped without blocking the others. */
 static void test_watchers_never_block(void **state)
 {
@@ -1694,6 +1736,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sim_commands_refused_for_other_devices, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identity_mode_removal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchers_never_block, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_guest_addr_and_prefer_msi, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_client_does_not_stall, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hup_and_quit_tear_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_guest_ram_fails_the_access, setup, teardown),
