@@ -6,7 +6,7 @@ BUILD_FUZZ ?= build-fuzz
 MESON_OPTS ?= --werror
 
 .PHONY: all deps build build-san demo check check-unit check-san check-valgrind \
-	check-fuzz check-guest check-e2e check-inprocess bench clean
+	check-fuzz check-guest check-e2e check-inprocess check-hotplug bench clean
 
 all: build
 
@@ -66,6 +66,11 @@ check-e2e: build build-san
 # such a QEMU it prints one SKIPPED line and passes.
 check-inprocess: build
 	./tests/inprocess/run.sh
+
+# Two devices in one guest, attach/detach while it runs, and a device pulled
+# mid-I/O (tests/hotplug/): vfio-user, then in-process when such a QEMU exists.
+check-hotplug: build
+	./tests/hotplug/run.sh
 
 bench: build
 	./scripts/bench.sh

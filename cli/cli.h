@@ -25,6 +25,9 @@ int cmd_serve(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+int cmd_detach(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 
 /* Print "vfio-apple: <message>" on stderr, one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -89,6 +92,8 @@ int socket_path_prepare(const char *path, char *err, size_t errlen);
  * with a one-line reason in err.  timeout_ms bounds the whole exchange.
  */
 struct json_object *control_query(const char *path, int timeout_ms, char *err, size_t errlen);
+/* The same with another request line (newline included), e.g. "sim-vanish\n". */
+struct json_object *control_request(const char *path, const char *request, int timeout_ms, char *err, size_t errlen);
 
 /* Human table of a status object (fields missing from it print as "-"). */
 void status_print(FILE *out, struct json_object *status);

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * `vfio-apple run`: its options, and which of its two siblings runs them:
- * the foreground launcher (run.c, QEMU arguments after --) or the demo
+ * the VM supervisor (vm.c, QEMU arguments after --) or the demo
  * (demo.c, no QEMU arguments).  Each of those uses the launcher unit
  * (launch.c); neither calls the other.
  */
 #include "cli.h"
 #include "demo.h"
 #include "launch.h"
-#include "run.h"
+#include "vm.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -19,30 +19,39 @@ static void usage(FILE *out)
 {
 	fputs("Usage: vfio-apple run [options] [-- QEMU-ARGUMENTS...]\n"
 	      "\n"
-	      "vfio-user (the default on Linux): start a broker (vfio-apple serve), wait\n"
-	      "for its sockets, then QEMU with shareable guest RAM (" LAUNCH_RAM_BACKEND ",share=on)\n"
-	      "and two vfio-user-pci devices: the passthrough function at 00:05.0 and the\n"
-	      "apple-dma companion at 00:06.0 (non-posted writes).\n"
+	      "With QEMU arguments: start a VM with the devices given (-d, repeatable) and\n"
+	      "supervise it.  Every device sits in its own hot-pluggable PCIe slot (a\n"
+	      "pcie-root-port at 00:02.S): its apple-dma companion at function 0, the\n"
+	      "function at 1, so slot S's function is guest 0000:(S+1):00.1.  While it runs:\n"
+	      "  vfio-apple attach SPEC|ID    plug a device into a free slot (ID: bring back\n"
+	      "                               one that was pulled from the host)\n"
+	      "  vfio-apple detach ID         unplug it in order, then release it\n"
+	      "  vfio-apple status            every device, with its broker's counters\n"
+	      "A device pulled from the host is unplugged from the VM by itself.\n"
+	      "vfio-user (the default on Linux): one broker (vfio-apple serve) per device,\n"
+	      "sockets in DIR/vfaN/, QEMU with shareable guest RAM (" LAUNCH_RAM_BACKEND ",share=on)\n"
+	      "and vfio-user-pci devices (the companion without posted writes).\n"
 	      "In-process (--in-process; the default on macOS): no broker; a QEMU that has\n"
-	      "the project's vfio-apple-pci device (docs/qemu.md) at 00:05.0, which adds\n"
-	      "its apple-dma-pci companion at 00:06.0; counters over a QMP socket\n"
-	      "(DIR/qmp.sock: `vfio-apple status --qmp DIR/qmp.sock`).\n"
-	      "Arguments after -- go to QEMU verbatim.  The broker and QEMU are always\n"
+	      "the project's vfio-apple-pci and apple-dma-pci devices (docs/qemu.md), with\n"
+	      "a QMP socket DIR/qmp.sock for `vfio-apple status`.\n"
+	      "Arguments after -- go to QEMU verbatim.  QEMU and the brokers are always\n"
 	      "stopped on the way out, also on Ctrl-C.\n"
 	      "\n"
-	      "Without QEMU arguments (Linux) it runs the simulated demo: provisions QEMU\n"
-	      "11.1, a guest kernel and an initramfs with apple_dma and fio (cached in\n"
-	      "$VFA_CACHE, default /var/cache/vfio-apple; the first time needs root),\n"
-	      "boots the guest, runs verified I/O and prints a summary.  Exit status 0\n"
-	      "only if the I/O was verified and the DART saw no fault.\n"
+	      "Without QEMU arguments (Linux) it runs the simulated demo with one device at\n"
+	      "00:05.0 (companion 00:06.0): provisions QEMU 11.1, a guest kernel and an\n"
+	      "initramfs with apple_dma and fio (cached in $VFA_CACHE, default\n"
+	      "/var/cache/vfio-apple; the first time needs root), boots the guest, runs\n"
+	      "verified I/O and prints a summary.  Exit status 0 only if the I/O was\n"
+	      "verified and the DART saw no fault.\n"
 	      "\n"
 	      "  -d, --device SPEC       host device (default sim:nvme,size=256M,dart=apple);\n"
-	      "                          see `vfio-apple serve --help`\n"
-	      "  -s, --socket-dir DIR    broker sockets, or in-process the QMP socket\n"
+	      "                          repeat for several; see `vfio-apple serve --help`\n"
+	      "      --slots N           hot-pluggable slots (default 4, at least one per -d; at most 8)\n"
+	      "  -s, --socket-dir DIR    sockets: run.sock, the brokers' (DIR/vfaN/), QMP\n"
 	      "                          (default as for serve)\n"
 	      "  -m, --memory SIZE       guest RAM, QEMU syntax (default 1G)\n"
 	      "      --in-process        use a QEMU with vfio-apple-pci, no broker\n"
-	      "      --vfio-user         use the broker and vfio-user-pci (default on Linux)\n"
+	      "      --vfio-user         use brokers and vfio-user-pci (default on Linux)\n"
 	      "      --qemu PATH         the qemu-system binary (vfio-user default: " LAUNCH_QEMU_SYSTEM "\n"
 	      "                          on PATH if >= 10.1, else the provisioned trixie root's;\n"
 	      "                          in-process default: $QEMU_BIN, then\n"
@@ -50,7 +59,7 @@ static void usage(FILE *out)
 	      "  -k, --kernel VERSION    demo guest kernel: 6.1 (default), 6.12 or 7.3\n"
 	      "      --timeout SECONDS   demo: give up after this long (default 900)\n"
 	      "      --keep              demo: keep the work directory (console log, initramfs)\n"
-	      "  -l, --log-level LEVEL   the broker's: error, warn (default; the demo's log: info),\n"
+	      "  -l, --log-level LEVEL   the brokers': error, warn (default; the demo's log: info),\n"
 	      "                          info, debug\n"
 	      "  -h, --help              this text\n"
 	      "\n"
@@ -61,7 +70,7 @@ static void usage(FILE *out)
 
 int cmd_run(int argc, char **argv)
 {
-	enum { OPT_QEMU = 256, OPT_TIMEOUT, OPT_KEEP, OPT_IN_PROCESS, OPT_VFIO_USER };
+	enum { OPT_QEMU = 256, OPT_TIMEOUT, OPT_KEEP, OPT_IN_PROCESS, OPT_VFIO_USER, OPT_SLOTS };
 	static const struct option options[] = {
 		{ "device", required_argument, NULL, 'd' },
 		{ "socket-dir", required_argument, NULL, 's' },
@@ -73,12 +82,16 @@ int cmd_run(int argc, char **argv)
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "keep", no_argument, NULL, OPT_KEEP },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "slots", required_argument, NULL, OPT_SLOTS },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct launch l;
 	struct demo_options demo_opts = { .kernel = "6.1", .timeout_s = 900 };
 	char dir[256], err[CLI_ERR_LEN];
+	const char *specs[LAUNCH_SLOTS_MAX];
+	size_t nspecs = 0;
+	long slots = -1;
 	bool demo;
 	int opt, ret;
 
@@ -96,7 +109,18 @@ int cmd_run(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "+d:s:m:k:l:h", options, NULL)) != -1) {
 		switch (opt) {
 		case 'd':
-			l.device = optarg;
+			if (nspecs == LAUNCH_SLOTS_MAX) {
+				cli_error("at most %d devices (-d) in one VM", LAUNCH_SLOTS_MAX);
+				return 2;
+			}
+			specs[nspecs++] = optarg;
+			l.device = specs[0];
+			break;
+		case OPT_SLOTS:
+			if (cli_parse_number(optarg, 10, 1, LAUNCH_SLOTS_MAX, &slots) < 0) {
+				cli_error("bad --slots '%s': give 1 to %d", optarg, LAUNCH_SLOTS_MAX);
+				return 2;
+			}
 			break;
 		case 's':
 			snprintf(dir, sizeof(dir), "%s", optarg);
@@ -146,10 +170,21 @@ int cmd_run(int argc, char **argv)
 		return 2;
 	}
 	demo = optind == argc;
-	if (!l.device)
-		l.device = "sim:nvme,size=256M,dart=apple";
-	if (device_spec_check(l.device, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
+	if (!nspecs)
+		specs[nspecs++] = l.device = "sim:nvme,size=256M,dart=apple";
+	for (size_t i = 0; i < nspecs; i++) {
+		if (device_spec_check(specs[i], err, sizeof(err)) < 0) {
+			cli_error("%s", err);
+			return 2;
+		}
+	}
+	if (demo && nspecs > 1) {
+		cli_error("the demo takes one device; for several, give QEMU arguments after -- (see --help)");
+		return 2;
+	}
+	l.slots = (unsigned)(slots > 0 ? slots : nspecs > LAUNCH_SLOTS_DEFAULT ? (long)nspecs : LAUNCH_SLOTS_DEFAULT);
+	if (nspecs > l.slots) {
+		cli_error("%zu devices need %zu slots: raise --slots", nspecs, nspecs);
 		return 2;
 	}
 	if (!launch_memory_valid(l.memory)) {
@@ -172,6 +207,7 @@ int cmd_run(int argc, char **argv)
 	}
 	if (demo) {
 #ifdef __linux__
+		l.slots = 0; /* the demo's fixed layout */
 		return demo_run(&l, &demo_opts);
 #else
 		cli_error("the simulated demo runs on Linux; on macOS give QEMU arguments after -- "
@@ -187,9 +223,5 @@ int cmd_run(int argc, char **argv)
 		cli_error("%s", err);
 		return 1;
 	}
-	if (launch_prepare_sockets(&l, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return 1;
-	}
-	return run_foreground(&l, argc - optind, argv + optind);
+	return vm_run(&l, specs, nspecs, argc - optind, argv + optind);
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * The launcher (launch.h): QEMU discovery for both modes, sockets, the
- * broker, QEMU's command line and teardown.  Moved out of run.c so that
- * run, the demo and the in-process run share it without calling each other.
+ * broker, QEMU's command line and teardown.  Shared so that
+ * the VM (vm.c) and the demo share it without calling each other.
  */
 #include "launch.h"
 
@@ -325,6 +325,94 @@ static int root_prefix(const struct launch *l, int user_argc, char *const user_a
 	return ret;
 }
 
+/* ---- slots (launch.h): hot-pluggable PCIe slots for `run` -------------- */
+
+unsigned launch_slot_bus(unsigned slot)
+{
+	return slot + 1;
+}
+
+int launch_port_option(unsigned slot, char *buf, size_t len)
+{
+	/* All ports in slot 2 of bus 0, one function each: the first bridges
+	 * the guest numbers (bus S + 1), whatever the user's arguments add. */
+	int n = snprintf(buf, len, "pcie-root-port,id=vfa-port%u,bus=pcie.0,addr=0x2.0x%x,chassis=%u,port=0x%x%s", slot,
+			 slot, 0x40 + slot, 0x40 + slot, slot == 0 ? ",multifunction=on" : "");
+
+	return n < 0 || (size_t)n >= len ? -E2BIG : 0;
+}
+
+int launch_slot_device_json(enum launch_mode mode, const struct launch_slot_dev *d, unsigned slot, bool with_companion,
+			    bool companion, char *buf, size_t len)
+{
+	char quoted[2 * PATH_MAX];
+	const char *text = companion ? d->companion : mode == LAUNCH_IN_PROCESS ? d->device : d->passthrough;
+	int n;
+
+	if (!text && !(companion && mode == LAUNCH_IN_PROCESS))
+		return -EINVAL;
+	if (text && vfa_json_quote(text, quoted, sizeof(quoted)) < 0)
+		return -E2BIG;
+	if (companion && mode == LAUNCH_IN_PROCESS)
+		n = snprintf(buf, len,
+			     "{\"driver\":\"apple-dma-pci\",\"id\":\"%s-dma\",\"bus\":\"vfa-port%u\","
+			     "\"addr\":\"0.0\",\"multifunction\":true}",
+			     d->id, slot);
+	else if (companion)
+		/* Non-posted: a DOORBELL is done when the guest's write returns. */
+		n = snprintf(buf, len,
+			     "{\"driver\":\"vfio-user-pci\",\"id\":\"%s-dma\",\"bus\":\"vfa-port%u\",\"addr\":\"0.0\","
+			     "\"multifunction\":true,\"socket\":{\"type\":\"unix\",\"path\":%s},"
+			     "\"x-no-posted-writes\":true}",
+			     d->id, slot, quoted);
+	else if (mode == LAUNCH_IN_PROCESS)
+		n = snprintf(buf, len,
+			     "{\"driver\":\"vfio-apple-pci\",\"id\":\"%s\",\"bus\":\"vfa-port%u\",\"addr\":\"%s\","
+			     "\"host\":%s,\"companion\":false}",
+			     d->id, slot, with_companion ? "0.1" : "0.0", quoted);
+	else
+		n = snprintf(buf, len,
+			     "{\"driver\":\"vfio-user-pci\",\"id\":\"%s\",\"bus\":\"vfa-port%u\",\"addr\":\"%s\","
+			     "\"socket\":{\"type\":\"unix\",\"path\":%s}}",
+			     d->id, slot, with_companion ? "0.1" : "0.0", quoted);
+	return n < 0 || (size_t)n >= len ? -E2BIG : 0;
+}
+
+/* The slots: every port, and the devices plugged in at start. */
+static int slot_args(const struct launch *l, struct launch_argv *a)
+{
+	char buf[3 * PATH_MAX];
+	int ret = 0;
+
+	for (unsigned s = 0; s < l->slots && s < LAUNCH_SLOTS_MAX; s++) {
+		if (launch_port_option(s, buf, sizeof(buf)) < 0)
+			return -E2BIG;
+		ret |= argv_add(a, "-device");
+		ret |= argv_add(a, buf);
+	}
+	for (unsigned s = 0; s < l->slots && s < LAUNCH_SLOTS_MAX; s++) {
+		const struct launch_slot_dev *d = &l->slot_dev[s];
+
+		if (!d->used)
+			continue;
+		if (launch_slot_device_json(l->mode, d, s, l->companion, false, buf, sizeof(buf)) < 0)
+			return -E2BIG;
+		ret |= argv_add(a, "-device");
+		ret |= argv_add(a, buf);
+		if (!l->companion)
+			continue;
+		if (launch_slot_device_json(l->mode, d, s, true, true, buf, sizeof(buf)) < 0)
+			return -E2BIG;
+		ret |= argv_add(a, "-device");
+		ret |= argv_add(a, buf);
+	}
+	if (l->run_qmp[0]) {
+		ret |= argv_add(a, "-qmp");
+		ret |= argv_addf(a, "unix:%s,server=on,wait=off", l->run_qmp);
+	}
+	return ret;
+}
+
 /* vfio-user: shareable RAM and the two vfio-user-pci devices. */
 static int vfio_user_args(const struct launch *l, struct launch_argv *a)
 {
@@ -337,6 +425,8 @@ static int vfio_user_args(const struct launch *l, struct launch_argv *a)
 	ret |= argv_add(a, LAUNCH_MACHINE ",memory-backend=vfa-ram");
 	ret |= argv_add(a, "-m");
 	ret |= argv_add(a, l->memory);
+	if (l->slots)
+		return ret | slot_args(l, a);
 	/* The passthrough function keeps QEMU's posted writes: its doorbells
 	 * are fast that way, and nvme never depends on a write having landed
 	 * before its next read (a read is never posted). */
@@ -367,14 +457,18 @@ static int inprocess_args(const struct launch *l, struct launch_argv *a)
 	char dev[1024];
 	int ret = 0;
 
-	if (launch_inprocess_device(l->device, l->companion, dev, sizeof(dev)) < 0)
-		return -E2BIG;
 	ret |= argv_add(a, "-machine");
 	ret |= argv_add(a, LAUNCH_MACHINE);
 	ret |= argv_add(a, "-m");
 	ret |= argv_add(a, l->memory);
-	ret |= argv_add(a, "-device");
-	ret |= argv_add(a, dev);
+	if (l->slots) {
+		ret |= slot_args(l, a);
+	} else {
+		if (launch_inprocess_device(l->device, l->companion, dev, sizeof(dev)) < 0)
+			return -E2BIG;
+		ret |= argv_add(a, "-device");
+		ret |= argv_add(a, dev);
+	}
 	if (l->qmp[0]) {
 		ret |= argv_add(a, "-qmp");
 		ret |= argv_addf(a, "unix:%s,server=on,wait=off", l->qmp);
@@ -440,31 +534,50 @@ int launch_prepare_sockets(struct launch *l, char *err, size_t errlen)
 
 int launch_start_broker(struct launch *l, int log_fd, char *err, size_t errlen)
 {
+	const struct broker_start how = {
+		.device = l->device,
+		.sockets = &l->sockets,
+		.guest_addr = "00:05.0",
+		.companion = l->companion,
+		.log_level = l->log_level,
+		.log_fd = log_fd,
+	};
+
+	return launch_start_broker_for(&l->broker, &how, err, errlen);
+}
+
+int launch_start_broker_for(struct child *broker, const struct broker_start *how, char *err, size_t errlen)
+{
 	char self[PATH_MAX];
-	char *argv[] = { self,
-			 (char *)"serve",
-			 (char *)"--device",
-			 (char *)l->device,
-			 (char *)"--socket-dir",
-			 l->sockets.dir,
-			 (char *)"--guest-addr",
-			 (char *)"00:05.0",
-			 (char *)"--log-level",
-			 (char *)(l->log_level ? l->log_level : log_fd >= 0 ? "info" : "warn"),
-			 l->companion ? NULL : (char *)"--no-companion",
-			 NULL };
-	struct child_io io = { .in = -1, .out = log_fd, .err = log_fd };
-	struct child *const kids[] = { &l->broker };
+	char *argv[16] = { self,
+			   (char *)"serve",
+			   (char *)"--device",
+			   (char *)how->device,
+			   (char *)"--socket-dir",
+			   (char *)how->sockets->dir,
+			   (char *)"--guest-addr",
+			   (char *)how->guest_addr,
+			   (char *)"--log-level",
+			   (char *)(how->log_level ? how->log_level : how->log_fd >= 0 ? "info" : "warn") };
+	size_t argc = 10;
+	struct child_io io = { .in = -1, .out = how->log_fd, .err = how->log_fd };
+	struct child *const kids[] = { broker };
 	int64_t deadline;
 	int ret;
 
+	if (!how->companion)
+		argv[argc++] = (char *)"--no-companion";
+	if (how->prefer_msi)
+		argv[argc++] = (char *)"--prefer-msi";
+	argv[argc] = NULL;
 	ret = cli_self_path(self, sizeof(self));
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot find the vfio-apple executable itself: %s", strerror(-ret));
 		return ret;
 	}
-	l->broker.name = "broker";
-	ret = proc_spawn(&l->broker, argv, &io);
+	if (!broker->name)
+		broker->name = "broker";
+	ret = proc_spawn(broker, argv, &io);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot start the broker: %s", strerror(-ret));
 		return ret;
@@ -477,15 +590,15 @@ int launch_start_broker(struct launch *l, int log_fd, char *err, size_t errlen)
 		struct json_object *status;
 
 		proc_reap(kids, 1);
-		if (l->broker.exited) {
+		if (broker->exited) {
 			snprintf(err, errlen, "the broker exited (status %d) before its sockets appeared; %s",
-				 proc_exit_code(l->broker.status), log_fd >= 0 ? "see its log" : "see its message above");
+				 proc_exit_code(broker->status), how->log_fd >= 0 ? "see its log" : "see its message above");
 			return -ECHILD;
 		}
 		if (proc_stop_signal())
 			return -EINTR;
-		if (is_socket(l->sockets.passthrough) && (!l->companion || is_socket(l->sockets.companion))) {
-			status = control_query(l->sockets.control, 1000, qerr, sizeof(qerr));
+		if (is_socket(how->sockets->passthrough) && (!how->companion || is_socket(how->sockets->companion))) {
+			status = control_query(how->sockets->control, 1000, qerr, sizeof(qerr));
 			if (status) {
 				json_object_put(status);
 				return 0;
@@ -493,7 +606,7 @@ int launch_start_broker(struct launch *l, int log_fd, char *err, size_t errlen)
 		}
 		poll(NULL, 0, 50);
 	}
-	snprintf(err, errlen, "the broker's sockets in %s did not appear within 15 s", l->sockets.dir);
+	snprintf(err, errlen, "the broker's sockets in %s did not appear within 15 s", how->sockets->dir);
 	return -ETIMEDOUT;
 }
 

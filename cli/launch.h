@@ -2,7 +2,7 @@
 /*
  * The launcher: find a QEMU, prepare sockets, start the broker, build QEMU's
  * command line, and tear everything down.  One layer below the things that
- * launch (the foreground `run` in run.c, the demo in demo.c); it calls
+ * launch (the VM of `run` in vm.c, the demo in demo.c); it calls
  * neither of them back.
  *
  * Two modes:
@@ -53,6 +53,28 @@ struct qemu_choice {
 
 #define LAUNCH_BINDS_MAX 4
 
+/*
+ * `vfio-apple run`'s layout (the demo keeps the fixed one below): every
+ * device in its own hot-pluggable PCIe slot, a pcie-root-port at
+ * 00:02.SLOT, so that it can be attached, detached and pulled while the
+ * guest runs.  In a slot the companion is function 0 (multifunction) and
+ * the managed function is function 1: Linux scans a hot-added slot whole
+ * and then binds drivers in function order, so apple_dma owns the function
+ * before its driver probes.  The ports are the first bridges on bus 0,
+ * so the guest numbers slot S's bus S + 1 (the companion's MANAGED_BDF).
+ */
+#define LAUNCH_SLOTS_MAX 8
+#define LAUNCH_SLOTS_DEFAULT 4
+
+/* A device cold-plugged into a slot at start. */
+struct launch_slot_dev {
+	bool used;
+	char id[16];              /* the function's QEMU id: vfa<N>; its companion's is vfa<N>-dma */
+	const char *device;       /* the host device string */
+	const char *passthrough;  /* vfio-user: the broker's sockets */
+	const char *companion;
+};
+
 struct launch {
 	enum launch_mode mode;
 	const char *device;
@@ -63,6 +85,11 @@ struct launch {
 	struct socket_paths sockets;
 	char qmp[PATH_MAX];    /* in-process: QEMU's QMP socket ("" for none) */
 	bool no_shutdown;      /* in-process: QEMU stays after the guest powers off (QMP quit ends it) */
+	/* 0: the demo's fixed layout (function 00:05.0, companion 00:06.0);
+	 * else that many slots (LAUNCH_SLOTS_MAX at most), slot_dev[] in them. */
+	unsigned slots;
+	struct launch_slot_dev slot_dev[LAUNCH_SLOTS_MAX];
+	char run_qmp[PATH_MAX]; /* the launcher's own QMP monitor ("" for none) */
 	/* Directories QEMU must see when it runs inside the trixie root. */
 	const char *binds[LAUNCH_BINDS_MAX];
 	size_t bind_count;
@@ -112,6 +139,18 @@ int launch_find_inprocess_qemu(const char *explicit_path, const char *system, st
  */
 int launch_inprocess_device(const char *device, bool companion, char *buf, size_t len);
 
+/* Slot S's guest bus number (its port's secondary bus). */
+unsigned launch_slot_bus(unsigned slot);
+/* "pcie-root-port,id=vfa-port<S>,..." for -device.  0 or -E2BIG. */
+int launch_port_option(unsigned slot, char *buf, size_t len);
+/*
+ * One device of a slot as a JSON object, for -device and QMP device_add
+ * alike: the managed function (companion false) or its companion.  Paths
+ * and host strings are JSON-quoted.  0, or -E2BIG.
+ */
+int launch_slot_device_json(enum launch_mode mode, const struct launch_slot_dev *d, unsigned slot, bool with_companion,
+			    bool companion, char *buf, size_t len);
+
 /* QEMU's command line: our RAM, devices (and QMP), then the user's. */
 int launch_qemu_argv(const struct launch *l, int user_argc, char *const user_argv[], struct launch_argv *a);
 void launch_argv_free(struct launch_argv *a);
@@ -125,6 +164,17 @@ int launch_prepare_sockets(struct launch *l, char *err, size_t errlen);
 /* Start `vfio-apple serve` (output to log_fd, or inherited if -1) and wait
  * until it answers on its control socket. */
 int launch_start_broker(struct launch *l, int log_fd, char *err, size_t errlen);
+/* One broker, for the launcher of several devices (vm.c). */
+struct broker_start {
+	const char *device;
+	const struct socket_paths *sockets;
+	const char *guest_addr; /* MANAGED_BDF, "BB:DD.F" */
+	bool companion;
+	const char *log_level;  /* NULL: warn (info when it logs to a file) */
+	int log_fd;             /* -1: inherited */
+	bool prefer_msi;        /* serve --prefer-msi */
+};
+int launch_start_broker_for(struct child *broker, const struct broker_start *how, char *err, size_t errlen);
 /* QEMU, then the broker (if any); returns the broker's exit code (0 without one). */
 int launch_stop_all(struct launch *l);
 

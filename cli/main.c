@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* vfio-apple: serve, run, list, status. */
 #include "cli.h"
-#include "run.h"
+#include "proc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +18,10 @@ static void usage(FILE *out)
 	      "  serve    run the broker in the foreground (the device's vfio-user server)\n"
 	      "  run      start a broker and QEMU together; with no QEMU arguments, the demo\n"
 	      "  list     show the host devices that can be passed through\n"
-	      "  status   ask a running broker for its state\n"
+	      "  status   ask a running broker, or every device of a run, for its state\n"
+	      "  attach   plug a device into the VM of a running `run`\n"
+	      "  detach   unplug a device from it\n"
+	      "  sim      make a simulated device vanish or come back (testing)\n"
 	      "\n"
 	      "`vfio-apple COMMAND --help` describes each; `man vfio-apple` all of them.\n"
 	      "  -h, --help      this text\n"
@@ -36,6 +39,9 @@ int main(int argc, char **argv)
 		{ "run", cmd_run },
 		{ "list", cmd_list },
 		{ "status", cmd_status },
+		{ "attach", cmd_attach },
+		{ "detach", cmd_detach },
+		{ "sim", cmd_sim },
 	};
 	const char *name;
 
@@ -56,6 +62,6 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(name, commands[i].name) == 0)
 			return commands[i].run(argc - 1, argv + 1);
-	cli_error("unknown command '%s': use serve, run, list or status (see `vfio-apple --help`)", name);
+	cli_error("unknown command '%s': use serve, run, list, status, attach, detach or sim (see `vfio-apple --help`)", name);
 	return 2;
 }

@@ -79,7 +79,11 @@ static int wait_fd(int fd, short events, int64_t deadline)
 
 struct json_object *control_query(const char *path, int timeout_ms, char *err, size_t errlen)
 {
-	static const char request[] = "status\n";
+	return control_request(path, "status\n", timeout_ms, err, errlen);
+}
+
+struct json_object *control_request(const char *path, const char *request, int timeout_ms, char *err, size_t errlen)
+{
 	int64_t deadline = vfa_now_ms() + timeout_ms;
 	struct sockaddr_un addr;
 	struct json_object *obj = NULL;
@@ -107,8 +111,8 @@ struct json_object *control_query(const char *path, int timeout_ms, char *err, s
 		goto out;
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	for (size_t sent = 0; sent < sizeof(request) - 1;) {
-		ssize_t n = send(fd, request + sent, sizeof(request) - 1 - sent, MSG_NOSIGNAL);
+	for (size_t sent = 0, len = strlen(request); sent < len;) {
+		ssize_t n = send(fd, request + sent, len - sent, MSG_NOSIGNAL);
 
 		if (n > 0) {
 			sent += (size_t)n;

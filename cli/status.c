@@ -5,12 +5,14 @@
  */
 #include "cli.h"
 #include "qmp.h"
+#include "vm.h"
 
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <json-c/json.h>
 
@@ -26,6 +28,9 @@ static void usage(FILE *out)
 	      "devices (vfio-apple-pci and its apple-dma-pci companion), through its QMP\n"
 	      "socket (qom-get of their read-only counter properties); the table says\n"
 	      "which objects and properties it read.\n"
+	      "When DIR holds a `vfio-apple run` (DIR/run.sock), every device of its VM\n"
+	      "is shown: id, slot, guest address, attached / unplugging / removed, then\n"
+	      "its counters.\n"
 	      "\n"
 	      "  --json                  print the JSON object as is (for scripts)\n"
 	      "  -s, --socket-dir DIR    the broker's socket directory (default: /run/vfio-apple\n"
@@ -120,6 +125,8 @@ void status_print(FILE *out, struct json_object *status)
 	else
 		fputs("-\n", out);
 	fprintf(out, "device       %s\n", status_text(status, NULL, "device"));
+	if (field(status, NULL, "present") && !json_object_get_boolean(field(status, NULL, "present")))
+		fprintf(out, "             REMOVED from the host: %s\n", status_text(status, NULL, "removal"));
 	if (field(status, NULL, "host"))
 		fprintf(out, "host         %s %s class %s\n", status_text(status, "host", "address"),
 			status_text(status, "host", "id"), status_text(status, "host", "class"));
@@ -157,6 +164,63 @@ void status_print(FILE *out, struct json_object *status)
 	fputs("interrupts\n", out);
 	fprintf(out, "  delivered  %s (vectors enabled %s)\n", status_num(status, "interrupts", "delivered", a, sizeof(a)),
 		status_num(status, "interrupts", "vectors_enabled", b, sizeof(b)));
+}
+
+/* Every device of a `run`: its list, and each device's own counters. */
+static int status_of_run(const char *dir, bool json, int timeout_ms)
+{
+	char err[CLI_ERR_LEN];
+	struct json_object *list = vm_request(dir, "list", timeout_ms, err, sizeof(err)), *devs, *qmp;
+	bool in_process;
+
+	if (!list) {
+		cli_error("%s", err);
+		return 1;
+	}
+	in_process = strcmp(status_text(list, NULL, "mode"), "in-process") == 0;
+	if (!json_object_object_get_ex(list, "devices", &devs) || !json_object_is_type(devs, json_type_array)) {
+		cli_error("run at %s answered without a device list", dir);
+		json_object_put(list);
+		return 1;
+	}
+	if (!json)
+		printf("run          %s, QEMU pid %s, %zu device(s) in %s slot(s)\n", status_text(list, NULL, "mode"),
+		       status_num(list, NULL, "qemu_pid", err, sizeof(err)), json_object_array_length(devs),
+		       json_object_to_json_string(json_object_object_get(list, "slots")));
+	for (size_t i = 0; i < json_object_array_length(devs); i++) {
+		struct json_object *dev = json_object_array_get_idx(devs, i), *status;
+		char qom[64];
+
+		if (in_process && json_object_object_get_ex(list, "qmp", &qmp)) {
+			snprintf(qom, sizeof(qom), "/machine/peripheral/%s", status_text(dev, NULL, "id"));
+			status = strcmp(status_text(dev, NULL, "state"), "attached") == 0 ?
+					 qmp_query_counters(json_object_get_string(qmp), qom, timeout_ms, err,
+							    sizeof(err)) :
+					 NULL;
+		} else {
+			status = control_query(status_text(dev, NULL, "control_socket"), timeout_ms, err, sizeof(err));
+		}
+		if (!json) {
+			printf("\n== %s  %s, slot %s, guest %s, %s%s%s\n", status_text(dev, NULL, "id"),
+			       status_text(dev, NULL, "device"),
+			       json_object_to_json_string(json_object_object_get(dev, "slot")),
+			       status_text(dev, NULL, "function"), status_text(dev, NULL, "state"),
+			       field(dev, NULL, "removal") ? ", removed from the host: " : "",
+			       field(dev, NULL, "removal") ? status_text(dev, NULL, "removal") : "");
+			if (status && in_process)
+				qmp_status_print(stdout, status);
+			else if (status)
+				status_print(stdout, status);
+			else
+				printf("(no counters: %s)\n", in_process ? "not in the VM" : err);
+		}
+		if (status)
+			json_object_object_add(dev, "status", status);
+	}
+	if (json)
+		printf("%s\n", json_object_to_json_string_ext(list, JSON_C_TO_STRING_PLAIN));
+	json_object_put(list);
+	return 0;
 }
 
 int cmd_status(int argc, char **argv)
@@ -232,6 +296,13 @@ int cmd_status(int argc, char **argv)
 		return 0;
 	}
 	if (!control) {
+		char run_socket[320];
+		struct stat st;
+
+		/* A `run` answers for every device of its VM. */
+		if ((size_t)snprintf(run_socket, sizeof(run_socket), "%s/" VM_SOCKET_NAME, dir) < sizeof(run_socket) &&
+		    stat(run_socket, &st) == 0 && S_ISSOCK(st.st_mode))
+			return status_of_run(dir, json, timeout_ms);
 		if (socket_paths_from_dir(&paths, dir) < 0) {
 			cli_error("socket directory %s is too long: choose a shorter --socket-dir", dir);
 			return 2;

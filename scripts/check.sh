@@ -46,6 +46,10 @@ stage e2e-x86-sanitizers timeout 720 env VFA_BIN=build-san/cli/vfio-apple ./test
 # them ($QEMU_BIN/$QEMU_BIN_ARM or $VFA_CACHE/qemu-inprocess): the same
 # guests, x86_64 6.1 and arm64 6.12, no broker.  One SKIPPED line without one.
 stage inprocess timeout 600 make -s check-inprocess
+# Several devices, hot-plug and surprise removal through run/attach/detach/
+# sim (tests/hotplug/): x86_64 6.1, on the vfio-user path, then in-process
+# (one SKIPPED line without a QEMU that has the devices).
+stage hotplug timeout 1500 make -s check-hotplug
 # The guest module: kernel style, and its own scenarios (cache, rebind,
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh

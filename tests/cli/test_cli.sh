@@ -82,11 +82,11 @@ wait_for() { # wait_for SECONDS COMMAND...: poll until it succeeds
 # ---- help, version, unknown ----------------------------------------------
 run_cli "help" 0 "Usage: vfio-apple COMMAND" --help
 run_cli "version" 0 "vfio-apple 0." --version
-for cmd in serve run list status; do
+for cmd in serve run list status attach detach sim; do
 	run_cli "$cmd --help" 0 "Usage: vfio-apple $cmd" "$cmd" --help
 done
 run_cli "no command" 2 "Usage: vfio-apple COMMAND"
-run_cli "unknown command" 2 "unknown command 'frobnicate': use serve, run, list or status" frobnicate
+run_cli "unknown command" 2 "unknown command 'frobnicate': use serve, run, list, status, attach, detach or sim" frobnicate
 one_line "unknown command"
 run_cli "unknown option" 2 "Usage: vfio-apple status" status --frob
 
@@ -125,7 +125,7 @@ run_cli "serve socket path is a file" 1 "exists and is not a socket" \
 [ ! -e "$T/s0/control.sock" ] && ok "nothing served after refusals" || bad "a socket exists after refusals"
 
 # ---- serve + status with the real broker -----------------------------------
-S=$T/s1
+S=$T/s1/vfa0
 "$VFA" serve -s "$S" -d sim:nvme,size=64M >"$T/serve1.log" 2>&1 &
 serve_pid=$!
 pids+=("$serve_pid")
@@ -144,10 +144,10 @@ if wait_for 10 test -S "$S/control.sock"; then
 	one_line "serve, socket in use"
 	kill -0 "$serve_pid" 2>/dev/null && ok "first broker still running" || bad "first broker died"
 
-	# run on the same sockets: refused before starting anything
+	# run whose first device's sockets (DIR/vfa0/) are taken: refused before QEMU
 	printf '#!/bin/sh\necho "QEMU emulator version 11.1.3"\n' >"$T/bin/qemu-system-x86_64"
 	chmod +x "$T/bin/qemu-system-x86_64"
-	OUT=$(PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$S" -- -nographic 2>&1)
+	OUT=$(PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$T/s1" -- -nographic 2>&1)
 	rc=$?
 	[ $rc = 1 ] && [[ $OUT == *"is in use by another process"* ]] && ok "run, socket in use" ||
 		bad "run, socket in use: exit $rc: $OUT"
@@ -243,8 +243,11 @@ rc=$?
 [ $rc = 0 ] && ok "run (launcher) exits with QEMU's 0" || bad "run (launcher): exit $rc: $OUT"
 args=$(cat "$T/qemu.args" 2>/dev/null)
 for needle in "memory-backend-memfd,id=vfa-ram,size=2G,share=on" "q35,memory-backend=vfa-ram" \
-	"{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/passthrough.sock\"},\"addr\":\"0x5\"}" \
-	"{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/companion.sock\"},\"addr\":\"0x6\",\"x-no-posted-writes\":true}"; do
+	"pcie-root-port,id=vfa-port0,bus=pcie.0,addr=0x2.0x0,chassis=64,port=0x40,multifunction=on" \
+	"pcie-root-port,id=vfa-port3,bus=pcie.0,addr=0x2.0x3,chassis=67,port=0x43" \
+	"{\"driver\":\"vfio-user-pci\",\"id\":\"vfa0\",\"bus\":\"vfa-port0\",\"addr\":\"0.1\",\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/vfa0/passthrough.sock\"}}" \
+	"{\"driver\":\"vfio-user-pci\",\"id\":\"vfa0-dma\",\"bus\":\"vfa-port0\",\"addr\":\"0.0\",\"multifunction\":true,\"socket\":{\"type\":\"unix\",\"path\":\"$T/s4/vfa0/companion.sock\"},\"x-no-posted-writes\":true}" \
+	"unix:$T/s4/run-qmp.sock,server=on,wait=off"; do
 	grep -qxF -- "$needle" <<<"$args" && ok "QEMU got $needle" || bad "QEMU args lack $needle: $args"
 done
 [ "$(tail -n 3 <<<"$args" | tr '\n' ' ')" = "-nographic -kernel /boot/bzImage " ] &&
@@ -254,7 +257,8 @@ grep -q '"device":"sim:nvme,size=256M,dart=apple"' "$T/qemu.status" &&
 broker_pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$T/qemu.status")
 [ -n "$broker_pid" ] && ! kill -0 "$broker_pid" 2>/dev/null && ok "broker stopped after QEMU exited" ||
 	bad "broker $broker_pid still running"
-[ ! -e "$T/s4/control.sock" ] && ok "broker removed its sockets" || bad "sockets left in $T/s4"
+[ ! -e "$T/s4/vfa0/control.sock" ] && [ ! -e "$T/s4/run.sock" ] && ok "broker and run removed their sockets" ||
+	bad "sockets left in $T/s4"
 
 OUT=$(FAKE_RC=3 PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$T/s4" -- -nographic 2>&1)
 rc=$?
@@ -275,7 +279,7 @@ if wait_for 15 test -s "$T/qemu.status"; then
 	! kill -0 "$qemu_pid" 2>/dev/null && ok "QEMU stopped on SIGINT" || bad "QEMU $qemu_pid survived SIGINT"
 	[ -n "$broker_pid" ] && ! kill -0 "$broker_pid" 2>/dev/null && ok "broker stopped on SIGINT" ||
 		bad "broker '$broker_pid' survived SIGINT"
-	[ ! -e "$T/s4/control.sock" ] && ok "no sockets left after SIGINT" || bad "sockets left after SIGINT"
+	[ ! -e "$T/s4/vfa0/control.sock" ] && ok "no sockets left after SIGINT" || bad "sockets left after SIGINT"
 else
 	bad "fake QEMU never ran: $(cat "$T/run-int.log")"
 fi
@@ -321,12 +325,12 @@ chmod +x "$T/inproc/qemu-system-x86_64"
 OUT=$(QEMU_BIN="$T/inproc/qemu-system-x86_64" "${WRAP[@]}" "$VFA" run --in-process -d sim:nvme,size=64M -m 512M -s "$T/s6" -- -nographic -m 1G 2>&1)
 rc=$?
 [ $rc = 0 ] && ok "run --in-process exits with QEMU's 0" || bad "run --in-process: exit $rc: $OUT"
-[[ $OUT == *"in-process QEMU 10.2.0 ($T/inproc/qemu-system-x86_64); counters: vfio-apple status --qmp $T/s6/qmp.sock"* ]] &&
+[[ $OUT == *"in-process QEMU 10.2.0 ($T/inproc/qemu-system-x86_64); counters: vfio-apple status -s $T/s6"* ]] &&
 	ok "run --in-process names the QEMU and the QMP socket" || bad "run --in-process output: $OUT"
 args=$(tr '\n' ' ' <"$T/inproc.args" 2>/dev/null)
-[ "$args" = "-machine q35 -m 512M -device vfio-apple-pci,id=vfa0,host=sim:nvme,,size=64M,addr=0x5,companion-addr=0x6 -qmp unix:$T/s6/qmp.sock,server=on,wait=off -nographic -m 1G " ] &&
-	ok "in-process QEMU arguments (device, QMP, user's -m allowed)" || bad "in-process QEMU arguments: $args"
-! grep -q sock "$T/inproc.ls" && ok "no broker sockets in-process" || bad "in-process run made sockets: $(cat "$T/inproc.ls")"
+[ "$args" = "-machine q35 -m 512M -device pcie-root-port,id=vfa-port0,bus=pcie.0,addr=0x2.0x0,chassis=64,port=0x40,multifunction=on -device pcie-root-port,id=vfa-port1,bus=pcie.0,addr=0x2.0x1,chassis=65,port=0x41 -device pcie-root-port,id=vfa-port2,bus=pcie.0,addr=0x2.0x2,chassis=66,port=0x42 -device pcie-root-port,id=vfa-port3,bus=pcie.0,addr=0x2.0x3,chassis=67,port=0x43 -device {\"driver\":\"vfio-apple-pci\",\"id\":\"vfa0\",\"bus\":\"vfa-port0\",\"addr\":\"0.1\",\"host\":\"sim:nvme,size=64M\",\"companion\":false} -device {\"driver\":\"apple-dma-pci\",\"id\":\"vfa0-dma\",\"bus\":\"vfa-port0\",\"addr\":\"0.0\",\"multifunction\":true} -qmp unix:$T/s6/run-qmp.sock,server=on,wait=off -qmp unix:$T/s6/qmp.sock,server=on,wait=off -nographic -m 1G " ] &&
+	ok "in-process QEMU arguments (slots, devices, QMP, user's -m allowed)" || bad "in-process QEMU arguments: $args"
+! grep -q 'control.sock\|vfa0' "$T/inproc.ls" && ok "no broker sockets in-process" || bad "in-process run made broker sockets: $(cat "$T/inproc.ls")"
 OUT=$(FAKE_RC=4 QEMU_BIN="$T/inproc/qemu-system-x86_64" "${WRAP[@]}" "$VFA" run --in-process -s "$T/s6" -- -x 2>&1)
 rc=$?
 [ $rc = 4 ] && ok "run --in-process passes QEMU's exit code on" || bad "run --in-process with QEMU exit 4: exit $rc: $OUT"
@@ -355,7 +359,7 @@ if [ -n "$MAN" ]; then
 		[ -z "$warnings" ] && ok "man page renders without warnings" || bad "man page: $warnings"
 	fi
 	man_text=$(tr -d '\\' <"$MAN")
-	for cmd in serve run list status; do
+	for cmd in serve run list status attach sim; do
 		for opt in $("$VFA" "$cmd" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
 			[[ $man_text == *"$opt"* ]] && ok "man page documents $cmd $opt" || bad "man page lacks $cmd $opt"
 		done

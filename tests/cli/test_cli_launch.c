@@ -74,6 +74,44 @@ static void test_inprocess_device(void **state)
 	assert_int_equal(launch_inprocess_device("sim:nvme,size=256M", true, buf, 30), -E2BIG);
 }
 
+/* run's slots: the ports, and each device as JSON for -device and device_add. */
+static void test_slot_devices(void **state)
+{
+	struct launch_slot_dev d = { .used = true, .id = "vfa2", .device = "sim:nvme,size=64M",
+				     .passthrough = "/run/v \"x\"/vfa2/passthrough.sock",
+				     .companion = "/run/v/vfa2/companion.sock" };
+	char buf[1024];
+
+	(void)state;
+	assert_int_equal(launch_slot_bus(0), 1);
+	assert_int_equal(launch_port_option(0, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "pcie-root-port,id=vfa-port0,bus=pcie.0,addr=0x2.0x0,chassis=64,port=0x40,multifunction=on");
+	assert_int_equal(launch_port_option(7, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "pcie-root-port,id=vfa-port7,bus=pcie.0,addr=0x2.0x7,chassis=71,port=0x47");
+	assert_int_equal(launch_port_option(7, buf, 20), -E2BIG);
+	/* vfio-user: the function at 1 (its path JSON-escaped), the companion at 0. */
+	assert_int_equal(launch_slot_device_json(LAUNCH_VFIO_USER, &d, 2, true, false, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "{\"driver\":\"vfio-user-pci\",\"id\":\"vfa2\",\"bus\":\"vfa-port2\",\"addr\":\"0.1\","
+				 "\"socket\":{\"type\":\"unix\",\"path\":\"/run/v \\\"x\\\"/vfa2/passthrough.sock\"}}");
+	assert_int_equal(launch_slot_device_json(LAUNCH_VFIO_USER, &d, 2, true, true, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "{\"driver\":\"vfio-user-pci\",\"id\":\"vfa2-dma\",\"bus\":\"vfa-port2\",\"addr\":\"0.0\","
+				 "\"multifunction\":true,\"socket\":{\"type\":\"unix\",\"path\":\"/run/v/vfa2/companion.sock\"},"
+				 "\"x-no-posted-writes\":true}");
+	/* Without a companion the function is function 0. */
+	assert_int_equal(launch_slot_device_json(LAUNCH_VFIO_USER, &d, 2, false, false, buf, sizeof(buf)), 0);
+	assert_non_null(strstr(buf, "\"addr\":\"0.0\""));
+	/* In-process: the host string is a JSON string, never options. */
+	assert_int_equal(launch_slot_device_json(LAUNCH_IN_PROCESS, &d, 1, true, false, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "{\"driver\":\"vfio-apple-pci\",\"id\":\"vfa2\",\"bus\":\"vfa-port1\",\"addr\":\"0.1\","
+				 "\"host\":\"sim:nvme,size=64M\",\"companion\":false}");
+	assert_int_equal(launch_slot_device_json(LAUNCH_IN_PROCESS, &d, 1, true, true, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "{\"driver\":\"apple-dma-pci\",\"id\":\"vfa2-dma\",\"bus\":\"vfa-port1\",\"addr\":\"0.0\","
+				 "\"multifunction\":true}");
+	assert_int_equal(launch_slot_device_json(LAUNCH_VFIO_USER, &d, 2, true, true, buf, 40), -E2BIG);
+	d.passthrough = NULL;
+	assert_int_equal(launch_slot_device_json(LAUNCH_VFIO_USER, &d, 2, true, false, buf, sizeof(buf)), -EINVAL);
+}
+
 static void test_help_detection(void **state)
 {
 	(void)state;
@@ -540,6 +578,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_clock),
 		cmocka_unit_test(test_inprocess_device),
+		cmocka_unit_test(test_slot_devices),
 		cmocka_unit_test(test_help_detection),
 		cmocka_unit_test(test_inprocess_argv),
 		cmocka_unit_test(test_find_inprocess),
