@@ -211,7 +211,7 @@ static void process_sq(struct sim_nvme *n, uint16_t sqid)
 			break;
 		}
 		if (n->vanish_armed && n->vanish_budget-- == 0) {
-			vanish(n, NULL); /* pulled in the middle of the batch */
+			vanish(n, n->vanish_reason[0] ? n->vanish_reason : NULL); /* pulled in the middle of the batch */
 			break;
 		}
 		n->kick_commands--;
@@ -814,7 +814,7 @@ int sim_nvme_vanish_after(struct host_device *hd, uint64_t commands, const char 
 
 	if (!sim_nvme_is(hd))
 		return -EINVAL;
-	(void)reason; /* the reason of a batch cut short is always the same */
+	snprintf(n->vanish_reason, sizeof(n->vanish_reason), "%s", reason ? reason : "");
 	n->vanish_armed = true;
 	n->vanish_budget = commands;
 	return 0;

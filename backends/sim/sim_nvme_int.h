@@ -193,6 +193,7 @@ struct sim_nvme {
 	/* sim_nvme_vanish_after(): run this many more commands, then vanish. */
 	bool vanish_armed;
 	uint64_t vanish_budget;
+	char vanish_reason[96]; /* "": the default reason */
 
 	/* Config space: values and per-byte writable masks. */
 	uint8_t config[SIM_NVME_CONFIG_SIZE];
