@@ -967,12 +967,22 @@ int vm_run(struct launch *l, const char *const specs[], size_t n, int qemu_argc,
 			for (unsigned s = 0; s < l->slots; s++) {
 				struct vm_dev *d = &vm.dev[s];
 
-				if (d->state == VM_DEV_ATTACHED && qmp_device_present(&vm, d->id) == 0) {
+				int present;
+
+				if (d->state != VM_DEV_ATTACHED)
+					continue;
+				present = qmp_device_present(&vm, d->id);
+				if (present == 0) {
 					d->present = false;
 					snprintf(d->removal, sizeof(d->removal), "the device reported it gone");
 					say("%s (%s) was removed from the host; unplugging slot %u from the VM", d->id,
 					    d->spec, s);
 					unplug_start(&vm, d, false);
+				} else if (present < 0 && qmp_device_exists(&vm, d->id) == 0) {
+					/* Pulled, and unplugged by the device itself, between two looks. */
+					say("%s (%s) was removed from the host and has left the VM; slot %u is free", d->id,
+					    d->spec, s);
+					dev_free(d);
 				}
 			}
 		}
