@@ -12,7 +12,7 @@
 #   strict   dart=apple, strict=1: sub-granule buffers bounce, granule
 #            buffers are unmapped after use; verified I/O.
 #   iommu    (x86) a vIOMMU in the VM: apple_dma refuses to bind, loudly.
-#   hotplug  (x86) a second slot (companion at function 0, nvme at 1, its
+#   hotplug  a second slot (companion at function 0, nvme at 1, its
 #            own broker) hot-added through QMP, used next to the first,
 #            unplugged, re-added, then pulled mid-I/O (sim-vanish) and
 #            unplugged: tests/hotplug.sh says how.
@@ -304,10 +304,6 @@ hp_driver() {
 }
 
 run_hotplug() {
-	if [ "$arch" = arm64 ]; then
-		echo "hotplug: SKIPPED (written for q35's PCIe root ports)"
-		return
-	fi
 	say "=== hotplug on $tag: a second slot added, used, unplugged, re-added and pulled ==="
 	initrd_for hotplug
 	start_broker hotplug "sim:nvme,size=256M,dart=apple"
