@@ -95,7 +95,8 @@ static int request_run(const char *what, int argc, char **argv)
 		cli_error("%s: argument too long or not one line", what);
 		return 2;
 	}
-	if (strcmp(what, "attach") == 0 && !strchr(argv[optind], ':') && strncmp(argv[optind], "vfa", 3) != 0 &&
+	/* A device string (not an id, vfaN) is checked before asking run. */
+	if (strcmp(what, "attach") == 0 && (strncmp(argv[optind], "vfa", 3) != 0 || strchr(argv[optind], ':')) &&
 	    device_spec_check(argv[optind], err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return 2;

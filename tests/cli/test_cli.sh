@@ -233,6 +233,13 @@ if [ "\$1" = --version ]; then echo "QEMU emulator version 11.1.3 (Debian 1:11.1
 printf '%s\n' "\$@" >"$T/qemu.args"
 echo \$\$ >"$T/qemu.pid"
 "$VFA" status --json -s "$T/s4" >"$T/qemu.status" 2>&1
+if [ -n "\${FAKE_REQUESTS:-}" ]; then
+	# run.sock while the VM runs: refusals, each one line (this QEMU has no QMP).
+	"$VFA" detach -s "$T/s4" vfa9 >"$T/req.detach" 2>&1; echo "rc=\$?" >>"$T/req.detach"
+	"$VFA" attach -s "$T/s4" sim:nvme,size=16M >"$T/req.attach" 2>&1; echo "rc=\$?" >>"$T/req.attach"
+	"$VFA" attach -s "$T/s4" vfa0 >"$T/req.again" 2>&1; echo "rc=\$?" >>"$T/req.again"
+	"$VFA" status --json -s "$T/s4" >"$T/req.status" 2>&1
+fi
 [ -n "\${FAKE_SLEEP:-}" ] && sleep "\$FAKE_SLEEP"
 exit \${FAKE_RC:-0}
 EOF
@@ -259,6 +266,26 @@ broker_pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$T/qemu.status")
 	bad "broker $broker_pid still running"
 [ ! -e "$T/s4/vfa0/control.sock" ] && [ ! -e "$T/s4/run.sock" ] && ok "broker and run removed their sockets" ||
 	bad "sockets left in $T/s4"
+
+# attach/detach/status through run.sock while the fake QEMU runs.
+OUT=$(FAKE_REQUESTS=1 PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$T/s4" -- -nographic 2>&1)
+rc=$?
+[ $rc = 0 ] && ok "run with requests exits with QEMU's 0" || bad "run with requests: exit $rc: $OUT"
+grep -q "no device vfa9 in this VM" "$T/req.detach" && grep -q "rc=1" "$T/req.detach" &&
+	ok "detach of an unknown id refused" || bad "detach vfa9: $(cat "$T/req.detach")"
+grep -q "QEMU refused the device" "$T/req.attach" && grep -q "rc=1" "$T/req.attach" &&
+	ok "attach refused when QEMU cannot take it (no QMP)" || bad "attach: $(cat "$T/req.attach")"
+grep -q "vfa0 is attached, not removed" "$T/req.again" && grep -q "rc=1" "$T/req.again" &&
+	ok "attach of an attached id refused" || bad "attach vfa0: $(cat "$T/req.again")"
+grep -q '"id":"vfa0"' "$T/req.status" && ! grep -q '"id":"vfa1"' "$T/req.status" &&
+	ok "a refused attach left no device behind (its broker stopped)" || bad "status after refusals: $(cat "$T/req.status")"
+! pgrep -f "serve .*$T/s4/vfa1" >/dev/null && ok "no broker left for the refused attach" || bad "vfa1's broker still runs"
+run_cli "attach without a run" 1 "no \`vfio-apple run\` is running with sockets in $T/none" attach -s "$T/none" sim:nvme
+one_line "attach without a run"
+run_cli "detach without an id" 2 "detach takes one device ID" detach -s "$T/none"
+run_cli "attach a bad device string" 2 "unknown simulated device 'disk'" attach -s "$T/none" sim:disk
+run_cli "sim without a verb" 2 "sim needs vanish or replug" sim -s "$T/none"
+run_cli "sim vanish without a run" 1 "no \`vfio-apple run\` is running" sim vanish -s "$T/none" vfa0
 
 OUT=$(FAKE_RC=3 PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$T/s4" -- -nographic 2>&1)
 rc=$?
