@@ -53,7 +53,7 @@ stage hotplug timeout 1500 make -s check-hotplug
 # The guest module: kernel style, and its own scenarios (cache, rebind,
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh
-stage guest-x86 timeout 900 ./guest/linux/test-guest.sh -k 6_1 apple rebind pressure strict iommu
+stage guest-x86 timeout 1200 ./guest/linux/test-guest.sh -k 6_1 apple rebind pressure strict iommu hotplug
 stage guest-arm64 timeout 900 ./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure strict
 # The README's first command, exactly as a user runs it.
 stage demo timeout 600 make -s demo
