@@ -17,7 +17,7 @@
 #endif
 
 #define SIM_USAGE "sim:nvme[,size=64M|1G|BYTES][,dart=apple|identity][,backing=PATH][,seed=N]" \
-	"[,max_bytes=BYTES][,max_mappings=N]"
+	"[,max_bytes=BYTES][,max_mappings=N][,msi=on|off]"
 
 /* "64M", "1G", "4096", "512K": bytes, or false. */
 static bool parse_size(const char *s, uint64_t *out)
@@ -85,6 +85,12 @@ static struct host_device *open_sim(const char *spec, const char *opts,
 				snprintf(err, errlen, "device \"%s\": dart=%s: use dart=apple or dart=identity", spec, val);
 				goto out;
 			}
+		} else if (!strcmp(tok, "msi")) {
+			if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+				snprintf(err, errlen, "device \"%s\": msi=%s: use msi=on or msi=off", spec, val);
+				goto out;
+			}
+			cfg.no_msi = !strcmp(val, "off");
 		} else if (!strcmp(tok, "backing")) {
 			cfg.backing = val;
 		} else if (!strcmp(tok, "seed")) {

@@ -30,6 +30,7 @@ static void usage(FILE *out)
 	      "\n"
 	      "  -d, --device SPEC             the host device (default sim:nvme):\n"
 	      "                                  sim:nvme[,size=256M][,dart=apple|identity][,backing=FILE]\n"
+	      "                                    [,seed=N][,max_bytes=B][,max_mappings=N][,msi=on|off]\n"
 	      "                                  sim-dext:nvme[,...]   (Mac backend over the dext model)\n"
 	      "                                  BB:DD.F[@HOSTROOT]    (macOS: a function bound to the dext;\n"
 	      "                                                        `vfio-apple list` shows them)\n"

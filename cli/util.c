@@ -202,9 +202,19 @@ int device_spec_check(const char *spec, char *err, size_t errlen)
 				return fail(err, errlen, -EINVAL,
 					    "bad dart mode '%.*s' in device '%s': use dart=apple or dart=identity",
 					    (int)value_len, value, spec);
-		} else if (!(name_len == 7 && strncmp(name, "backing", 7) == 0)) {
+		} else if (name_len == 3 && strncmp(name, "msi", 3) == 0) {
+			if (!((value_len == 2 && strncmp(value, "on", 2) == 0) ||
+			      (value_len == 3 && strncmp(value, "off", 3) == 0)))
+				return fail(err, errlen, -EINVAL, "bad msi '%.*s' in device '%s': use msi=on or msi=off",
+					    (int)value_len, value, spec);
+		} else if (!(name_len == 7 && strncmp(name, "backing", 7) == 0) &&
+			   !(name_len == 4 && strncmp(name, "seed", 4) == 0) &&
+			   !(name_len == 9 && strncmp(name, "max_bytes", 9) == 0) &&
+			   !(name_len == 12 && strncmp(name, "max_mappings", 12) == 0)) {
+			/* (the backend checks the values of these when it opens the device) */
 			return fail(err, errlen, -EINVAL,
-				    "unknown option '%.*s' in device '%s': the options are size=, dart=, backing=",
+				    "unknown option '%.*s' in device '%s': the options are size=, dart=, backing=, "
+				    "seed=, max_bytes=, max_mappings=, msi=",
 				    (int)name_len, name, spec);
 		}
 		opt = name + len;

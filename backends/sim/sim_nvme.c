@@ -728,6 +728,7 @@ struct host_device *sim_nvme_open(const struct sim_nvme_config *cfg, char *err, 
 	}
 	n->hd.ops = &sim_nvme_ops;
 	n->dart_cfg = cfg->dart;
+	n->no_msi = cfg->no_msi;
 	n->store_fd = -1;
 	n->wakeup_fds[0] = n->wakeup_fds[1] = -1;
 	int notifier_rc = vfa_notifier_open(n->wakeup_fds);

@@ -60,6 +60,7 @@ struct sim_nvme_config {
 	uint64_t size;          /* bytes, a multiple of 512; 0: the backing file's size or 64 MiB */
 	const char *backing;    /* file path; NULL: anonymous memory */
 	struct sim_dart_config dart;
+	bool no_msi;            /* MSI-X alone, as some devices are (default: MSI-X and MSI) */
 };
 
 /* NULL with a one-line reason in err on failure. */

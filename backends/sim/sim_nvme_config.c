@@ -51,7 +51,7 @@ void sim_nvme_config_power_on(struct sim_nvme *n)
 	config_set(n, CAP_MSIX + 8, 4, SIM_NVME_MSIX_PBA_OFFSET | 4, 0);
 
 	/* PCI Express v2 endpoint, FLR capable, x4 8 GT/s. */
-	config_set(n, CAP_PCIE + 0x00, 2, 0x10 | CAP_MSI << 8, 0);
+	config_set(n, CAP_PCIE + 0x00, 2, 0x10 | (n->no_msi ? 0 : CAP_MSI << 8), 0);
 	config_set(n, CAP_PCIE + 0x02, 2, 0x0002, 0);
 	config_set(n, CAP_PCIE + 0x04, 4, 0x10000001, 0);  /* DEVCAP: MPS 256, FLR */
 	config_set(n, CAP_PCIE + 0x08, 2, 0x2810, 0x7fff); /* DEVCTL (bit 15: FLR) */
@@ -67,7 +67,7 @@ void sim_nvme_config_power_on(struct sim_nvme *n)
 	 * masking, Multiple Message Capable for the largest power of two of
 	 * vectors (the host's interrupts are the same vectors either way).
 	 */
-	{
+	if (!n->no_msi) {
 		unsigned mmc = 0;
 
 		while ((2u << mmc) <= SIM_NVME_VECTORS && mmc < 5)

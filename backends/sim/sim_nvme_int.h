@@ -189,6 +189,7 @@ struct sim_nvme {
 	struct host_device hd;
 	struct sim_dart *dart;
 	struct sim_dart_config dart_cfg; /* kept for a replug's fresh DART */
+	bool no_msi;                     /* sim_nvme_config.no_msi */
 	bool claimed;
 	/* sim_nvme_vanish_after(): run this many more commands, then vanish. */
 	bool vanish_armed;

@@ -240,6 +240,10 @@ if [ -n "\${FAKE_REQUESTS:-}" ]; then
 	"$VFA" attach -s "$T/s4" vfa0 >"$T/req.again" 2>&1; echo "rc=\$?" >>"$T/req.again"
 	"$VFA" status --json -s "$T/s4" >"$T/req.status" 2>&1
 fi
+if [ -n "\${FAKE_MSIX:-}" ]; then
+	# A function with MSI-X alone: QEMU 11.1 would abort on its unplug.
+	"$VFA" detach -s "$T/s4" vfa0 >"$T/req.msix" 2>&1; echo "rc=\$?" >>"$T/req.msix"
+fi
 [ -n "\${FAKE_SLEEP:-}" ] && sleep "\$FAKE_SLEEP"
 exit \${FAKE_RC:-0}
 EOF
@@ -280,6 +284,9 @@ grep -q "vfa0 is attached, not removed" "$T/req.again" && grep -q "rc=1" "$T/req
 grep -q '"id":"vfa0"' "$T/req.status" && ! grep -q '"id":"vfa1"' "$T/req.status" &&
 	ok "a refused attach left no device behind (its broker stopped)" || bad "status after refusals: $(cat "$T/req.status")"
 ! pgrep -f "serve .*$T/s4/vfa1" >/dev/null && ok "no broker left for the refused attach" || bad "vfa1's broker still runs"
+OUT=$(FAKE_MSIX=1 PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$T/s4" -d sim:nvme,size=16M,msi=off -- -nographic 2>&1)
+grep -q "vfa0 offers the guest MSI-X only, and QEMU 11.1's vfio-user-pci aborts" "$T/req.msix" && grep -q "rc=1" "$T/req.msix" &&
+	ok "detach refused for an MSI-X-only function on QEMU 11.1" || bad "detach of MSI-X only: $(cat "$T/req.msix")"
 run_cli "attach without a run" 1 "no \`vfio-apple run\` is running with sockets in $T/none" attach -s "$T/none" sim:nvme
 one_line "attach without a run"
 run_cli "detach without an id" 2 "detach takes one device ID" detach -s "$T/none"

@@ -53,6 +53,41 @@ static void test_options(void **state)
 	hd->ops->destroy(hd);
 }
 
+/* The capability IDs in the function's list, as a bit set. */
+static unsigned cap_ids(struct host_device *hd)
+{
+	uint32_t ptr = 0, hdr = 0;
+	unsigned ids = 0;
+
+	assert_int_equal(hd->ops->claim(hd), 0);
+	assert_int_equal(hd->ops->config_read(hd, 0x34, 1, &ptr), 0);
+	for (int n = 0; ptr && n < 16; n++, ptr = (hdr >> 8) & 0xfc) {
+		assert_int_equal(hd->ops->config_read(hd, ptr, 4, &hdr), 0);
+		ids |= 1u << (hdr & 0x1f);
+	}
+	return ids;
+}
+
+/* msi=off: MSI-X alone (a device QEMU <= 11.1 cannot unplug over vfio-user). */
+static void test_msi_option(void **state)
+{
+	char err[256] = "";
+	struct host_device *hd = host_device_open("sim:nvme,size=1M", err, sizeof(err));
+
+	(void)state;
+	assert_non_null(hd);
+	assert_int_equal(cap_ids(hd), 1u << 0x01 | 1u << 0x05 | 1u << 0x10 | 1u << 0x11);
+	hd->ops->destroy(hd);
+	hd = host_device_open("sim:nvme,size=1M,msi=off", err, sizeof(err));
+	assert_non_null(hd);
+	assert_int_equal(cap_ids(hd), 1u << 0x01 | 1u << 0x10 | 1u << 0x11);
+	hd->ops->destroy(hd);
+	hd = host_device_open("sim:nvme,size=1M,msi=on", err, sizeof(err));
+	assert_non_null(hd);
+	assert_int_equal(cap_ids(hd) & 1u << 0x05, 1u << 0x05);
+	hd->ops->destroy(hd);
+}
+
 static void expect_refused(const char *spec, const char *needle)
 {
 	char err[256] = "";
@@ -71,6 +106,7 @@ static void test_refusals(void **state)
 	expect_refused("sim:nvme,size=abc", "not a size");
 	expect_refused("sim:nvme,size=3", "multiple of 512");
 	expect_refused("sim:nvme,dart=off", "dart=apple or dart=identity");
+	expect_refused("sim:nvme,msi=maybe", "msi=on or msi=off");
 	expect_refused("sim:nvme,colour=blue", "unknown option \"colour\"");
 	expect_refused("sim:nvme,size", "needs a value");
 	expect_refused("sim:nvme,backing=/nonexistent-dir/x.img", "cannot open backing file");
@@ -82,6 +118,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_default_sim),
 		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_msi_option),
 		cmocka_unit_test(test_refusals),
 	};
 
