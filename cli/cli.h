@@ -31,6 +31,8 @@ int cmd_sim(int argc, char **argv);
 
 /* Print "vfio-apple: <message>" on stderr, one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same for progress a person at the terminal follows (vfio-apple run). */
+void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * Option parsing shared by the subcommands.  cli_usage_exit ends each

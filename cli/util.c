@@ -13,15 +13,29 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+static void vsay(const char *fmt, va_list ap)
+{
+	fputs("vfio-apple: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void cli_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("vfio-apple: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+}
+
+void cli_note(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
 }
 
 int cli_usage_exit(int opt, void (*usage)(FILE *out))

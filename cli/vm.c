@@ -28,20 +28,6 @@
 #define VM_POLL_MS 250
 #define VM_QMP_TIMEOUT_MS 5000
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Progress for the person at the terminal, one line each. */
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("vfio-apple: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 static const char *state_name(enum vm_dev_state s)
 {
 	switch (s) {
@@ -204,8 +190,8 @@ static void watch_open(struct vm_dev *d)
 	int fd = unix_connect(d->sockets.control);
 
 	if (fd < 0) {
-		say("%s: cannot watch its broker (%s): a pulled device will not be unplugged from the VM", d->id,
-		    strerror(-fd));
+		cli_note("%s: cannot watch its broker (%s): a pulled device will not be unplugged from the VM", d->id,
+			 strerror(-fd));
 		return;
 	}
 	if (send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(request) - 1)) {
@@ -242,21 +228,21 @@ static void watch_event(struct vm *vm, struct vm_dev *d, const char *line)
 			char why[CLI_ERR_LEN];
 
 			if (!unplug_safe(vm, d, why, sizeof(why))) {
-				say("%s (%s) was removed from the host: %s; %s (the guest's driver sees a missing "
-				    "device and gives it up)",
-				    d->id, d->spec, d->removal, why);
+				cli_note("%s (%s) was removed from the host: %s; %s (the guest's driver sees a missing "
+					 "device and gives it up)",
+					 d->id, d->spec, d->removal, why);
 				d->state = VM_DEV_REMOVED;
 				d->stuck = true;
 			} else {
-				say("%s (%s) was removed from the host: %s; unplugging slot %u from the VM", d->id,
-				    d->spec, d->removal, dev_slot(vm, d));
+				cli_note("%s (%s) was removed from the host: %s; unplugging slot %u from the VM", d->id,
+					 d->spec, d->removal, dev_slot(vm, d));
 				unplug_start(vm, d, false);
 			}
 		}
 	} else if (strcmp(what, "present") == 0) {
 		if (!d->present && d->state == VM_DEV_REMOVED)
-			say("%s (%s) is back on the host: `vfio-apple attach %s` plugs it into the VM again", d->id,
-			    d->spec, d->id);
+			cli_note("%s (%s) is back on the host: `vfio-apple attach %s` plugs it into the VM again", d->id,
+				 d->spec, d->id);
 		d->present = true;
 		d->removal[0] = '\0';
 	}
@@ -406,8 +392,8 @@ static void dev_stop_broker(struct vm_dev *d)
 	if (d->broker.pid && !d->broker.exited) {
 		proc_stop(&d->broker, SIGTERM, 10000);
 		if (proc_exit_code(d->broker.status) != 0)
-			say("%s: its broker exited with code %d while stopping (see its messages above)", d->id,
-			    proc_exit_code(d->broker.status));
+			cli_note("%s: its broker exited with code %d while stopping (see its messages above)", d->id,
+				 proc_exit_code(d->broker.status));
 	}
 }
 
@@ -497,7 +483,7 @@ static void unplug_start(struct vm *vm, struct vm_dev *d, bool detaching)
 	/* In-process, a pulled device asks QEMU itself; a second request only
 	 * says one is pending. */
 	if (qmp_device_del(vm, head, err, sizeof(err)) < 0 && detaching)
-		say("%s: device_del %s: %s", d->id, head, err);
+		cli_note("%s: device_del %s: %s", d->id, head, err);
 }
 
 /* An unplug in flight: done once QEMU has neither function of the slot. */
@@ -540,8 +526,8 @@ static void unplug_check(struct vm *vm, struct vm_dev *d)
 			json_object_put(st);
 			dev_stop_broker(d);
 		}
-		say("%s (%s) %s; slot %u is free", d->id, d->spec,
-		    d->detaching ? "detached" : "was unplugged from the VM after its removal", dev_slot(vm, d));
+		cli_note("%s (%s) %s; slot %u is free", d->id, d->spec,
+			 d->detaching ? "detached" : "was unplugged from the VM after its removal", dev_slot(vm, d));
 		if (waiter >= 0)
 			reply(waiter, done);
 		else
@@ -550,9 +536,9 @@ static void unplug_check(struct vm *vm, struct vm_dev *d)
 		return;
 	}
 	d->state = VM_DEV_REMOVED;
-	say("%s is out of the VM; its broker waits for the device: `vfio-apple attach %s` once it is back, or "
-	    "`vfio-apple detach %s` to let it go",
-	    d->id, d->id, d->id);
+	cli_note("%s is out of the VM; its broker waits for the device: `vfio-apple attach %s` once it is back, or "
+		 "`vfio-apple detach %s` to let it go",
+		 d->id, d->id, d->id);
 }
 
 /* ---- the guest's bus numbers ---------------------------------------------- */
@@ -599,8 +585,8 @@ static void refresh_buses(struct vm *vm)
 				snprintf(request, sizeof(request), "guest-addr %s\n", addr);
 				ok = control_request(vm->dev[slot].sockets.control, request, 2000, err, sizeof(err));
 				if (!ok || !json_object_get_boolean(json_object_object_get(ok, "ok")))
-					say("%s: cannot give its broker the guest's address %s: %s", vm->dev[slot].id, addr,
-					    ok ? json_object_to_json_string(ok) : err);
+					cli_note("%s: cannot give its broker the guest's address %s: %s", vm->dev[slot].id, addr,
+						 ok ? json_object_to_json_string(ok) : err);
 				json_object_put(ok);
 			}
 		}
@@ -683,7 +669,7 @@ static struct json_object *do_attach(struct vm *vm, const char *arg)
 	}
 	d->state = VM_DEV_ATTACHED;
 	guest_name(vm, dev_slot(vm, d), false, err, sizeof(err));
-	say("%s (%s) attached in slot %u: guest function %s", d->id, d->spec, dev_slot(vm, d), err);
+	cli_note("%s (%s) attached in slot %u: guest function %s", d->id, d->spec, dev_slot(vm, d), err);
 	return ok_reply(vm, d);
 }
 
@@ -701,7 +687,7 @@ static struct json_object *do_detach(struct vm *vm, const char *id, int fd)
 
 		if (!unplug_safe(vm, d, why, sizeof(why)))
 			return error_reply("cannot detach: %s", why);
-		say("%s (%s): detaching, the guest is asked to let go of slot %u", d->id, d->spec, dev_slot(vm, d));
+		cli_note("%s (%s): detaching, the guest is asked to let go of slot %u", d->id, d->spec, dev_slot(vm, d));
 		unplug_start(vm, d, true);
 		d->waiter_fd = fd;
 		return NULL;
@@ -713,7 +699,7 @@ static struct json_object *do_detach(struct vm *vm, const char *id, int fd)
 					   d->id);
 		obj = ok_reply(vm, d);
 		dev_stop_broker(d);
-		say("%s (%s) let go; slot %u is free", d->id, d->spec, dev_slot(vm, d));
+		cli_note("%s (%s) let go; slot %u is free", d->id, d->spec, dev_slot(vm, d));
 		dev_free(d);
 		return obj;
 	default:
@@ -754,7 +740,7 @@ static void serve_request(struct vm *vm)
 		return;
 	fcntl(fd, F_SETFD, FD_CLOEXEC);
 	if (!vfa_socket_peer_allowed(fd, &uid, &pid)) {
-		say("refused a connection to %s from uid %d", vm->run_socket, (int)uid);
+		cli_note("refused a connection to %s from uid %d", vm->run_socket, (int)uid);
 		close(fd);
 		return;
 	}
@@ -865,8 +851,8 @@ static bool brokers_reaped(struct vm *vm)
 		if (d->state == VM_DEV_FREE || !d->broker.pid || !d->broker.exited)
 			continue;
 		if (d->state == VM_DEV_REMOVED) {
-			say("%s: its broker exited (code %d) while the device was out of the VM; slot %u is free", d->id,
-			    proc_exit_code(d->broker.status), s);
+			cli_note("%s: its broker exited (code %d) while the device was out of the VM; slot %u is free", d->id,
+				 proc_exit_code(d->broker.status), s);
 			watch_close(d);
 			dev_free(d);
 			continue;
@@ -906,15 +892,15 @@ int vm_run(struct launch *l, const char *const specs[], size_t n, int qemu_argc,
 		return 2;
 	}
 	if (l->mode == LAUNCH_IN_PROCESS)
-		say("in-process QEMU %u.%u.%u (%s); counters: vfio-apple status -s %s", l->qemu_bin.major,
-		    l->qemu_bin.minor, l->qemu_bin.micro, l->qemu_bin.path, l->sockets.dir);
+		cli_note("in-process QEMU %u.%u.%u (%s); counters: vfio-apple status -s %s", l->qemu_bin.major,
+			 l->qemu_bin.minor, l->qemu_bin.micro, l->qemu_bin.path, l->sockets.dir);
 	for (size_t i = 0; i < n; i++) {
 		char fn[32];
 
 		guest_name(&vm, (unsigned)i, false, fn, sizeof(fn));
-		say("%s (%s) in slot %zu: guest function %s", vm.dev[i].id, vm.dev[i].spec, i, fn);
+		cli_note("%s (%s) in slot %zu: guest function %s", vm.dev[i].id, vm.dev[i].spec, i, fn);
 	}
-	say("%u slot(s); attach and detach with `vfio-apple attach|detach -s %s`", l->slots, l->sockets.dir);
+	cli_note("%u slot(s); attach and detach with `vfio-apple attach|detach -s %s`", l->slots, l->sockets.dir);
 	l->qemu.name = "qemu";
 	ret = proc_spawn(&l->qemu, args.v, NULL);
 	launch_argv_free(&args);
@@ -975,13 +961,13 @@ int vm_run(struct launch *l, const char *const specs[], size_t n, int qemu_argc,
 				if (present == 0) {
 					d->present = false;
 					snprintf(d->removal, sizeof(d->removal), "the device reported it gone");
-					say("%s (%s) was removed from the host; unplugging slot %u from the VM", d->id,
-					    d->spec, s);
+					cli_note("%s (%s) was removed from the host; unplugging slot %u from the VM", d->id,
+						 d->spec, s);
 					unplug_start(&vm, d, false);
 				} else if (present < 0 && qmp_device_exists(&vm, d->id) == 0) {
 					/* Pulled, and unplugged by the device itself, between two looks. */
-					say("%s (%s) was removed from the host and has left the VM; slot %u is free", d->id,
-					    d->spec, s);
+					cli_note("%s (%s) was removed from the host and has left the VM; slot %u is free", d->id,
+						 d->spec, s);
 					dev_free(d);
 				}
 			}

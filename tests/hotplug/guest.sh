@@ -1,4 +1,5 @@
-# Guest side of tests/hotplug/run.sh (prepended by tests/e2e/guest/common.sh).
+# Guest side of tests/hotplug/run.sh (tests/e2e/guest/common.sh is prepended:
+# disk_of, wait_disk, wait_gone, driver_of).
 # Each "VFA-RESULT phase=want-X" line asks the host to act (attach, detach,
 # pull, replug); the guest then waits, bounded, for what that act must show.
 #
@@ -24,35 +25,6 @@ else
 fi
 VFA_PARAMS_nvme_core="admin_timeout=15 io_timeout=15" modload nvme
 
-# The namespace's block device of the NVMe at PCI address $1 (the path
-# device nvmeXcYn1 under multipath names its head nvmeXn1).
-disk_of() {
-	for p in /sys/bus/pci/devices/"$1"/nvme/nvme*/nvme*n1; do
-		[ -e "$p" ] || continue
-		d=$(basename "$p" | sed 's/c[0-9]*n/n/')
-		[ -b "/dev/$d" ] && echo "/dev/$d" && return 0
-	done
-	return 1
-}
-# wait_disk ADDR SECONDS: print the disk once it is there.
-wait_disk() {
-	n=0
-	while ! disk_of "$1" >/dev/null; do
-		[ "$n" -ge $(($2 * 10)) ] && return 1
-		sleep 0.1
-		n=$((n + 1))
-	done
-	disk_of "$1"
-}
-# wait_gone PATH SECONDS: true once PATH is gone.
-wait_gone() {
-	n=0
-	while [ -e "$1" ]; do
-		[ "$n" -ge $(($2 * 10)) ] && return 1
-		sleep 0.1
-		n=$((n + 1))
-	done
-}
 # fio_verify NAME DISK SIZE: random writes of 4-128 KiB, all read back with
 # crc32c; one result line.
 fio_verify() {

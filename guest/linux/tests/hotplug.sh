@@ -9,14 +9,8 @@
 # function order).
 list_pci
 
-# The companion of a slot, its stats, the disk of a managed function.
+# The companion of a slot's stats (disk_of, wait_disk, wait_gone: common.sh).
 stat_of() { sed -n "s/^$2 //p" "/sys/kernel/debug/apple_dma/$1/stats" 2>/dev/null; }
-disk_of() {
-	for b in /sys/bus/pci/devices/"$1"/nvme/nvme*/nvme*n1; do
-		[ -e "$b" ] && echo "/dev/${b##*/}" && return 0
-	done
-	return 1
-}
 # run_fio_on DISK NAME ARGS...: run_fio on another disk.
 run_fio_on() {
 	disk=$1 name=$2
@@ -36,24 +30,6 @@ run_fio_on() {
 unplug_slot() {
 	echo 1 >"/sys/bus/pci/devices/$F/remove"
 	echo 1 >"/sys/bus/pci/devices/$C/remove"
-}
-wait_gone() {
-	n=0
-	while [ -e "$1" ]; do
-		[ "$n" -ge $(($2 * 10)) ] && return 1
-		sleep 0.1
-		n=$((n + 1))
-	done
-}
-# wait_disk BDF SECONDS: the disk of BDF on stdout once it exists.
-wait_disk() {
-	n=0
-	while ! disk_of "$1" >/dev/null || [ ! -e "$(disk_of "$1")" ]; do
-		[ "$n" -ge $(($2 * 10)) ] && return 1
-		sleep 0.1
-		n=$((n + 1))
-	done
-	disk_of "$1"
 }
 
 modload apple_dma || { result apple_dma=load_failed; exit 1; }

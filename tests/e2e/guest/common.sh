@@ -19,6 +19,38 @@ wait_for() {
 	done
 }
 
+# wait_gone PATH SECONDS: true once PATH is gone.
+wait_gone() {
+	n=0
+	while [ -e "$1" ]; do
+		[ "$n" -ge $(($2 * 10)) ] && return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+}
+
+# The namespace's block device of the NVMe at PCI address $1 (under
+# multipath the path device nvmeXcYn1 names its head nvmeXn1).
+disk_of() {
+	for p in /sys/bus/pci/devices/"$1"/nvme/nvme*/nvme*n1; do
+		[ -e "$p" ] || continue
+		d=$(basename "$p" | sed 's/c[0-9]*n/n/')
+		[ -b "/dev/$d" ] && echo "/dev/$d" && return 0
+	done
+	return 1
+}
+
+# wait_disk ADDR SECONDS: the disk of ADDR on stdout once it is there.
+wait_disk() {
+	n=0
+	while ! disk_of "$1" >/dev/null; do
+		[ "$n" -ge $(($2 * 10)) ] && return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+	disk_of "$1"
+}
+
 # Interrupts taken by the nvme driver's vectors, summed over CPUs.
 nvme_irqs() {
 	awk '/nvme/ { for (i = 2; i <= NF; i++) { if ($i !~ /^[0-9]+$/) break; s += $i } } END { print s + 0 }' /proc/interrupts
