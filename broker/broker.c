@@ -85,6 +85,7 @@ struct broker {
 	/* DOORBELL writes the companion's VMM posted (no reply awaited); warned once per VMM. */
 	uint64_t posted_doorbells;
 	bool posted_doorbell_warned;
+	unsigned posted_delay_ms; /* VFA_TEST_POSTED_DOORBELL_DELAY_MS (tests only) */
 	/* Identity mode: the passthrough client's RAM registered with the host (va unused). */
 	struct guest_mem *identity_regs;
 	uint64_t identity_register_failures;
@@ -362,6 +363,16 @@ static int comp_region_read(void *opaque, unsigned index, uint64_t offset, void 
 static void comp_posted_doorbell(struct broker *b)
 {
 	b->posted_doorbells++;
+	/* Tests only (tests/e2e refguest): lose the race a posted doorbell
+	 * runs against the guest every time, not only when the scheduler
+	 * says so; never set outside tests, since it stalls the loop. */
+	if (b->posted_delay_ms) {
+		struct timespec ts = { .tv_sec = b->posted_delay_ms / 1000,
+				       .tv_nsec = (long)(b->posted_delay_ms % 1000) * 1000000L };
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
 	if (b->posted_doorbell_warned)
 		return;
 	b->posted_doorbell_warned = true;
@@ -891,6 +902,15 @@ int broker_run(const struct broker_config *cfg)
 	/* Guest RAM a VMM truncates fails the access, not the broker (common/memguard.h). */
 	vfa_memguard_install();
 
+	{
+		const char *delay = getenv("VFA_TEST_POSTED_DOORBELL_DELAY_MS");
+
+		if (delay && *delay) {
+			b.posted_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 1000;
+			log_warn("VFA_TEST_POSTED_DOORBELL_DELAY_MS=%u: posted doorbells wait that long (a test hook)",
+				 b.posted_delay_ms);
+		}
+	}
 	rc = setup(&b, err, sizeof(err));
 	if (rc == 0) {
 		log_info("serving %s: passthrough on %s%s%s%s%s", cfg->device_spec, cfg->passthrough_socket,
