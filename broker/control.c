@@ -292,8 +292,8 @@ static void readable(struct control *c, struct conn *k)
 	if (c->command)
 		answer_text = c->command(c->opaque, k->in);
 	if (!answer_text)
-		answer_text = strdup(c->command ? "{\"error\":\"unknown request; use status, watch, sim-vanish or "
-						  "sim-replug\"}"
+		answer_text = strdup(c->command ? "{\"error\":\"unknown request; use status, watch, sim-vanish, "
+						  "sim-replug or guest-addr BB:DD.F\"}"
 						: "{\"error\":\"unknown request; the only one is status\"}");
 	answer(k, answer_text);
 }
