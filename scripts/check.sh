@@ -50,6 +50,9 @@ stage inprocess timeout 600 make -s check-inprocess
 # sim (tests/hotplug/): x86_64 6.1, on the vfio-user path, then in-process
 # (one SKIPPED line without a QEMU that has the devices).
 stage hotplug timeout 1500 make -s check-hotplug
+# The same on the vfio-user path with the ASan+UBSan vfio-apple: run's
+# supervisor and every broker it starts.
+stage hotplug-sanitizers timeout 1200 env VFA_BIN=build-san/cli/vfio-apple ./tests/hotplug/run.sh vfio-user
 # The guest module: kernel style, and its own scenarios (cache, rebind,
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh
