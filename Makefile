@@ -54,7 +54,7 @@ check-fuzz: deps
 check-guest: build
 	./guest/linux/checkpatch.sh
 	./guest/linux/test-guest.sh -k 6_1 apple rebind pressure strict iommu hotplug
-	./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure strict
+	./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure strict noncoherent
 
 # Real QEMU 11.1 guests against the broker (needs root; see tests/e2e/).
 check-e2e: build build-san

@@ -57,7 +57,7 @@ stage hotplug-sanitizers timeout 1200 env VFA_BIN=build-san/cli/vfio-apple ./tes
 # eviction pressure) on x86 6.1 and arm64 6.12.
 stage guest-checkpatch timeout 600 ./guest/linux/checkpatch.sh
 stage guest-x86 timeout 1200 ./guest/linux/test-guest.sh -k 6_1 apple rebind pressure strict iommu hotplug
-stage guest-arm64 timeout 900 ./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure strict
+stage guest-arm64 timeout 900 ./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure strict noncoherent
 # The README's first command, exactly as a user runs it.
 stage demo timeout 600 make -s demo
 # The same demo through the macOS backend's code path: the darwin backend

@@ -7,7 +7,7 @@ set -eu
 
 PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libjson-c-dev
 clang libclang-rt-14-dev valgrind cpio debootstrap busybox-static
-kmod xz-utils zstd ca-certificates python3 groff-base util-linux"
+kmod xz-utils zstd ca-certificates python3 groff-base util-linux device-tree-compiler"
 
 missing=""
 for p in $PKGS; do

@@ -16,10 +16,12 @@
 #            own broker) hot-added through QMP, used next to the first,
 #            unplugged, re-added, then pulled mid-I/O (sim-vanish) and
 #            unplugged: tests/hotplug.sh says how.
+#   noncoherent (arm64) the PCIe host bridge's device-tree node says
+#            dma-noncoherent: apple_dma refuses the function, loudly.
 #
 # apple also runs the module's unit tests (unittest=1: a fake doorbell).
 #
-# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [iommu] [hotplug]
+# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [iommu] [hotplug] [noncoherent]
 #        6_12_ARM64 boots an arm64 guest (QEMU virt, cpu max, TCG).
 # Env:   VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
 # Reuses tests/e2e/lib.sh (broker, QEMU, console results); the last line
@@ -383,15 +385,43 @@ run_iommu() {
 	[ $e2e_fail -eq 0 ] || show_context
 }
 
+# arm64 only: the PCIe host bridge's device-tree node says dma-noncoherent
+# (QEMU's own tree, dumped with the same machine options, edited with
+# fdtput): apple_dma must refuse the function (issue 12, item 2).
+run_noncoherent() {
+	if [ "$arch" != arm64 ]; then
+		echo "noncoherent: SKIPPED (x86 PCI devices are always cache-coherent; the arm64 guest runs it)"
+		return
+	fi
+	say "=== noncoherent on $tag: a non-coherent PCIe host bridge, apple_dma must refuse ==="
+	command -v fdtput >/dev/null || die "fdtput missing (Debian package device-tree-compiler; make deps installs it)"
+	"$PROVISION/in-root.sh" --bind "$WORK" -- qemu-system-aarch64 -machine virt,memory-backend=mem,dumpdtb="$WORK/virt.dtb" \
+		-cpu max -accel tcg -m 1G -smp 1 -object memory-backend-memfd,id=mem,size=1G,share=on \
+		-nodefaults -display none >/dev/null 2>&1
+	[ -s "$WORK/virt.dtb" ] || die "QEMU did not dump virt's device tree"
+	fdtput -d "$WORK/virt.dtb" /pcie@10000000 dma-coherent 2>/dev/null
+	fdtput -t s "$WORK/virt.dtb" /pcie@10000000 dma-noncoherent "" || die "fdtput failed on $WORK/virt.dtb"
+	initrd_for noncoherent
+	start_broker noncoherent "sim:nvme,size=64M,dart=apple"
+	boot noncoherent "$WORK/noncoherent.cpio.gz" 300 -dtb "$WORK/virt.dtb"
+	check "the guest booted with the non-coherent tree" eq "$(result dt_noncoherent)" yes
+	check "apple_dma bound its companion" eq "$(result companion_driver)" apple_dma
+	check "it refused the non-coherent function, saying why" gt "$(result refusal)" 0
+	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
+	stop_broker
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
 for s in "${scenarios[@]}"; do
 	case $s in
+	noncoherent) run_noncoherent ;;
 	apple) run_apple ;;
 	rebind) run_rebind ;;
 	pressure) run_pressure ;;
 	strict) run_strict ;;
 	iommu) run_iommu ;;
 	hotplug) run_hotplug ;;
-	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, iommu, hotplug)" ;;
+	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, iommu, hotplug, noncoherent)" ;;
 	esac
 done
 echo "$e2e_pass passed, $e2e_fail failed"
