@@ -140,7 +140,7 @@ static void sim_usage(FILE *out)
 	fputs("Usage: vfio-apple sim vanish|replug [-s DIR] ID\n"
 	      "       vfio-apple sim vanish|replug --control-socket PATH\n"
 	      "\n"
-	      "For testing without hardware: make a simulated device (sim:, sim-dext:) of a\n"
+	      "For testing without hardware: make a simulated device (sim:nvme) of a\n"
 	      "running VM vanish from the host as a pulled Thunderbolt cable would, or come\n"
 	      "back.  `run` then unplugs it from the VM; after replug, `vfio-apple attach ID`\n"
 	      "plugs it in again.  With --control-socket, the broker of a `vfio-apple serve`.\n"
