@@ -8,6 +8,7 @@
 #include "vm.h"
 
 #include "clock.h"
+#include "compat.h"
 #include "qmp.h"
 #include "unix_socket.h"
 
@@ -170,10 +171,10 @@ static int unix_connect(const char *path)
 	if (strlen(path) >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(addr.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	/* close-on-exec, and SIGPIPE off where MSG_NOSIGNAL does not exist (macOS) */
+	fd = vfa_socket_unix(false);
 	if (fd < 0)
-		return -errno;
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
+		return fd;
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
 		int e = errno;
 
@@ -733,12 +734,11 @@ static void serve_request(struct vm *vm)
 	int64_t deadline;
 	uid_t uid;
 	pid_t pid;
-	int fd = accept(vm->listen_fd, NULL, NULL);
+	int fd = vfa_accept(vm->listen_fd, false);
 	struct json_object *answer;
 
 	if (fd < 0)
 		return;
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
 	if (!vfa_socket_peer_allowed(fd, &uid, &pid)) {
 		cli_note("refused a connection to %s from uid %d", vm->run_socket, (int)uid);
 		close(fd);
