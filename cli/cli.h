@@ -94,6 +94,10 @@ int socket_path_prepare(const char *path, char *err, size_t errlen);
  * with a one-line reason in err.  timeout_ms bounds the whole exchange.
  */
 struct json_object *control_query(const char *path, int timeout_ms, char *err, size_t errlen);
+/* Connect to a UNIX stream socket: close-on-exec, SIGPIPE off where the
+ * platform needs it (common/compat.h).  fd, or -errno (-ENAMETOOLONG for a
+ * path that does not fit). */
+int cli_unix_connect(const char *path);
 /* The same with another request line (newline included), e.g. "sim-vanish\n". */
 struct json_object *control_request(const char *path, const char *request, int timeout_ms, char *err, size_t errlen);
 

@@ -16,39 +16,27 @@
 #include <json-c/json.h>
 
 #include "clock.h"
+#include "compat.h"
 #include "unix_socket.h"
 
-/* A UNIX stream socket that is not inherited by children and never raises
- * SIGPIPE (portable: macOS has neither SOCK_CLOEXEC nor MSG_NOSIGNAL). */
-static int unix_socket(void)
+int cli_unix_connect(const char *path)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd;
 
-	if (fd < 0)
-		return -1;
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
-#ifdef SO_NOSIGPIPE
-	{
-		int one = 1;
-
-		setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
-	}
-#endif
-	return fd;
-}
-
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0 /* SO_NOSIGPIPE does it */
-#endif
-
-static int unix_address(const char *path, struct sockaddr_un *addr)
-{
-	memset(addr, 0, sizeof(*addr));
-	addr->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(addr->sun_path))
+	if (strlen(path) >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
-	memcpy(addr->sun_path, path, strlen(path) + 1);
-	return 0;
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	fd = vfa_socket_unix(false);
+	if (fd < 0)
+		return fd;
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
 }
 
 int socket_path_prepare(const char *path, char *err, size_t errlen)
@@ -85,30 +73,23 @@ struct json_object *control_query(const char *path, int timeout_ms, char *err, s
 struct json_object *control_request(const char *path, const char *request, int timeout_ms, char *err, size_t errlen)
 {
 	int64_t deadline = vfa_now_ms() + timeout_ms;
-	struct sockaddr_un addr;
 	struct json_object *obj = NULL;
 	char *reply = NULL;
 	size_t used = 0;
 	int fd;
 
-	if (unix_address(path, &addr) < 0) {
-		snprintf(err, errlen, "control socket path %s is too long", path);
-		return NULL;
-	}
-	fd = unix_socket();
+	fd = cli_unix_connect(path);
 	if (fd < 0) {
-		snprintf(err, errlen, "socket(): %s", strerror(errno));
-		return NULL;
-	}
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		if (errno == ENOENT || errno == ECONNREFUSED)
+		if (fd == -ENAMETOOLONG)
+			snprintf(err, errlen, "control socket path %s is too long", path);
+		else if (fd == -ENOENT || fd == -ECONNREFUSED)
 			snprintf(err, errlen,
 				 "no broker is running at %s: start one with `vfio-apple serve` or `vfio-apple run` "
 				 "(or pass the --socket-dir it uses)",
 				 path);
 		else
-			snprintf(err, errlen, "cannot connect to the broker at %s: %s", path, strerror(errno));
-		goto out;
+			snprintf(err, errlen, "cannot connect to the broker at %s: %s", path, strerror(-fd));
+		return NULL;
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	for (size_t sent = 0, len = strlen(request); sent < len;) {

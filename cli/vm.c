@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -163,32 +162,11 @@ static void watch_close(struct vm_dev *d)
 	d->watch_len = 0;
 }
 
-static int unix_connect(const char *path)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(addr.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-	/* close-on-exec, and SIGPIPE off where MSG_NOSIGNAL does not exist (macOS) */
-	fd = vfa_socket_unix(false);
-	if (fd < 0)
-		return fd;
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	return fd;
-}
-
 /* Ask the broker to tell us when its host device goes or comes back. */
 static void watch_open(struct vm_dev *d)
 {
 	static const char request[] = "watch\n";
-	int fd = unix_connect(d->sockets.control);
+	int fd = cli_unix_connect(d->sockets.control);
 
 	if (fd < 0) {
 		cli_note("%s: cannot watch its broker (%s): a pulled device will not be unplugged from the VM", d->id,
@@ -997,7 +975,7 @@ struct json_object *vm_request(const char *socket_dir, const char *request, int 
 		snprintf(err, errlen, "socket directory %s: path too long", socket_dir);
 		return NULL;
 	}
-	fd = unix_connect(path);
+	fd = cli_unix_connect(path);
 	if (fd < 0) {
 		if (fd == -ENOENT || fd == -ECONNREFUSED)
 			snprintf(err, errlen,

@@ -250,34 +250,6 @@ sys.exit(rc)
 EOF
 }
 
-# wait_console TEXT SECONDS: true once TEXT is on the guest's console.
-wait_console() {
-	for _ in $(seq $(($2 * 5))); do
-		grep -aq "$1" "$CONSOLE" 2>/dev/null && return 0
-		sleep 0.2
-	done
-	return 1
-}
-
-# hp_control REQUEST: one request to the slot's broker; prints its answer.
-hp_control() {
-	"$PYTHON" - "$WORK/sock2/control.sock" "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.settimeout(5)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-print("control: %s -> %s" % (sys.argv[2], data.decode().strip()))
-sys.exit(0 if b'"ok":true' in data.replace(b" ", b"") else 1)
-EOF
-}
-
 # The slot's two functions, function 1 first: QEMU tells the guest about
 # a multifunction slot when function 0 arrives, and the guest scans it all.
 hp_add_slot() {
@@ -298,7 +270,7 @@ hp_driver() {
 		echo "host: status after the unplug read"
 		wait_console 'VFA-RESULT hp_pull=1' 300 || exit 1
 		echo "host: the host device vanishes (sim-vanish on its broker)"
-		hp_control sim-vanish || exit 1
+		"$VFA_BIN" sim vanish --control-socket "$WORK/sock2/control.sock" || exit 1
 		sleep 1
 		BROKER_SOCK_DIR=$WORK/sock2 broker_status >"$WORK/hotplug.after-vanish"
 		echo "host: done"

@@ -287,6 +287,18 @@ run_guest() {
 	return 0
 }
 
+# wait_console TEXT SECONDS [PID]: true once TEXT is on $CONSOLE; false
+# after SECONDS, or at once when PID (what writes the console) has ended.
+wait_console() {
+	local _
+	for _ in $(seq $(($2 * 5))); do
+		grep -aq "$1" "$CONSOLE" 2>/dev/null && return 0
+		[ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
+		sleep 0.2
+	done
+	return 1
+}
+
 # result KEY: the value of the last "VFA-RESULT ... KEY=value" on the console.
 result() {
 	grep -a 'VFA-RESULT' "$CONSOLE" | tr -d '\r' | tr ' ' '\n' | sed -n "s/^$1=//p" | tail -n1

@@ -113,11 +113,7 @@ else
 fi
 wait_gone "/sys/bus/pci/devices/${B%.1}.0" 30 && result pulled_companion=gone
 # fio on the pulled disk ends with errors, bounded.
-n=0
-while [ ! -e /tmp/pulled-rc ] && [ $n -lt 1200 ]; do
-	sleep 0.1
-	n=$((n + 1))
-done
+wait_for /tmp/pulled-rc 120
 result pulled_fio_rc="$(cat /tmp/pulled-rc 2>/dev/null || echo hung)"
 grep -m3 -iE 'err=|error' /tmp/fio-pulled.out
 [ -b "$DB" ] && result pulled_disk=still-there || result pulled_disk=removed

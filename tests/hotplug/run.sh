@@ -60,16 +60,6 @@ cat "$E2E_DIR/guest/common.sh" "$HERE/guest.sh" >"$WORK/hotplug.workload.sh"
 VFA() { "$VFA_BIN" "$@"; }
 SOCK=$WORK/sock
 
-# wait_console TEXT SECONDS: true once TEXT is on the console (or the run ended).
-wait_console() {
-	local i
-	for i in $(seq $(($2 * 5))); do
-		grep -aq "$1" "$CONSOLE" 2>/dev/null && return 0
-		kill -0 "$run_pid" 2>/dev/null || return 1
-		sleep 0.2
-	done
-	return 1
-}
 # dev_field ID KEY: a field of device ID in `status --json` (KEY dotted).
 dev_field() {
 	"$VFA_BIN" status --json -s "$SOCK" 2>/dev/null | "$PYTHON" -c '
@@ -124,7 +114,7 @@ run_mode() {
 	run_pid=$!
 
 	# ---- several devices
-	if ! wait_console 'VFA-RESULT phase=multi-done' 300; then
+	if ! wait_console 'VFA-RESULT phase=multi-done' 300 "$run_pid"; then
 		check "guest reached the end of the two-device phase" false
 		show_run_context
 		return
@@ -146,12 +136,12 @@ run_mode() {
 		eval '[ "$(dev_field vfa0 status.pid)" != "$(dev_field vfa1 status.pid)" ] || [ '$mode' = in-process ]'
 
 	# ---- hot-plug
-	wait_console 'VFA-RESULT phase=want-attach' 60
+	wait_console 'VFA-RESULT phase=want-attach' 60 "$run_pid"
 	local out
 	out=$(VFA attach -s "$SOCK" --json sim:nvme,size=128M,dart=apple 2>&1)
 	check "attach: vfa2 in slot 2 at the guest's ${slots##*,} ($out)" \
 		eval '[ "$(json_of "$out" id)/$(json_of "$out" slot)/$(json_of "$out" function)" = "vfa2/2/${slots##*,}" ]'
-	wait_console 'VFA-RESULT phase=want-detach' 240
+	wait_console 'VFA-RESULT phase=want-detach' 240 "$run_pid"
 	check "the guest saw the attached device, nvme and apple_dma bound" \
 		eq "$(result attach)/$(result c_driver)/$(result c_companion)" seen/nvme/apple_dma
 	check "verified fio on the attached device" eq "$(result fio_attach_c)" ok
@@ -166,13 +156,13 @@ run_mode() {
 			eval '[ "$(json_of "$out" ok)" = True ] && [ "$(json_of "$out" state)" = free ]'
 	fi
 	check "status lists vfa0 and vfa1 only" eval '[ -z "$(dev_field vfa2 id)" ] && [ "$(dev_field vfa0 state)/$(dev_field vfa1 state)" = attached/attached ]'
-	wait_console 'VFA-RESULT phase=want-reattach' 120
+	wait_console 'VFA-RESULT phase=want-reattach' 120 "$run_pid"
 	check "the guest saw both functions of slot 2 go" eq "$(result detach)" gone
 	out=$(VFA attach -s "$SOCK" --json sim:nvme,size=128M,dart=apple 2>&1)
 	check "attach again: vfa3 in slot 2 ($out)" eval '[ "$(json_of "$out" id)/$(json_of "$out" slot)" = vfa3/2 ]'
 
 	# ---- surprise removal
-	wait_console 'VFA-RESULT phase=want-pull' 240
+	wait_console 'VFA-RESULT phase=want-pull' 240 "$run_pid"
 	check "verified fio on the re-attached device" eq "$(result reattach)/$(result fio_reattach_c)" seen/ok
 	out=$(VFA sim vanish -s "$SOCK" vfa1 2>&1)
 	check "sim vanish vfa1 ($out)" eval '[[ "$out" == *vanished* ]]'
@@ -185,7 +175,7 @@ run_mode() {
 		check "vfa1 leaves the VM (the device asked QEMU to unplug it)" wait_dev_gone vfa1 180
 		check "run said vfa1 was removed from the host" grep -q "vfa1 .*was removed from the host" "$RUNLOG"
 	fi
-	wait_console 'VFA-RESULT phase=want-replug' 240
+	wait_console 'VFA-RESULT phase=want-replug' 240 "$run_pid"
 	check "the guest saw B's function go" eq "$(result pulled)" gone
 	check "the guest saw B's companion go" eq "$(result pulled_companion)" gone
 	check "fio on the pulled disk ended with an error, not a hang (rc $(result pulled_fio_rc))" \
@@ -203,7 +193,7 @@ run_mode() {
 	fi
 	# (counters now: once the guest is done it powers off and QEMU exits)
 	check "vfa0, busy all along: still 0 DART faults" eq "$(dev_field vfa0 status.dma.faults)" 0
-	wait_console 'VFA-RESULT phase=done' 300
+	wait_console 'VFA-RESULT phase=done' 300 "$run_pid"
 	check "verified fio on the plugged-back device" eq "$(result replug)/$(result fio_replug_b)" seen/ok
 	check "device A's background verified I/O never failed ($(result bg_a_rounds) rounds)" \
 		eval 'gt "$(result bg_a_rounds)" 0 && eq "$(result bg_a_failed)" none'
