@@ -38,6 +38,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -585,6 +586,25 @@ static char *cmd_guest_addr(struct broker *b, const char *text)
 	return broker_command_answer(NULL);
 }
 
+/*
+ * "sim-reset-companion": the companion drops every mapping and its
+ * registers (the command page included), as a reset by the VMM does, and
+ * nobody tells the guest.  For testing how a guest driver notices and
+ * recovers; nothing else triggers it.
+ */
+static char *cmd_sim_reset_companion(struct broker *b)
+{
+	struct companion_stats cs;
+
+	if (!b->comp)
+		return broker_command_answer("this broker has no companion");
+	companion_stats(b->comp, &cs);
+	log_info("companion: reset from the control socket (sim-reset-companion); %" PRIu64 " mappings go",
+		 cs.live_ids);
+	companion_reset(b->comp);
+	return broker_command_answer(NULL);
+}
+
 static char *control_command(void *opaque, const char *request)
 {
 	struct broker *b = opaque;
@@ -595,6 +615,8 @@ static char *control_command(void *opaque, const char *request)
 		return cmd_sim_vanish(b);
 	if (!strcmp(request, "sim-replug"))
 		return cmd_sim_replug(b);
+	if (!strcmp(request, "sim-reset-companion"))
+		return cmd_sim_reset_companion(b);
 	return NULL;
 }
 

@@ -121,6 +121,7 @@ char *broker_status_json(const struct broker_status_src *b)
 	add_u64(o, "refused_clients", b->companion_refused);
 	add_u64(o, "removed_refused", cs.removed_refused);
 	add_u64(o, "orphaned_ids", cs.orphaned_ids);
+	add_u64(o, "resets", cs.resets);
 	json_object_object_add(root, "companion", o);
 
 	o = json_object_new_object();

@@ -133,17 +133,20 @@ int cmd_detach(int argc, char **argv)
 	return request_run("detach", argc, argv);
 }
 
-/* ---- sim: a simulated device pulled or plugged back --------------------- */
+/* ---- sim: a simulated device pulled or plugged back, a companion reset --- */
 
 static void sim_usage(FILE *out)
 {
-	fputs("Usage: vfio-apple sim vanish|replug [-s DIR] ID\n"
-	      "       vfio-apple sim vanish|replug --control-socket PATH\n"
+	fputs("Usage: vfio-apple sim vanish|replug|reset-companion [-s DIR] ID\n"
+	      "       vfio-apple sim vanish|replug|reset-companion --control-socket PATH\n"
 	      "\n"
 	      "For testing without hardware: make a simulated device (sim:nvme) of a\n"
 	      "running VM vanish from the host as a pulled Thunderbolt cable would, or come\n"
 	      "back.  `run` then unplugs it from the VM; after replug, `vfio-apple attach ID`\n"
-	      "plugs it in again.  With --control-socket, the broker of a `vfio-apple serve`.\n"
+	      "plugs it in again.  reset-companion resets a device's apple-dma companion\n"
+	      "behind the guest's back (every DMA mapping and the command page go), to test\n"
+	      "how the guest driver recovers; vfio-user devices only.  With\n"
+	      "--control-socket, the broker of a `vfio-apple serve`.\n"
 	      "\n"
 	      "  -s, --socket-dir DIR    run's socket directory (default as for run)\n"
 	      "      --control-socket P  a broker's control socket instead of a run's device\n"
@@ -186,9 +189,9 @@ int cmd_sim(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	char dir[256], control[320], err[CLI_ERR_LEN];
-	const char *control_path = NULL, *verb;
+	const char *control_path = NULL, *verb, *request, *done;
 	struct json_object *answer = NULL, *field;
-	bool vanish;
+	bool vanish, reset;
 	int opt, rc = 1;
 
 	socket_paths_default_dir(dir, sizeof(dir));
@@ -204,12 +207,16 @@ int cmd_sim(int argc, char **argv)
 			return cli_usage_exit(opt, sim_usage);
 		}
 	}
-	if (optind >= argc || (strcmp(argv[optind], "vanish") != 0 && strcmp(argv[optind], "replug") != 0)) {
-		cli_error("sim needs vanish or replug (see `vfio-apple sim --help`)");
+	if (optind >= argc || (strcmp(argv[optind], "vanish") != 0 && strcmp(argv[optind], "replug") != 0 &&
+			       strcmp(argv[optind], "reset-companion") != 0)) {
+		cli_error("sim needs vanish, replug or reset-companion (see `vfio-apple sim --help`)");
 		return 2;
 	}
 	verb = argv[optind++];
 	vanish = strcmp(verb, "vanish") == 0;
+	reset = strcmp(verb, "reset-companion") == 0;
+	request = vanish ? "sim-vanish\n" : reset ? "sim-reset-companion\n" : "sim-replug\n";
+	done = vanish ? "vanished" : reset ? "companion reset" : "plugged back";
 	if (control_path ? optind != argc : optind != argc - 1) {
 		cli_error("sim %s takes %s", verb, control_path ? "no ID with --control-socket" : "one device ID (vfaN)");
 		return 2;
@@ -224,11 +231,17 @@ int cmd_sim(int argc, char **argv)
 		}
 		if (json_object_object_get_ex(list, "mode", &mode) &&
 		    strcmp(json_object_get_string(mode), "in-process") == 0) {
+			if (reset) {
+				cli_error("reset-companion works on vfio-user devices; an in-process companion resets "
+					  "with the VM");
+				json_object_put(list);
+				return 1;
+			}
 			rc = sim_qom(list, id, !vanish, err, sizeof(err)) == 0 ? 0 : 1;
 			if (rc)
 				cli_error("%s %s: %s", verb, id, err);
 			else
-				printf("%s: %s\n", id, vanish ? "vanished" : "plugged back");
+				printf("%s: %s\n", id, done);
 			json_object_put(list);
 			return rc;
 		}
@@ -239,13 +252,13 @@ int cmd_sim(int argc, char **argv)
 		}
 		control_path = control;
 	}
-	answer = control_request(control_path, vanish ? "sim-vanish\n" : "sim-replug\n", 5000, err, sizeof(err));
+	answer = control_request(control_path, request, 5000, err, sizeof(err));
 	if (!answer) {
 		cli_error("%s", err);
 		return 1;
 	}
 	if (json_object_object_get_ex(answer, "ok", &field) && json_object_get_boolean(field)) {
-		printf("%s: %s\n", control_path, vanish ? "vanished" : "plugged back");
+		printf("%s: %s\n", control_path, done);
 		rc = 0;
 	} else {
 		cli_error("sim %s: %s", verb,

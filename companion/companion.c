@@ -620,6 +620,7 @@ void companion_destroy(struct companion *c)
 
 void companion_reset(struct companion *c)
 {
+	c->stats.resets++;
 	forget_mappings(c, true, 0, 0);
 	c->status = 0;
 	c->cmd_gpa = 0;

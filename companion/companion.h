@@ -94,6 +94,7 @@ struct companion_stats {
 	uint32_t guest_features; /* last value the guest wrote to GUEST_FEATURES */
 	uint64_t removed_refused; /* MAP entries refused (IOERR) because the host function is gone */
 	uint64_t orphaned_ids;    /* live ids whose host mapping was released at removal (UNMAP still OK) */
+	uint64_t resets;          /* companion_reset() calls: the VMM's, a client leaving, sim-reset-companion */
 };
 
 /*

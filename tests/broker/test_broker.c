@@ -1683,6 +1683,54 @@ static void test_guest_addr_and_prefer_msi(void **state)
 	assert_int_equal(stop_broker(e), 0);
 }
 
+/*
+ * sim-reset-companion: every mapping goes (DART and ids), the command page
+ * is forgotten (the next doorbell answers INVAL and writes nothing), the
+ * reset is counted; once the page is set again MAPs work.
+ */
+static void test_sim_reset_companion(void **state)
+{
+	struct env *e = *state;
+	char error[256];
+	uint64_t id, bus, id2, bus2;
+	int mfd;
+	uint8_t *ram = new_ram(&mfd);
+
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	int pt = client_connect(e, e->pt_sock), comp = client_connect(e, e->comp_sock);
+	dma_map_fd(e, pt, mfd);
+	dma_map_fd(e, comp, mfd);
+	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	assert_int_equal(jint(s, "companion.resets"), 0);
+	json_object_put(s);
+
+	assert_true(command(e, "sim-reset-companion\n", error, sizeof(error)));
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 0);
+	assert_int_equal(jint(s, "companion.live_ids"), 0);
+	assert_int_equal(jint(s, "companion.resets"), 1);
+	json_object_put(s);
+	/* No command page any more: INVAL, and RAM is left alone. */
+	memset(ram, 0x5a, 0x1000);
+	assert_int_equal(region_write32(e, comp, 0, 0x18, 1), 0);
+	assert_int_equal(region_read32(e, comp, 0, 0x0C), 3 /* INVAL */);
+	assert_int_equal(ram[0x08], 0x5a);
+	assert_int_equal(region_read32(e, comp, 0, 0x00), 2); /* VERSION: alive */
+	/* The old id is unknown; a new MAP (page set again) works. */
+	assert_int_equal(companion_map(e, comp, ram, RAM_GPA + 0x40000, 0x4000, &id2, &bus2), 0);
+	assert_true(id2 != id);
+	s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+	close(pt);
+	close(comp);
+	assert_int_equal(stop_broker(e), 0);
+	munmap(ram, RAM_SIZE);
+	close(mfd);
+}
+
 /* Watchers: several at once, one that never reads is dropped without blocking the others. */
 static void test_watchers_never_block(void **state)
 {
@@ -1753,6 +1801,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dart_mode_io_darwin_backend, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_passthrough_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_device_fails_cleanly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_reset_companion, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -138,6 +138,8 @@ if wait_for 10 test -S "$S/control.sock"; then
 	done
 	run_cli "status --json" 0 "\"pid\":$serve_pid" status --json --control-socket "$S/control.sock"
 	[[ $OUT == *'"max_bytes":1610612736'* ]] && ok "status --json has the DART limit" || bad "status --json: $OUT"
+	run_cli "sim reset-companion" 0 "$S/control.sock: companion reset" sim reset-companion --control-socket "$S/control.sock"
+	run_cli "status counts the companion reset" 0 '"orphaned_ids":0,"resets":1' status --json --control-socket "$S/control.sock"
 
 	# a second broker on the same sockets: refused, the first untouched
 	run_cli "serve, socket in use" 1 "socket $S/control.sock is in use by another process" serve -s "$S"
@@ -291,7 +293,7 @@ run_cli "attach without a run" 1 "no \`vfio-apple run\` is running with sockets 
 one_line "attach without a run"
 run_cli "detach without an id" 2 "detach takes one device ID" detach -s "$T/none"
 run_cli "attach a bad device string" 2 "unknown simulated device 'disk'" attach -s "$T/none" sim:disk
-run_cli "sim without a verb" 2 "sim needs vanish or replug" sim -s "$T/none"
+run_cli "sim without a verb" 2 "sim needs vanish, replug or reset-companion" sim -s "$T/none"
 run_cli "sim vanish without a run" 1 "no \`vfio-apple run\` is running" sim vanish -s "$T/none" vfa0
 
 OUT=$(FAKE_RC=3 PATH="$T/bin:$PATH" "${WRAP[@]}" "$VFA" run -s "$T/s4" -- -nographic 2>&1)
