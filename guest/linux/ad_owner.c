@@ -103,12 +103,75 @@ struct notifier_block ad_bus_nb = {
 	.notifier_call = ad_bus_notify,
 };
 
+/*
+ * While the managed function's DMA operations are swapped, no driver may
+ * bind it: one bound between our unbind and the swap would run with the
+ * wrong operations, and at release keep operations that point into this
+ * instance (and module) after both are freed.  A driver_override naming
+ * no driver stops every bind: sysfs bind, device_attach(), a driver
+ * loading meanwhile.  The user's own override is saved and put back.
+ * Returns the saved override (NULL: none) in *@saved; false when the
+ * block could not be set (no memory), and then binding stays possible.
+ */
+#define AD_NO_DRIVER "apple_dma-busy"
+
+static bool ad_block_binding(struct pci_dev *mdev, char **saved)
+{
+	const char *old;
+	int ret;
+
+	*saved = NULL;
+#ifdef AD_HAVE_DEVICE_DRIVER_OVERRIDE
+	spin_lock(&mdev->dev.driver_override.lock);
+	old = mdev->dev.driver_override.name;
+	if (old)
+		*saved = kstrdup(old, GFP_ATOMIC);
+	spin_unlock(&mdev->dev.driver_override.lock);
+	if (old && !*saved)
+		return false;
+	ret = device_set_driver_override(&mdev->dev, AD_NO_DRIVER);
+#else
+	device_lock(&mdev->dev);
+	old = mdev->driver_override;
+	if (old)
+		*saved = kstrdup(old, GFP_KERNEL);
+	device_unlock(&mdev->dev);
+	if (old && !*saved)
+		return false;
+	ret = driver_set_override(&mdev->dev, &mdev->driver_override, AD_NO_DRIVER,
+				  strlen(AD_NO_DRIVER));
+#endif
+	if (ret) {
+		kfree(*saved);
+		*saved = NULL;
+	}
+	return !ret;
+}
+
+/* Put back what ad_block_binding() saved (clearing ours), and free it. */
+static void ad_unblock_binding(struct pci_dev *mdev, char *saved)
+{
+	const char *s = saved ? saved : "";
+	int ret;
+
+#ifdef AD_HAVE_DEVICE_DRIVER_OVERRIDE
+	ret = device_set_driver_override(&mdev->dev, s);
+#else
+	ret = driver_set_override(&mdev->dev, &mdev->driver_override, s, strlen(s));
+#endif
+	if (ret)
+		dev_err(&mdev->dev, "could not restore driver_override \"%s\" (%d): write it again\n",
+			s, ret);
+	kfree(saved);
+}
+
 /* Take over an already present managed function; 0 when it is absent. */
 int ad_claim_present(struct apple_dma *ad)
 {
 	struct pci_dev *mdev;
-	bool was_bound;
-	int ret = 0;
+	bool was_bound, blocked, done = false;
+	char *saved;
+	int ret = 0, tries;
 
 	mdev = pci_get_domain_bus_and_slot(0, ad->managed_bdf >> 8, ad->managed_bdf & 0xff);
 	if (!mdev) {
@@ -125,25 +188,36 @@ int ad_claim_present(struct apple_dma *ad)
 		goto out;
 	}
 	was_bound = !!READ_ONCE(mdev->dev.driver);
-	if (was_bound && get_dma_ops(&mdev->dev) != &ad->ops) {
-		if (!rebind) {
-			dev_err(ad->dev,
-				"%s is already bound to a driver that uses other DMA addresses; unbind it first (or load with rebind=1)\n",
-				pci_name(mdev));
-			ret = -EBUSY;
-			goto out;
+	if (was_bound && get_dma_ops(&mdev->dev) != &ad->ops && !rebind) {
+		dev_err(ad->dev,
+			"%s is already bound to a driver that uses other DMA addresses; unbind it first (or load with rebind=1)\n",
+			pci_name(mdev));
+		ret = -EBUSY;
+		goto out;
+	}
+	blocked = ad_block_binding(mdev, &saved);
+	for (tries = 0; tries < AD_RELEASE_TRIES; tries++) {
+		if (READ_ONCE(mdev->dev.driver) && get_dma_ops(&mdev->dev) != &ad->ops) {
+			dev_warn(ad->dev, "%s is already bound: unbinding its driver to route its DMA\n",
+				 pci_name(mdev));
+			device_release_driver(&mdev->dev);
 		}
-		dev_warn(ad->dev, "%s is already bound: unbinding its driver to route its DMA\n",
-			 pci_name(mdev));
-		device_release_driver(&mdev->dev);
+		device_lock(&mdev->dev);
+		if (!mdev->dev.driver) {
+			mutex_lock(&ad_instances_lock);
+			ad_install_ops(ad, mdev, false);
+			mutex_unlock(&ad_instances_lock);
+		}
+		done = !mdev->dev.driver || get_dma_ops(&mdev->dev) == &ad->ops;
+		device_unlock(&mdev->dev);
+		if (done)
+			break;
 	}
-	device_lock(&mdev->dev);
-	if (!mdev->dev.driver) {
-		mutex_lock(&ad_instances_lock);
-		ad_install_ops(ad, mdev, false);
-		mutex_unlock(&ad_instances_lock);
-	}
-	device_unlock(&mdev->dev);
+	if (blocked)
+		ad_unblock_binding(mdev, saved);
+	if (!done)
+		dev_err(ad->dev, "%s kept a driver that does not use the companion: rebinding raced us; unbind it and load again\n",
+			pci_name(mdev));
 	/* Bind now a driver that was unbound above or that failed before us. */
 	if (!READ_ONCE(mdev->dev.driver) && device_attach(&mdev->dev) < 0)
 		dev_warn(ad->dev, "binding a driver to %s failed\n", pci_name(mdev));
@@ -160,7 +234,8 @@ out:
 bool ad_release_managed(struct apple_dma *ad)
 {
 	struct pci_dev *mdev;
-	bool restored = false;
+	bool restored = false, blocked;
+	char *saved;
 	int tries;
 
 	mutex_lock(&ad_instances_lock);
@@ -170,7 +245,8 @@ bool ad_release_managed(struct apple_dma *ad)
 	mutex_unlock(&ad_instances_lock);
 	if (!mdev)
 		return true;
-	for (tries = 0; tries < 5; tries++) {
+	blocked = ad_block_binding(mdev, &saved);
+	for (tries = 0; tries < AD_RELEASE_TRIES; tries++) {
 		if (mdev->dev.driver) {
 			dev_info(ad->dev, "unbinding %s: its DMA cannot work without the companion\n",
 				 pci_name(mdev));
@@ -186,6 +262,8 @@ bool ad_release_managed(struct apple_dma *ad)
 		}
 		device_unlock(&mdev->dev);
 	}
+	if (blocked)
+		ad_unblock_binding(mdev, saved);
 	mutex_lock(&ad_instances_lock);
 	if (ad->managed) {
 		pci_dev_put(ad->managed);

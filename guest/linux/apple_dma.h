@@ -105,6 +105,8 @@
 #define AD_LOCKLESS_STEPS	64
 /* A refused UNMAP is retried this many times by the idle worker, then reported. */
 #define AD_UNMAP_TRIES		5
+/* Unbind and swap the managed function's ops; again if a bind got in first. */
+#define AD_RELEASE_TRIES	5
 /* refs of a window claimed for release: lockless users can no longer take it. */
 #define AD_REFS_DEAD		(INT_MIN / 2)
 

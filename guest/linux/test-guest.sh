@@ -5,12 +5,18 @@
 #            module: verified I/O, cache hits, steady state without
 #            doorbells, rmmod unbinds nvme, reload rebinds it, no new DART
 #            fault once the module is in;
-#   rebind   dart=identity: nvme bound before the module; rebind=0 makes
-#            the probe fail cleanly, the default rebind=1 takes it over;
+#   rebind   dart=identity, 2 CPUs: nvme bound before the module; rebind=0
+#            makes the probe fail cleanly, the default rebind=1 takes it
+#            over; then a loop binds nvme nonstop through 8 unloads and
+#            loads of the module, which must each route nvme's DMA;
 #   pressure dart=apple, 2 CPUs, 16 window slots of 16 KiB: QD32 verified
 #            I/O forces evictions and bounces and still verifies.
 #   strict   dart=apple, strict=1: sub-granule buffers bounce, granule
 #            buffers are unmapped after use; verified I/O.
+#   reset    dart=apple: with nvme unbound, the host resets the companion
+#            (every mapping and the command page go, the guest is not
+#            told); the module notices, maps again, and nvme bound again
+#            verifies its I/O with no DART fault.
 #   iommu    (x86) a vIOMMU in the VM: apple_dma refuses to bind, loudly.
 #   hotplug  a second slot (companion at function 0, nvme at 1, its
 #            own broker) hot-added through QMP, used next to the first,
@@ -21,7 +27,7 @@
 #
 # apple also runs the module's unit tests (unittest=1: a fake doorbell).
 #
-# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [iommu] [hotplug] [noncoherent]
+# Usage: guest/linux/test-guest.sh [-k 6_1|6_12|7_3|6_12_ARM64] [apple] [rebind] [pressure] [strict] [reset] [iommu] [hotplug] [noncoherent]
 #        6_12_ARM64 boots an arm64 guest (QEMU virt, cpu max, TCG).
 # Env:   VFA_BIN (default ./build/cli/vfio-apple), VFA_CACHE, E2E_KEEP=1
 # Reuses tests/e2e/lib.sh (broker, QEMU, console results); the last line
@@ -153,7 +159,7 @@ run_rebind() {
 	say "=== rebind on $tag: dart=identity, nvme bound before the module ==="
 	initrd_for rebind
 	start_broker rebind "sim:nvme,size=256M,dart=identity"
-	boot rebind "$WORK/rebind.cpio.gz" 400
+	boot rebind "$WORK/rebind.cpio.gz" 400 -smp 2
 	check "nvme bound first" eq "$(result first_driver)" nvme
 	check "rebind=0: the probe refused, nvme untouched" \
 		eq "$(result refused_companion_driver)/$(result refused_nvme_driver)" none/nvme
@@ -162,6 +168,11 @@ run_rebind() {
 	check "fio verify passed with 0 errors" eq "$(result fio_rebind)/$(result errors)" ok/0
 	check "its DMA went through the module ($(result rebind_map_calls) maps)" gt "$(result rebind_map_calls)" 0
 	check "no failed mapping" eq "$(result rebind_failures)" 0
+	check "a bind loop racing 8 unloads and loads: every unload done" \
+		eq "$(result race_cycles)/$(result race_unloads)" 8/8
+	check "after each load nvme's I/O went through the module ($(result race_routed) of 8)" \
+		eq "$(result race_routed)/$(result race_driver)" 8/nvme
+	check "no function kept a driver with the wrong operations" eq "$(result race_kept)" 0
 	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
 	stop_broker
 	[ $e2e_fail -eq 0 ] || show_context
@@ -213,6 +224,48 @@ run_strict() {
 		gt "$(result s_map_calls)" "$(($(result s_failures) * 100))"
 	check "no unknown unmap" eq "$(result s_unknown_unmaps)" 0
 	check "the device holds what the module counts" eq "$(result s_device_live_mappings)" "$(result s_live_mappings)"
+	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
+	stop_broker
+	check "nothing left mapped on the host" eq "$(json_get "$final" dma.live_mappings)" 0
+	[ $e2e_fail -eq 0 ] || show_context
+}
+
+run_reset() {
+	say "=== reset on $tag: the host resets the companion behind the module ==="
+	initrd_for reset
+	start_broker reset "sim:nvme,size=256M,dart=apple"
+	CONSOLE=$WORK/reset.console
+	rm -f "$CONSOLE"
+	{
+		wait_console 'VFA-RESULT reset_request=1' 300 || exit 1
+		broker_status >"$WORK/reset.before"
+		"$VFA_BIN" sim reset-companion --control-socket "$WORK/sock/control.sock" || exit 1
+		broker_status >"$WORK/reset.after"
+		echo "host: done"
+	} >"$WORK/reset.host" 2>&1 &
+	local driver=$!
+	boot reset "$WORK/reset.cpio.gz" 400
+	kill "$driver" 2>/dev/null
+	wait "$driver"
+	local final=$WORK/reset.final
+	check "broker answers status after the guest left" eval 'final_status "$final"'
+	sed 's/^/e2e:     /' "$WORK/reset.host"
+	check "the host reset the companion" eq "$(tail -n1 "$WORK/reset.host")" "host: done"
+	check "verified I/O before" eq "$(result fio_before)/$(result errors)" ok/0
+	check "nvme unbound, the module still held mappings ($(result r_live_before)) with features on ($(result r_features_before))" \
+		eq "$(result r_unbound)/$([ "$(result r_live_before)" -gt 0 ] 2>/dev/null && [ "$(result r_features_before)" != 0 ] && echo y)" none/y
+	local resets=$(($(json_get "$WORK/reset.after" companion.resets) - $(json_get "$WORK/reset.before" companion.resets)))
+	check "the host dropped them all ($(json_get "$WORK/reset.before" dma.live_mappings) -> $(json_get "$WORK/reset.after" dma.live_mappings) DART mappings)" \
+		eq "$(json_get "$WORK/reset.after" dma.live_mappings)/$resets/$(result r_live_reset)/$(result r_features_reset)" 0/1/0/0
+	check "the module saw one reset and restored nothing it did not own" \
+		eq "$(result r_resets)/$(result r_cmd_restores)" 1/0
+	check "nvme bound again through the module" eq "$(result r_rebound)" nvme
+	check "verified I/O after the reset" eq "$(result fio_after)/$(result errors)/$(result pattern)" ok/0/match
+	check "features negotiated again ($(result r_features_after))" eq "$(result r_features_after)" "$(result r_features_before)"
+	check "no failed mapping, no unknown unmap" eq "$(result r_failures)/$(result r_unknown_unmaps)" 0/0
+	check "the device holds what the module counts ($(result r_live_mappings))" \
+		eq "$(result r_device_live_mappings)" "$(result r_live_mappings)"
+	check "no DART fault: no dead bus address was handed out" eq "$(json_get "$final" dma.faults)" 0
 	check "no oops or warning in the guest" eval '! grep -aqE "Oops|BUG:|WARNING:|Call Trace" "$CONSOLE"'
 	stop_broker
 	check "nothing left mapped on the host" eq "$(json_get "$final" dma.live_mappings)" 0
@@ -391,9 +444,10 @@ for s in "${scenarios[@]}"; do
 	rebind) run_rebind ;;
 	pressure) run_pressure ;;
 	strict) run_strict ;;
+	reset) run_reset ;;
 	iommu) run_iommu ;;
 	hotplug) run_hotplug ;;
-	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, iommu, hotplug, noncoherent)" ;;
+	*) die "unknown scenario '$s' (apple, rebind, pressure, strict, reset, iommu, hotplug, noncoherent)" ;;
 	esac
 done
 echo "$e2e_pass passed, $e2e_fail failed"
