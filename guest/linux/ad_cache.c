@@ -344,11 +344,14 @@ struct ad_window *ad_hit(struct apple_dma *ad, u64 gpa, u64 len)
 	return NULL;
 }
 
-/* A new pending window for @r at its level, or NULL when there is no room. */
-static struct ad_window *ad_win_new(struct apple_dma *ad, struct ad_range *r)
+/*
+ * The guest range a new window for @r takes at its level: the aligned
+ * window around it, or just its granules.  0 when the range runs past the
+ * top or no window can hold it.
+ */
+static u64 ad_win_span(struct apple_dma *ad, const struct ad_range *r, u64 *startp)
 {
-	u64 start, end, len;
-	struct ad_window *w;
+	u64 start, end;
 
 	start = ALIGN_DOWN(r->gpa, ad->window);
 	end = start + ad->window;
@@ -356,16 +359,52 @@ static struct ad_window *ad_win_new(struct apple_dma *ad, struct ad_range *r)
 		start = ALIGN_DOWN(r->gpa, ad->granule);
 		end = ALIGN(r->gpa + r->len, ad->granule);
 		if (end <= start)
-			return NULL;	/* the range runs past the top */
+			return 0;
 	}
-	len = end - start;
-	if (len > AD_MAX_SPAN || len > ad->budget_bytes)
+	if (end - start > AD_MAX_SPAN || end - start > ad->budget_bytes)
+		return 0;
+	*startp = start;
+	return end - start;
+}
+
+/*
+ * Make room for a round's misses (@count windows, @bytes) with one
+ * eviction batch, one UNMAP doorbell, rather than one batch every few
+ * misses.  An exact retry (@exact) follows a refusal or a miss of the
+ * host, so its room is freed on the host too, even when the module's own
+ * budget has it.
+ */
+static void ad_reserve(struct apple_dma *ad, u64 bytes, u64 count, bool exact)
+{
+	u64 free_slots = 0, over_bytes, over_count;
+	struct ad_window *w;
+
+	list_for_each_entry(w, &ad->free_list, link)
+		if (++free_slots >= count)
+			break;
+	over_bytes = ad->live_bytes + bytes > ad->budget_bytes ?
+		     ad->live_bytes + bytes - ad->budget_bytes : 0;
+	over_count = ad->live_mappings + count > ad->budget_mappings ?
+		     ad->live_mappings + count - ad->budget_mappings : 0;
+	over_count = max(over_count, count - free_slots);
+	if (exact) {
+		over_bytes = max(over_bytes, bytes);
+		over_count = max(over_count, count);
+	}
+	if (over_bytes || over_count)
+		ad_evict(ad, over_bytes, over_count);
+}
+
+/* A new pending window for @r at its level, or NULL when there is no room. */
+static struct ad_window *ad_win_new(struct apple_dma *ad, struct ad_range *r)
+{
+	u64 start = 0, end, len;
+	struct ad_window *w;
+
+	len = ad_win_span(ad, r, &start);
+	if (!len || !ad_make_room(ad, len))
 		return NULL;
-	/* An exact retry follows a refusal or a miss: free host budget first. */
-	if (r->level == AD_LVL_EXACT && r->kind == AD_KIND_SHARED)
-		ad_evict(ad, len, 1);
-	if (!ad_make_room(ad, len))
-		return NULL;
+	end = start + len;
 
 	w = list_first_entry(&ad->free_list, struct ad_window, link);
 	list_del_init(&w->link);
@@ -519,40 +558,46 @@ static void ad_range_put(struct apple_dma *ad, struct ad_range *r)
 	r->done = false;
 }
 
-/* Drop @r's window because its bus range missed the mask; evict it if idle. */
-static void ad_drop_missed(struct apple_dma *ad, struct ad_range *r)
+/*
+ * Drop @r's window because its bus range missed the mask; if idle, claim
+ * it onto @victims, which the caller releases in one batch.
+ */
+static void ad_drop_missed(struct apple_dma *ad, struct ad_range *r, struct list_head *victims)
 {
 	struct ad_window *w = r->win;
-	LIST_HEAD(victim);
 
 	ad->stats.mask_misses++;
 	r->win = NULL;
 	ad_win_put(ad, w);
 	if (w->kind == AD_KIND_SHARED && ad_win_claim(ad, w)) {
-		list_add_tail(&w->link, &victim);
+		list_add_tail(&w->link, victims);
 		ad->stats.evictions++;
-		ad_release_list(ad, &victim);
 	}
 }
 
 /*
  * Give each of @n ranges a bus address at or below @limit.  Cached windows
- * cost nothing; the misses of one round share one MAP doorbell.  A range
+ * cost nothing; the misses of one round share one eviction batch and one
+ * MAP doorbell, and the windows that missed @limit one UNMAP.  A range
  * goes down the ladder WINDOW -> EXACT -> BOUNCE (if @may_bounce) -> FAIL
  * when its window finds no room, is refused, or misses @limit (the missed
- * window is evicted); each step only goes down, so this ends.  A companion
- * reset in the middle restarts the ranges once.  Returns 0, or -ENOMEM
- * with nothing left mapped.  Caller holds ad->lock.
+ * window is evicted); each step only goes down, so there are at most two
+ * rounds with doorbells, and this ends.  A companion reset in the middle
+ * restarts the ranges once.  Returns 0, or -ENOMEM with nothing left
+ * mapped.  Caller holds ad->lock, with interrupts off: every doorbell
+ * carries at most batch_max entries, and one call rings a bounded number.
  */
 int ad_resolve(struct apple_dma *ad, struct ad_range *r, u32 n, u8 first_level, bool may_bounce,
 	       u64 limit)
 {
 	LIST_HEAD(batch);
 	LIST_HEAD(failed);
+	LIST_HEAD(missed);
 	struct ad_window *w, *tmp;
-	bool again, failed_any = false;
-	u64 gen = ad->reset_gen;
-	int restarts = 0;
+	bool again, exact, failed_any = false;
+	u64 gen = ad->reset_gen, doorbells = ad->stats.doorbells;
+	u64 need_bytes, need_count, span, start = 0, last_start;
+	int restarts = 0, ret;
 	u32 i, nb;
 
 	ad->stats.slow_paths++;
@@ -568,6 +613,34 @@ restart:
 	do {
 		again = false;
 		nb = 0;
+		/* Hits first: their windows have users, so the eviction cannot take them. */
+		need_bytes = 0;
+		need_count = 0;
+		exact = false;
+		last_start = U64_MAX;
+		for (i = 0; i < n; i++) {
+			struct ad_range *ri = &r[i];
+
+			if (ri->done || ri->win || ri->level >= AD_LVL_BOUNCE)
+				continue;
+			w = ri->kind == AD_KIND_SHARED ?
+			    ad_lookup_gpa(ad, ri->gpa, ri->len, true) : NULL;
+			if (w) {
+				ad_win_get(ad, w);
+				ri->win = w;
+				ad->stats.cache_hits++;
+				continue;
+			}
+			span = ad_win_span(ad, ri, &start);
+			if (span && start != last_start && need_count < ad->batch_max) {
+				need_bytes += span;
+				need_count++;
+				last_start = start;	/* neighbours often share a window */
+			}
+			exact |= ri->level == AD_LVL_EXACT && ri->kind == AD_KIND_SHARED;
+		}
+		if (need_count)
+			ad_reserve(ad, need_bytes, need_count, exact);
 		for (i = 0; i < n; i++) {
 			struct ad_range *ri = &r[i];
 
@@ -642,7 +715,7 @@ restart:
 			}
 			ri->bus = ri->win->bus_start + (ri->gpa - ri->win->gpa_start);
 			if (ri->bus + ri->len - 1 > limit) {
-				ad_drop_missed(ad, ri);
+				ad_drop_missed(ad, ri, &missed);
 				ri->level++;
 				again = true;
 				continue;
@@ -651,6 +724,8 @@ restart:
 				ri->win = ad_canonical(ad, ri->win, ri->bus, ri->len);
 			ri->done = true;
 		}
+		if (!list_empty(&missed))
+			ad_release_list(ad, &missed);
 		if (failed_any)
 			break;
 	} while (again);
@@ -658,13 +733,19 @@ restart:
 	/* After a reset, map the pool again before anything needs it. */
 	if (may_bounce && ad->pool_lost && ad->bounce_page && !ad->gone)
 		ad_pool_map(ad);
-	if (!failed_any && !ad->gone)
-		return 0;
+	if (!failed_any && !ad->gone) {
+		ret = 0;
+		goto out;
+	}
 fail:
 	for (i = 0; i < n; i++)
 		if (r[i].done)
 			ad_range_put(ad, &r[i]);
-	return ad->gone ? -EIO : -ENOMEM;
+	ret = ad->gone ? -EIO : -ENOMEM;
+out:
+	ad->stats.max_resolve_doorbells = max(ad->stats.max_resolve_doorbells,
+					      ad->stats.doorbells - doorbells);
+	return ret;
 }
 
 /* ---- companion reset, companion gone ------------------------------------ */

@@ -92,6 +92,7 @@ static int ad_stats_show(struct seq_file *m, void *unused)
 	seq_printf(m, "mode %s\n", ad->strict ? "strict" : "lazy");
 	seq_printf(m, "idle_ms %llu\n", ad->strict ? 0 : div_u64(ad->idle_ns, NSEC_PER_MSEC));
 	seq_printf(m, "max_doorbell_entries %llu\n", s.max_doorbell_entries);
+	seq_printf(m, "max_resolve_doorbells %llu\n", s.max_resolve_doorbells);
 	seq_printf(m, "slow_paths %llu\n", s.slow_paths);
 	seq_printf(m, "mask_misses %llu\n", s.mask_misses);
 	seq_printf(m, "bad_bus %llu\n", s.bad_bus);

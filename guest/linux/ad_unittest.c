@@ -663,6 +663,54 @@ out:
 	return r;
 }
 
+/*
+ * One locked resolution rings a bounded number of doorbells, whatever the
+ * pressure: 60 misses that need about 60 idle windows evicted cost one
+ * eviction batch and one MAP, not an eviction every few misses.
+ */
+static const char *ad_t_hold(void)
+{
+	struct ad_fake_cfg cfg = { .windows = 64 };
+	struct ad_fake *f = ad_fake_create(&cfg);
+	struct scatterlist *sgl;
+	const char *r = NULL;
+	dma_addr_t bus;
+	int i, n = 60;
+
+	if (!f)
+		return "hold_setup";
+	WRITE_ONCE(f->ad->idle_work_ready, false);	/* idle windows stay, to be evicted */
+	for (i = 0; i < n && !r; i++) {
+		bus = ad_t_map(f, AD_T_GPA + SZ_4M * (i + 1ULL), SZ_4K);
+		if (bus == DMA_MAPPING_ERROR)
+			r = "hold_fill";
+		else
+			ad_t_unmap(f, bus, SZ_4K);
+	}
+	sgl = r ? NULL : kcalloc(n, sizeof(*sgl), GFP_KERNEL);
+	if (!sgl) {
+		r = r ?: "hold_setup";
+		goto out;
+	}
+	sg_init_table(sgl, n);
+	for (i = 0; i < n; i++)
+		sg_set_page(&sgl[i], pfn_to_page(PHYS_PFN(AD_T_GPA + SZ_512M + SZ_4M * (i + 1ULL))),
+			    SZ_4K, 0);
+	f->ad->stats.max_resolve_doorbells = 0;
+	if (ad_map_sg(&f->dev, sgl, n, DMA_BIDIRECTIONAL, 0) != n)
+		r = "hold_sg";
+	else if (f->ad->stats.evictions < n - 8)
+		r = "hold_no_pressure";
+	else if (f->ad->stats.max_resolve_doorbells > 2)
+		r = "hold_doorbells";
+	if (!r)
+		ad_unmap_sg(&f->dev, sgl, n, DMA_BIDIRECTIONAL, 0);
+	kfree(sgl);
+out:
+	ad_fake_destroy(f);
+	return r;
+}
+
 /* Unknown unmaps counted so far (per CPU counters). */
 static u64 ad_t_unknown(struct apple_dma *ad)
 {
@@ -995,6 +1043,7 @@ static const struct {
 	{ "lazy", ad_t_lazy },
 	{ "mmio_max", ad_t_mmio_max },
 	{ "lockless", ad_t_lockless },
+	{ "hold", ad_t_hold },
 	{ "gone", ad_t_gone },
 	{ "gone_idle", ad_t_gone_idle },
 	{ "remove_live", ad_t_remove_live },

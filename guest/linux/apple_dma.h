@@ -256,6 +256,7 @@ struct ad_stats {
 	u64 unmap_entries;
 	u64 entries_hist[AD_HIST_BUCKETS];
 	u64 max_doorbell_entries;
+	u64 max_resolve_doorbells;	/* most doorbells one locked resolution rang */
 	u64 cache_hits;
 	u64 cache_misses;
 	u64 map_refused;

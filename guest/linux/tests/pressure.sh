@@ -23,7 +23,7 @@ fio --name=parallel --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --iodep
 	--eta=never --output=/tmp/fio-parallel.out && result fio_parallel=ok ||
 	{ result fio_parallel=failed; tail -n 20 /tmp/fio-parallel.out; rc=1; }
 f=/sys/kernel/debug/apple_dma/0000:00:06.0/stats
-for k in evictions bounce_maps failures map_calls unknown_unmaps live_mappings budget_mappings doorbells guest_features; do
+for k in evictions bounce_maps failures map_calls unknown_unmaps live_mappings budget_mappings doorbells guest_features max_resolve_doorbells max_doorbell_entries; do
 	result "p_$k=$(sed -n "s/^$k //p" $f)"
 done
 dmesg | grep -i -E 'apple_dma|BUG|WARNING|Oops' | tail -n 10
