@@ -43,6 +43,10 @@ bool rebind = true;
 module_param(rebind, bool, 0444);
 MODULE_PARM_DESC(rebind, "Unbind and rebind the managed function's driver if it is already bound (default Y); N refuses to probe instead");
 
+unsigned int swap_delay_ms;
+module_param(swap_delay_ms, uint, 0644);
+MODULE_PARM_DESC(swap_delay_ms, "For tests: wait this long between unbinding the managed function's driver and swapping its DMA operations, which widens the window a racing bind would use (default 0)");
+
 LIST_HEAD(ad_instances);
 /* Guards ad_instances and each instance's managed function. */
 DEFINE_MUTEX(ad_instances_lock);

@@ -202,6 +202,8 @@ int ad_claim_present(struct apple_dma *ad)
 				 pci_name(mdev));
 			device_release_driver(&mdev->dev);
 		}
+		if (swap_delay_ms)
+			msleep(swap_delay_ms);
 		device_lock(&mdev->dev);
 		if (!mdev->dev.driver) {
 			mutex_lock(&ad_instances_lock);
@@ -252,6 +254,8 @@ bool ad_release_managed(struct apple_dma *ad)
 				 pci_name(mdev));
 			device_release_driver(&mdev->dev);
 		}
+		if (swap_delay_ms)
+			msleep(swap_delay_ms);
 		device_lock(&mdev->dev);
 		if (!mdev->dev.driver) {
 			if (get_dma_ops(&mdev->dev) == &ad->ops)

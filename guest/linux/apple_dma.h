@@ -372,6 +372,7 @@ extern bool v2_only;
 extern bool selftest;
 extern bool unittest;
 extern bool rebind;
+extern unsigned int swap_delay_ms;
 
 extern struct list_head ad_instances;
 extern struct mutex ad_instances_lock;

@@ -21,16 +21,19 @@ f=/sys/kernel/debug/apple_dma/0000:00:06.0/stats
 result rebind_map_calls="$(sed -n 's/^map_calls //p' $f)" rebind_failures="$(sed -n 's/^failures //p' $f)"
 
 # A loop binds nvme as fast as it can while apple_dma is unloaded and
-# loaded again.  Whoever wins, nvme never keeps a driver with the wrong
-# DMA operations, nor operations that point into the unloaded module:
-# while apple_dma swaps them, no driver can bind the function.
+# loaded again, with 50 ms between each unbind and the swap of nvme's DMA
+# operations (swap_delay_ms), so that the loop surely tries to bind in
+# between.  Whoever wins, nvme never keeps a driver with the wrong
+# operations, nor operations that point into the unloaded module: while
+# apple_dma swaps them, no driver can bind the function.
 (while :; do echo 0000:00:05.0 >/sys/bus/pci/drivers/nvme/bind; done) 2>/dev/null &
 binder=$!
 cycles=0 unloads=0 routed=0
+echo 50 >/sys/module/apple_dma/parameters/swap_delay_ms
 while [ $cycles -lt 8 ]; do
 	cycles=$((cycles + 1))
 	rmmod apple_dma && unloads=$((unloads + 1))
-	modload apple_dma
+	VFA_PARAMS_apple_dma="swap_delay_ms=50" modload apple_dma
 	wait_for /dev/nvme0n1 60 || break
 	before=$(sed -n 's/^map_calls //p' $f)
 	fio --name=race --filename=/dev/nvme0n1 --direct=1 --rw=read --bs=64k --size=1M \
