@@ -575,6 +575,22 @@ static void ad_drop_missed(struct apple_dma *ad, struct ad_range *r, struct list
 	}
 }
 
+/* Take a cached shared window (live, or pending in this round) for @ri. */
+static bool ad_range_hit(struct apple_dma *ad, struct ad_range *ri)
+{
+	struct ad_window *w;
+
+	if (ri->kind != AD_KIND_SHARED)
+		return false;
+	w = ad_lookup_gpa(ad, ri->gpa, ri->len, true);
+	if (!w)
+		return false;
+	ad_win_get(ad, w);
+	ri->win = w;
+	ad->stats.cache_hits++;
+	return true;
+}
+
 /*
  * Give each of @n ranges a bus address at or below @limit.  Cached windows
  * cost nothing; the misses of one round share one eviction batch and one
@@ -623,14 +639,8 @@ restart:
 
 			if (ri->done || ri->win || ri->level >= AD_LVL_BOUNCE)
 				continue;
-			w = ri->kind == AD_KIND_SHARED ?
-			    ad_lookup_gpa(ad, ri->gpa, ri->len, true) : NULL;
-			if (w) {
-				ad_win_get(ad, w);
-				ri->win = w;
-				ad->stats.cache_hits++;
+			if (ad_range_hit(ad, ri))
 				continue;
-			}
 			span = ad_win_span(ad, ri, &start);
 			if (span && start != last_start && need_count < ad->batch_max) {
 				need_bytes += span;
@@ -659,14 +669,8 @@ restart:
 			}
 			if (ri->level == AD_LVL_FAIL)
 				continue;
-			w = ri->kind == AD_KIND_SHARED ?
-			    ad_lookup_gpa(ad, ri->gpa, ri->len, true) : NULL;
-			if (w) {
-				ad_win_get(ad, w);
-				ri->win = w;
-				ad->stats.cache_hits++;
+			if (ad_range_hit(ad, ri))
 				continue;
-			}
 			if (nb == ad->batch_max) {
 				again = true;	/* next round, next doorbell */
 				continue;

@@ -165,13 +165,58 @@ static void ad_unblock_binding(struct pci_dev *mdev, char *saved)
 	kfree(saved);
 }
 
+/*
+ * Unbind @mdev's driver and swap its DMA operations, with binding blocked:
+ * @install puts ours in, else the ones it had go back.  Again if a bind
+ * got in first.  False when a driver still holds it with other operations
+ * than wanted.
+ */
+static bool ad_swap_ops(struct apple_dma *ad, struct pci_dev *mdev, bool install)
+{
+	bool blocked, done = false;
+	char *saved;
+	int tries;
+
+	blocked = ad_block_binding(mdev, &saved);
+	for (tries = 0; tries < AD_RELEASE_TRIES && !done; tries++) {
+		if (READ_ONCE(mdev->dev.driver) &&
+		    (!install || get_dma_ops(&mdev->dev) != &ad->ops)) {
+			if (install)
+				dev_warn(ad->dev, "%s is already bound: unbinding its driver to route its DMA\n",
+					 pci_name(mdev));
+			else
+				dev_info(ad->dev, "unbinding %s: its DMA cannot work without the companion\n",
+					 pci_name(mdev));
+			device_release_driver(&mdev->dev);
+		}
+		if (swap_delay_ms)
+			msleep(swap_delay_ms);
+		device_lock(&mdev->dev);
+		if (mdev->dev.driver) {
+			done = install && get_dma_ops(&mdev->dev) == &ad->ops;
+		} else if (install) {
+			mutex_lock(&ad_instances_lock);
+			ad_install_ops(ad, mdev, false);
+			mutex_unlock(&ad_instances_lock);
+			done = true;
+		} else {
+			if (get_dma_ops(&mdev->dev) == &ad->ops)
+				set_dma_ops(&mdev->dev, ad->managed_orig_ops);
+			done = true;
+		}
+		device_unlock(&mdev->dev);
+	}
+	if (blocked)
+		ad_unblock_binding(mdev, saved);
+	return done;
+}
+
 /* Take over an already present managed function; 0 when it is absent. */
 int ad_claim_present(struct apple_dma *ad)
 {
 	struct pci_dev *mdev;
-	bool was_bound, blocked, done = false;
-	char *saved;
-	int ret = 0, tries;
+	bool was_bound, done;
+	int ret = 0;
 
 	mdev = pci_get_domain_bus_and_slot(0, ad->managed_bdf >> 8, ad->managed_bdf & 0xff);
 	if (!mdev) {
@@ -195,28 +240,7 @@ int ad_claim_present(struct apple_dma *ad)
 		ret = -EBUSY;
 		goto out;
 	}
-	blocked = ad_block_binding(mdev, &saved);
-	for (tries = 0; tries < AD_RELEASE_TRIES; tries++) {
-		if (READ_ONCE(mdev->dev.driver) && get_dma_ops(&mdev->dev) != &ad->ops) {
-			dev_warn(ad->dev, "%s is already bound: unbinding its driver to route its DMA\n",
-				 pci_name(mdev));
-			device_release_driver(&mdev->dev);
-		}
-		if (swap_delay_ms)
-			msleep(swap_delay_ms);
-		device_lock(&mdev->dev);
-		if (!mdev->dev.driver) {
-			mutex_lock(&ad_instances_lock);
-			ad_install_ops(ad, mdev, false);
-			mutex_unlock(&ad_instances_lock);
-		}
-		done = !mdev->dev.driver || get_dma_ops(&mdev->dev) == &ad->ops;
-		device_unlock(&mdev->dev);
-		if (done)
-			break;
-	}
-	if (blocked)
-		ad_unblock_binding(mdev, saved);
+	done = ad_swap_ops(ad, mdev, true);
 	if (!done)
 		dev_err(ad->dev, "%s kept a driver that does not use the companion: rebinding raced us; unbind it and load again\n",
 			pci_name(mdev));
@@ -236,9 +260,7 @@ out:
 bool ad_release_managed(struct apple_dma *ad)
 {
 	struct pci_dev *mdev;
-	bool restored = false, blocked;
-	char *saved;
-	int tries;
+	bool restored;
 
 	mutex_lock(&ad_instances_lock);
 	ad->removing = true;
@@ -247,27 +269,7 @@ bool ad_release_managed(struct apple_dma *ad)
 	mutex_unlock(&ad_instances_lock);
 	if (!mdev)
 		return true;
-	blocked = ad_block_binding(mdev, &saved);
-	for (tries = 0; tries < AD_RELEASE_TRIES; tries++) {
-		if (mdev->dev.driver) {
-			dev_info(ad->dev, "unbinding %s: its DMA cannot work without the companion\n",
-				 pci_name(mdev));
-			device_release_driver(&mdev->dev);
-		}
-		if (swap_delay_ms)
-			msleep(swap_delay_ms);
-		device_lock(&mdev->dev);
-		if (!mdev->dev.driver) {
-			if (get_dma_ops(&mdev->dev) == &ad->ops)
-				set_dma_ops(&mdev->dev, ad->managed_orig_ops);
-			device_unlock(&mdev->dev);
-			restored = true;
-			break;
-		}
-		device_unlock(&mdev->dev);
-	}
-	if (blocked)
-		ad_unblock_binding(mdev, saved);
+	restored = ad_swap_ops(ad, mdev, false);
 	mutex_lock(&ad_instances_lock);
 	if (ad->managed) {
 		pci_dev_put(ad->managed);

@@ -415,6 +415,20 @@ static uint32_t companion_map_one(struct env *e, int fd, uint8_t *ram, uint64_t 
 	return companion_map(e, fd, ram, RAM_GPA + 0x10000, 0x4000, id, dma_addr);
 }
 
+/* A dart=apple sim broker, both clients connected and sharing RAM, one companion mapping made. */
+static void start_mapped(struct env *e, int mfd, uint8_t *ram, int *pt, int *comp, uint64_t *id, uint64_t *bus)
+{
+	start_broker(e, "sim:nvme,size=16M,dart=apple");
+	*pt = client_connect(e, e->pt_sock);
+	*comp = client_connect(e, e->comp_sock);
+	dma_map_fd(e, *pt, mfd);
+	dma_map_fd(e, *comp, mfd);
+	assert_int_equal(companion_map_one(e, *comp, ram, id, bus), 0);
+	json_object *s = status(e);
+	assert_int_equal(jint(s, "dma.live_mappings"), 1);
+	json_object_put(s);
+}
+
 /* ---- tests --------------------------------------------------------------- */
 
 static void test_status_json_and_sigterm(void **state)
@@ -866,18 +880,11 @@ static void test_passthrough_gone_drops_companion_mappings(void **state)
 {
 	struct env *e = *state;
 	uint64_t id, bus;
-	int mfd;
+	int mfd, pt, comp;
 	uint8_t *ram = new_ram(&mfd);
+	json_object *s;
 
-	start_broker(e, "sim:nvme,size=16M,dart=apple");
-	int pt = client_connect(e, e->pt_sock), comp = client_connect(e, e->comp_sock);
-	dma_map_fd(e, pt, mfd);
-	dma_map_fd(e, comp, mfd);
-	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
-	json_object *s = status(e);
-	assert_int_equal(jint(s, "dma.live_mappings"), 1);
-	json_object_put(s);
-
+	start_mapped(e, mfd, ram, &pt, &comp, &id, &bus);
 	close(pt);
 	for (int i = 0; i < 200; i++) {
 		s = status(e);
@@ -1693,16 +1700,11 @@ static void test_sim_reset_companion(void **state)
 	struct env *e = *state;
 	char error[256];
 	uint64_t id, bus, id2, bus2;
-	int mfd;
+	int mfd, pt, comp;
 	uint8_t *ram = new_ram(&mfd);
 
-	start_broker(e, "sim:nvme,size=16M,dart=apple");
-	int pt = client_connect(e, e->pt_sock), comp = client_connect(e, e->comp_sock);
-	dma_map_fd(e, pt, mfd);
-	dma_map_fd(e, comp, mfd);
-	assert_int_equal(companion_map_one(e, comp, ram, &id, &bus), 0);
+	start_mapped(e, mfd, ram, &pt, &comp, &id, &bus);
 	json_object *s = status(e);
-	assert_int_equal(jint(s, "dma.live_mappings"), 1);
 	assert_int_equal(jint(s, "companion.resets"), 0);
 	json_object_put(s);
 
