@@ -53,8 +53,10 @@ check-fuzz: deps
 # 6.1 x86 guest and a 6.12 arm64 guest (needs root; provisions on first use).
 check-guest: build
 	./guest/linux/checkpatch.sh
-	./guest/linux/test-guest.sh -k 6_1 apple rebind pressure strict iommu hotplug
-	./guest/linux/test-guest.sh -k 6_12_ARM64 apple pressure strict noncoherent
+	./guest/linux/test-guest.sh -k 6_1 apple rebind pressure strict reset iommu hotplug
+	./guest/linux/test-guest.sh -k 6_12 apple rebind reset
+	./guest/linux/test-guest.sh -k 7_3 apple rebind reset
+	./guest/linux/test-guest.sh -k 6_12_ARM64 apple rebind pressure strict reset noncoherent
 
 # Real QEMU 11.1 guests against the broker (needs root; see tests/e2e/).
 check-e2e: build build-san
