@@ -6,9 +6,10 @@
 # identity, lazy, ...), so that all see the same machine load; each guest
 # boot measures QD1 and QD32 once.  Prints per mode and queue depth the
 # median IOPS, doorbells per 1,000 I/Os, and the IOPS ratio to identity.
-# Then one 4-vCPU guest (lazy) measures numjobs=1 against numjobs=4 (QD8
-# each).  TCG makes absolute IOPS small; the ratios and the doorbell rate
-# are the figures that carry over.
+# Then 4-vCPU guests measure numjobs=1 against numjobs=4 (QD8 each), lazy
+# and DART-off, alternating, BENCH_REPS times: the module's scaling next to
+# the reference's.  TCG makes absolute IOPS small; the ratios and the
+# doorbell rate are the figures that carry over.
 #
 # Env: BENCH_KERNEL (6_1), BENCH_RUNTIME (s per run, 10), BENCH_REPS (3),
 #      VFA_BIN (the build's vfio-apple), VFA_CACHE.
@@ -60,16 +61,20 @@ make_initrd module
 make_initrd strict
 make_initrd identity
 make_initrd scale
+make_initrd scale-identity
 for _ in $(seq "$reps"); do
 	run_mode module apple
 	run_mode strict apple
 	run_mode identity identity
 done
 
+# median_stdin: the median of the numbers on standard input (0 if none)
+median_stdin() {
+	sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 # median FILE QD FIELD
 median() {
-	grep " qd=$2 " "$1" | tr ' ' '\n' | sed -n "s/^$3=//p" | sort -n |
-		awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+	grep " qd=$2 " "$1" | tr ' ' '\n' | sed -n "s/^$3=//p" | median_stdin
 }
 # doorbells per 1,000 I/Os over all repetitions
 per_kio() {
@@ -88,8 +93,21 @@ for mode in module strict; do
 	done
 done
 
-# numjobs scaling: one 4-vCPU guest, lazy module, QD8 per job.
-run_mode scale apple -smp 4
-j1=$(grep ' jobs=1 ' "$WORK/scale.results" | tr ' ' '\n' | sed -n 's/^iops=//p')
-j4=$(grep ' jobs=4 ' "$WORK/scale.results" | tr ' ' '\n' | sed -n 's/^iops=//p')
-echo "bench_guest_fio: 4 vCPUs, lazy, 4 KiB randread QD8 per job: numjobs=1 ${j1:-0} IOPS, numjobs=4 ${j4:-0} IOPS, ratio $(awk -v a="${j4:-0}" -v b="${j1:-0}" 'BEGIN { printf "%.2f", b ? a / b : 0 }')"
+# numjobs scaling: 4-vCPU guests, lazy module and DART-off, QD8 per job.
+for _ in $(seq "$reps"); do
+	run_mode scale apple -smp 4
+	run_mode scale-identity identity -smp 4
+done
+# jobs_median RESULTS N: the median IOPS at numjobs=N
+jobs_median() {
+	grep " jobs=$2 " "$1" | tr ' ' '\n' | sed -n 's/^iops=//p' | median_stdin
+}
+echo "bench_guest_fio: 4 vCPUs, 4 KiB randread QD8 per job, medians of $reps:"
+printf '%-9s %14s %14s %8s %20s\n' mode "numjobs=1 IOPS" "numjobs=4 IOPS" "4 / 1" "doorbells/1000 I/O"
+for mode in scale scale-identity; do
+	j1=$(jobs_median "$WORK/$mode.results" 1)
+	j4=$(jobs_median "$WORK/$mode.results" 4)
+	printf '%-9s %14s %14s %8s %20s\n' "$([ $mode = scale ] && echo lazy || echo identity)" "$j1" "$j4" \
+		"$(awk -v a="$j4" -v b="$j1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')" \
+		"$(grep -h ' jobs=' "$WORK/$mode.results" | tr ' ' '\n' | awk -F= '$1 == "iops" { i += $2 } $1 == "doorbells" { d += $2 } END { printf "%.3f", i ? d * 1000 / (i * '"$runtime"') : 0 }')"
+done

@@ -2,7 +2,8 @@
 # BENCH_MODE (module|strict|identity|scale), BENCH_RUNTIME and BENCH_REPS
 # are set by the host runner in a line above.  4 KiB random reads at QD1
 # and QD32; each repetition prints IOPS, I/Os and the companion's doorbells
-# during it.  scale (lazy module, 4 vCPUs): numjobs 1 and 4 at QD8 each.
+# during it.  scale (lazy module, 4 vCPUs) and scale-identity (DART-off, no
+# module): numjobs 1 and 4 at QD8 each.
 list_pci >/dev/null
 STATS=/sys/kernel/debug/apple_dma/0000:00:06.0/stats
 doorbells() {
@@ -16,7 +17,7 @@ VFA_PARAMS_nvme_core="admin_timeout=30 io_timeout=30" modload nvme
 wait_for /dev/nvme0n1 60 || { result bench=no_disk; exit 1; }
 # Fill the region read below so reads see written blocks.
 dd if=/dev/zero of=/dev/nvme0n1 bs=1M count=64 oflag=direct 2>/dev/null
-if [ "$BENCH_MODE" = scale ]; then
+if [ "$BENCH_MODE" = scale ] || [ "$BENCH_MODE" = scale-identity ]; then
 	result cpus="$(grep -c ^processor /proc/cpuinfo)"
 	for jobs in 1 4; do
 		d0=$(doorbells)
@@ -24,7 +25,7 @@ if [ "$BENCH_MODE" = scale ]; then
 			--iodepth=8 --rw=randread --bs=4k --size=64M --time_based --numjobs="$jobs" \
 			--group_reporting --runtime="$BENCH_RUNTIME" --minimal --eta=never 2>/dev/null | tail -n1)
 		d1=$(doorbells)
-		result bench_mode=scale jobs="$jobs" iops="$(echo "$line" | cut -d';' -f8)" \
+		result bench_mode="$BENCH_MODE" jobs="$jobs" iops="$(echo "$line" | cut -d';' -f8)" \
 			doorbells=$((d1 - d0))
 	done
 	result bench=done
