@@ -12,6 +12,7 @@
 # doorbell rate are the figures that carry over.
 #
 # Env: BENCH_KERNEL (6_1), BENCH_RUNTIME (s per run, 10), BENCH_REPS (3),
+#      BENCH_PARTS ("qd scale": the QD1/QD32 table, the numjobs table),
 #      VFA_BIN (the build's vfio-apple), VFA_CACHE.
 # Needs root and provision/provision.sh's cache; says "skipped" without them.
 set -uo pipefail
@@ -29,6 +30,7 @@ provision_env --headers
 tag=${BENCH_KERNEL:-6_1}
 runtime=${BENCH_RUNTIME:-10}
 reps=${BENCH_REPS:-3}
+parts=${BENCH_PARTS:-qd scale}
 kernel_var=KERNEL_$tag modules_var=MODULES_$tag krel_var=KREL_$tag
 KERNEL=${!kernel_var:-}
 MODULES=${!modules_var:-}
@@ -57,57 +59,57 @@ run_mode() { # mode dart [QEMU args]
 	grep -aq 'VFA-RESULT bench=done' "$CONSOLE" || { show_context; die "the $mode guest did not finish"; }
 }
 
-make_initrd module
-make_initrd strict
-make_initrd identity
-make_initrd scale
-make_initrd scale-identity
-for _ in $(seq "$reps"); do
-	run_mode module apple
-	run_mode strict apple
-	run_mode identity identity
-done
-
 # median_stdin: the median of the numbers on standard input (0 if none)
 median_stdin() {
 	sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-# median FILE QD FIELD
+# median FILE KEY VALUE FIELD: FIELD's median over the lines with KEY=VALUE
 median() {
-	grep " qd=$2 " "$1" | tr ' ' '\n' | sed -n "s/^$3=//p" | median_stdin
+	grep " $2=$3 " "$1" | tr ' ' '\n' | sed -n "s/^$4=//p" | median_stdin
 }
-# doorbells per 1,000 I/Os over all repetitions
+# per_kio FILE KEY VALUE: doorbells per 1,000 I/Os over those lines
 per_kio() {
-	grep " qd=$2 " "$1" | tr ' ' '\n' | awk -F= '$1 == "ios" { i += $2 } $1 == "doorbells" { d += $2 } END { printf "%.3f", i ? d * 1000 / i : 0 }'
+	grep " $2=$3 " "$1" | tr ' ' '\n' | awk -F= '$1 == "ios" { i += $2 } $1 == "doorbells" { d += $2 } END { printf "%.3f", i ? d * 1000 / i : 0 }'
 }
 
-echo "bench_guest_fio: kernel $tag, 4 KiB randread, ${runtime} s x $reps per point, TCG"
-printf '%-8s %-4s %10s %14s %8s %20s\n' mode QD IOPS "identity IOPS" ratio "doorbells/1000 I/O"
-for mode in module strict; do
-	for qd in 1 32; do
-		m=$(median "$WORK/$mode.results" $qd iops)
-		i=$(median "$WORK/identity.results" $qd iops)
-		r=$(awk -v m="$m" -v i="$i" 'BEGIN { printf "%.3f", i ? m / i : 0 }')
-		printf '%-8s %-4s %10s %14s %8s %20s\n' "${mode/module/lazy}" "$qd" "$m" "$i" "$r" \
-			"$(per_kio "$WORK/$mode.results" $qd)"
+if [[ " $parts " == *" qd "* ]]; then
+	make_initrd module
+	make_initrd strict
+	make_initrd identity
+	for _ in $(seq "$reps"); do
+		run_mode module apple
+		run_mode strict apple
+		run_mode identity identity
 	done
-done
 
-# numjobs scaling: 4-vCPU guests, lazy module and DART-off, QD8 per job.
-for _ in $(seq "$reps"); do
-	run_mode scale apple -smp 4
-	run_mode scale-identity identity -smp 4
-done
-# jobs_median RESULTS N: the median IOPS at numjobs=N
-jobs_median() {
-	grep " jobs=$2 " "$1" | tr ' ' '\n' | sed -n 's/^iops=//p' | median_stdin
-}
-echo "bench_guest_fio: 4 vCPUs, 4 KiB randread QD8 per job, medians of $reps:"
-printf '%-9s %14s %14s %8s %20s\n' mode "numjobs=1 IOPS" "numjobs=4 IOPS" "4 / 1" "doorbells/1000 I/O"
-for mode in scale scale-identity; do
-	j1=$(jobs_median "$WORK/$mode.results" 1)
-	j4=$(jobs_median "$WORK/$mode.results" 4)
-	printf '%-9s %14s %14s %8s %20s\n' "$([ $mode = scale ] && echo lazy || echo identity)" "$j1" "$j4" \
-		"$(awk -v a="$j4" -v b="$j1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')" \
-		"$(grep -h ' jobs=' "$WORK/$mode.results" | tr ' ' '\n' | awk -F= '$1 == "iops" { i += $2 } $1 == "doorbells" { d += $2 } END { printf "%.3f", i ? d * 1000 / (i * '"$runtime"') : 0 }')"
-done
+	echo "bench_guest_fio: kernel $tag, 4 KiB randread, ${runtime} s x $reps per point, TCG"
+	printf '%-8s %-4s %10s %14s %8s %20s\n' mode QD IOPS "identity IOPS" ratio "doorbells/1000 I/O"
+	for mode in module strict; do
+		for qd in 1 32; do
+			m=$(median "$WORK/$mode.results" qd $qd iops)
+			i=$(median "$WORK/identity.results" qd $qd iops)
+			r=$(awk -v m="$m" -v i="$i" 'BEGIN { printf "%.3f", i ? m / i : 0 }')
+			printf '%-8s %-4s %10s %14s %8s %20s\n' "${mode/module/lazy}" "$qd" "$m" "$i" "$r" \
+				"$(per_kio "$WORK/$mode.results" qd $qd)"
+		done
+	done
+fi
+
+if [[ " $parts " == *" scale "* ]]; then
+	make_initrd scale
+	make_initrd scale-identity
+	# numjobs scaling: 4-vCPU guests, lazy module and DART-off, QD8 per job.
+	for _ in $(seq "$reps"); do
+		run_mode scale apple -smp 4
+		run_mode scale-identity identity -smp 4
+	done
+	echo "bench_guest_fio: 4 vCPUs, 4 KiB randread QD8 per job, medians of $reps:"
+	printf '%-9s %9s %9s %6s %14s\n' mode "jobs=1" "jobs=4" "4 / 1" "doorbells/1000"
+	for mode in scale scale-identity; do
+		j1=$(median "$WORK/$mode.results" jobs 1 iops)
+		j4=$(median "$WORK/$mode.results" jobs 4 iops)
+		printf '%-9s %9s %9s %6s %14s\n' "$([ $mode = scale ] && echo lazy || echo identity)" "$j1" "$j4" \
+			"$(awk -v a="$j4" -v b="$j1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')" \
+			"$(per_kio "$WORK/$mode.results" jobs 1) / $(per_kio "$WORK/$mode.results" jobs 4)"
+	done
+fi

@@ -25,8 +25,9 @@ if [ "$BENCH_MODE" = scale ] || [ "$BENCH_MODE" = scale-identity ]; then
 			--iodepth=8 --rw=randread --bs=4k --size=64M --time_based --numjobs="$jobs" \
 			--group_reporting --runtime="$BENCH_RUNTIME" --minimal --eta=never 2>/dev/null | tail -n1)
 		d1=$(doorbells)
+		kib=$(echo "$line" | cut -d';' -f6)
 		result bench_mode="$BENCH_MODE" jobs="$jobs" iops="$(echo "$line" | cut -d';' -f8)" \
-			doorbells=$((d1 - d0))
+			ios=$(( ${kib:-0} / 4 )) doorbells=$((d1 - d0))
 	done
 	result bench=done
 	exit 0
