@@ -178,16 +178,33 @@ static bool ad_room_for(struct apple_dma *ad, u64 len)
 	       !list_empty(&ad->free_list);
 }
 
+/*
+ * What must go before @count more windows of @bytes in all fit: the bytes
+ * and windows over the budgets, and the windows beyond the free slots.
+ */
+static void ad_shortfall(struct apple_dma *ad, u64 bytes, u64 count, u64 *over_bytes,
+			 u64 *over_count)
+{
+	struct ad_window *w;
+	u64 free_slots = 0;
+
+	list_for_each_entry(w, &ad->free_list, link)
+		if (++free_slots >= count)
+			break;
+	*over_bytes = ad->live_bytes + bytes > ad->budget_bytes ?
+		      ad->live_bytes + bytes - ad->budget_bytes : 0;
+	*over_count = ad->live_mappings + count > ad->budget_mappings ?
+		      ad->live_mappings + count - ad->budget_mappings : 0;
+	*over_count = max(*over_count, count - free_slots);
+}
+
 /* Make room for one more mapping of @len bytes, evicting idle windows. */
 static bool ad_make_room(struct apple_dma *ad, u64 len)
 {
 	u64 over_bytes, over_count;
 
 	while (!ad_room_for(ad, len)) {
-		over_bytes = ad->live_bytes + len > ad->budget_bytes ?
-			     ad->live_bytes + len - ad->budget_bytes : 0;
-		over_count = ad->live_mappings + 1 > ad->budget_mappings ?
-			     ad->live_mappings + 1 - ad->budget_mappings : 1;
+		ad_shortfall(ad, len, 1, &over_bytes, &over_count);
 		if (!ad_evict(ad, over_bytes, over_count))
 			return false;
 	}
@@ -376,17 +393,9 @@ static u64 ad_win_span(struct apple_dma *ad, const struct ad_range *r, u64 *star
  */
 static void ad_reserve(struct apple_dma *ad, u64 bytes, u64 count, bool exact)
 {
-	u64 free_slots = 0, over_bytes, over_count;
-	struct ad_window *w;
+	u64 over_bytes, over_count;
 
-	list_for_each_entry(w, &ad->free_list, link)
-		if (++free_slots >= count)
-			break;
-	over_bytes = ad->live_bytes + bytes > ad->budget_bytes ?
-		     ad->live_bytes + bytes - ad->budget_bytes : 0;
-	over_count = ad->live_mappings + count > ad->budget_mappings ?
-		     ad->live_mappings + count - ad->budget_mappings : 0;
-	over_count = max(over_count, count - free_slots);
+	ad_shortfall(ad, bytes, count, &over_bytes, &over_count);
 	if (exact) {
 		over_bytes = max(over_bytes, bytes);
 		over_count = max(over_count, count);
