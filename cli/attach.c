@@ -180,6 +180,19 @@ static int sim_qom(struct json_object *list, const char *id, bool present, char 
 	return 0;
 }
 
+/*
+ * Each sim verb: the broker's control request, what is printed when done,
+ * and the in-process device's x-sim-present value (-1: no in-process form).
+ */
+static const struct sim_verb {
+	const char *verb, *request, *done;
+	int present;
+} sim_verbs[] = {
+	{ "vanish", "sim-vanish\n", "vanished", 0 },
+	{ "replug", "sim-replug\n", "plugged back", 1 },
+	{ "reset-companion", "sim-reset-companion\n", "companion reset", -1 },
+};
+
 int cmd_sim(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -189,9 +202,9 @@ int cmd_sim(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	char dir[256], control[320], err[CLI_ERR_LEN];
-	const char *control_path = NULL, *verb, *request, *done;
+	const char *control_path = NULL, *verb;
+	const struct sim_verb *sv = NULL;
 	struct json_object *answer = NULL, *field;
-	bool vanish, reset;
 	int opt, rc = 1;
 
 	socket_paths_default_dir(dir, sizeof(dir));
@@ -207,16 +220,14 @@ int cmd_sim(int argc, char **argv)
 			return cli_usage_exit(opt, sim_usage);
 		}
 	}
-	if (optind >= argc || (strcmp(argv[optind], "vanish") != 0 && strcmp(argv[optind], "replug") != 0 &&
-			       strcmp(argv[optind], "reset-companion") != 0)) {
+	for (size_t i = 0; optind < argc && i < sizeof(sim_verbs) / sizeof(sim_verbs[0]); i++)
+		if (strcmp(argv[optind], sim_verbs[i].verb) == 0)
+			sv = &sim_verbs[i];
+	if (!sv) {
 		cli_error("sim needs vanish, replug or reset-companion (see `vfio-apple sim --help`)");
 		return 2;
 	}
 	verb = argv[optind++];
-	vanish = strcmp(verb, "vanish") == 0;
-	reset = strcmp(verb, "reset-companion") == 0;
-	request = vanish ? "sim-vanish\n" : reset ? "sim-reset-companion\n" : "sim-replug\n";
-	done = vanish ? "vanished" : reset ? "companion reset" : "plugged back";
 	if (control_path ? optind != argc : optind != argc - 1) {
 		cli_error("sim %s takes %s", verb, control_path ? "no ID with --control-socket" : "one device ID (vfaN)");
 		return 2;
@@ -231,17 +242,17 @@ int cmd_sim(int argc, char **argv)
 		}
 		if (json_object_object_get_ex(list, "mode", &mode) &&
 		    strcmp(json_object_get_string(mode), "in-process") == 0) {
-			if (reset) {
+			if (sv->present < 0) {
 				cli_error("reset-companion works on vfio-user devices; an in-process companion resets "
 					  "with the VM");
 				json_object_put(list);
 				return 1;
 			}
-			rc = sim_qom(list, id, !vanish, err, sizeof(err)) == 0 ? 0 : 1;
+			rc = sim_qom(list, id, sv->present == 1, err, sizeof(err)) == 0 ? 0 : 1;
 			if (rc)
 				cli_error("%s %s: %s", verb, id, err);
 			else
-				printf("%s: %s\n", id, done);
+				printf("%s: %s\n", id, sv->done);
 			json_object_put(list);
 			return rc;
 		}
@@ -252,13 +263,13 @@ int cmd_sim(int argc, char **argv)
 		}
 		control_path = control;
 	}
-	answer = control_request(control_path, request, 5000, err, sizeof(err));
+	answer = control_request(control_path, sv->request, 5000, err, sizeof(err));
 	if (!answer) {
 		cli_error("%s", err);
 		return 1;
 	}
 	if (json_object_object_get_ex(answer, "ok", &field) && json_object_get_boolean(field)) {
-		printf("%s: %s\n", control_path, done);
+		printf("%s: %s\n", control_path, sv->done);
 		rc = 0;
 	} else {
 		cli_error("sim %s: %s", verb,
