@@ -28,13 +28,17 @@ VFA_PARAMS_nvme_core="admin_timeout=15 io_timeout=15" modload nvme
 # fio_verify NAME DISK SIZE: random writes of 4-128 KiB, all read back with
 # crc32c; one result line.
 fio_verify() {
-	if fio --name="$1" --filename="$2" --direct=1 --ioengine=psync --rw=randwrite --bsrange=4k-128k \
-		--size="$3" --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=0 --eta=never \
-		--output=/tmp/fio-"$1".out; then
-		result fio_"$1"=ok
+	run_fio_on "$2" "$1" --rw=randwrite --bsrange=4k-128k --size="$3"
+}
+
+# disk_back KEY ADDR NAME: the disk of ADDR comes back (KEY=seen, else
+# KEY=absent, within 120 s) and verifies 16 MiB of writes (fio_verify NAME).
+disk_back() {
+	if d=$(wait_disk "$2" 120); then
+		result "$1"=seen
+		fio_verify "$3" "$d" 16M
 	else
-		result fio_"$1"=failed
-		tail -n 20 /tmp/fio-"$1".out
+		result "$1"=absent
 		return 1
 	fi
 }
@@ -86,13 +90,7 @@ else
 	rc=1
 fi
 result phase=want-reattach
-if DC=$(wait_disk "$C" 120); then
-	result reattach=seen
-	fio_verify reattach_c "$DC" 16M || rc=1
-else
-	result reattach=absent
-	rc=1
-fi
+disk_back reattach "$C" reattach_c || rc=1
 
 # ---- 3. surprise removal: B pulled in the middle of its writes -----------
 rm -f /tmp/pulled-rc
@@ -118,13 +116,7 @@ result pulled_fio_rc="$(cat /tmp/pulled-rc 2>/dev/null || echo hung)"
 grep -m3 -iE 'err=|error' /tmp/fio-pulled.out
 [ -b "$DB" ] && result pulled_disk=still-there || result pulled_disk=removed
 result phase=want-replug
-if DB=$(wait_disk "$B" 120); then
-	result replug=seen
-	fio_verify replug_b "$DB" 16M || rc=1
-else
-	result replug=absent
-	rc=1
-fi
+disk_back replug "$B" replug_b || rc=1
 
 # ---- the end: A's background I/O, the kernel's log --------------------------
 touch /tmp/stop-a

@@ -9,22 +9,9 @@
 # function order).
 list_pci
 
-# The companion of a slot's stats (disk_of, wait_disk, wait_gone: common.sh).
+# The companion of a slot's stats (disk_of, wait_disk, wait_gone,
+# run_fio_on: common.sh).
 stat_of() { sed -n "s/^$2 //p" "/sys/kernel/debug/apple_dma/$1/stats" 2>/dev/null; }
-# run_fio_on DISK NAME ARGS...: run_fio on another disk.
-run_fio_on() {
-	disk=$1 name=$2
-	shift 2
-	if fio --name="$name" --filename="$disk" --direct=1 --ioengine=psync \
-		--verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=0 \
-		--eta=never --output=/tmp/fio-"$name".out "$@"; then
-		result fio_"$name"=ok
-	else
-		result fio_"$name"=failed
-		tail -n 30 /tmp/fio-"$name".out
-		return 1
-	fi
-}
 # unplug_slot: what pciehp does when the slot goes: its functions removed
 # in reverse order (the managed function's driver first).
 unplug_slot() {

@@ -82,11 +82,12 @@ pattern_check() {
 	rm -f /tmp/pattern /tmp/readback
 }
 
-# run_fio NAME ARGS...: a verified fio run; one result line, output kept.
-run_fio() {
-	name=$1
-	shift
-	if fio --name="$name" --filename=/dev/nvme0n1 --direct=1 --ioengine=psync \
+# run_fio_on DISK NAME ARGS...: a verified fio run on DISK; one result
+# line, output kept.
+run_fio_on() {
+	disk=$1 name=$2
+	shift 2
+	if fio --name="$name" --filename="$disk" --direct=1 --ioengine=psync \
 		--verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=0 \
 		--eta=never --output=/tmp/fio-"$name".out "$@"; then
 		errs=$(grep -c 'verify:.*bad\|err=[ ]*[1-9]' /tmp/fio-"$name".out)
@@ -96,4 +97,9 @@ run_fio() {
 		tail -n 30 /tmp/fio-"$name".out
 		return 1
 	fi
+}
+
+# run_fio NAME ARGS...: run_fio_on the first NVMe disk.
+run_fio() {
+	run_fio_on /dev/nvme0n1 "$@"
 }
